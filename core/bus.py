@@ -1,0 +1,161 @@
+"""The one place where events get their sequence number and reach every subscriber.
+
+Fan-out is a synchronous call per subscriber on the event loop: each subscriber (ZeroMQ, a WebSocket
+client, the recorder) owns a bounded buffer and its own policy when that buffer is full, so the bus
+itself never waits and never decides to drop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from itertools import islice
+from typing import Any, Callable, Iterable, Protocol
+
+from core.envelope import Envelope, now_ms
+from core.normalizer import Draft
+from core.seqstore import SeqStore
+
+log = logging.getLogger(__name__)
+
+LATENCY_WINDOW = 2048
+
+
+class Subscriber(Protocol):
+    def deliver(self, envelope: Envelope) -> None:
+        """Take one envelope without blocking."""
+
+
+class Ring:
+    """The most recent envelopes of this run, addressable by `seq` (contiguous within a run)."""
+
+    def __init__(self, size: int) -> None:
+        self._items: deque[Envelope] = deque(maxlen=size)
+
+    def append(self, envelope: Envelope) -> None:
+        self._items.append(envelope)
+
+    @property
+    def first_seq(self) -> int | None:
+        return self._items[0].seq if self._items else None
+
+    @property
+    def last(self) -> Envelope | None:
+        return self._items[-1] if self._items else None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def since(self, from_seq: int) -> list[Envelope]:
+        """Every held envelope with `seq >= from_seq`, oldest first."""
+        first = self.first_seq
+        if first is None:
+            return []
+        return list(islice(self._items, max(0, from_seq - first), None))
+
+
+class Stats:
+    """Counters the health endpoint and the console read; cheap enough for every event."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.events_total = 0
+        self.by_family: dict[str, int] = {}
+        self.last_event_ms: int | None = None
+        self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._recent: deque[float] = deque()
+
+    def count(self, envelope: Envelope, received_ms: int | None) -> None:
+        self.events_total += 1
+        family = envelope.type.split(".", 1)[0]
+        self.by_family[family] = self.by_family.get(family, 0) + 1
+        self.last_event_ms = envelope.timestamp
+        now = time.monotonic()
+        self._recent.append(now)
+        while self._recent and now - self._recent[0] > 5.0:
+            self._recent.popleft()
+        if received_ms is not None:
+            self._latencies.append(time.time() * 1000 - received_ms)
+
+    def events_per_s(self) -> float:
+        now = time.monotonic()
+        recent = [t for t in self._recent if now - t <= 5.0]
+        span = min(5.0, now - self.started) or 1.0
+        return round(len(recent) / span, 2)
+
+    def latency_ms(self) -> dict[str, float | None]:
+        values = sorted(self._latencies)
+        if not values:
+            return {"p50": None, "p99": None}
+        return {
+            "p50": round(values[len(values) // 2], 3),
+            "p99": round(values[min(len(values) - 1, int(len(values) * 0.99))], 3),
+        }
+
+
+class EventBus:
+    def __init__(self, seqstore: SeqStore, ring_size: int) -> None:
+        self.seqstore = seqstore
+        self.ring = Ring(ring_size)
+        self.stats = Stats()
+        self._subscribers: list[Subscriber] = []
+        self._control_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.last_by_type: dict[str, Envelope] = {}
+
+    @property
+    def last_seq(self) -> int:
+        return self.seqstore.last
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        if subscriber in self._subscribers:
+            self._subscribers.remove(subscriber)
+
+    def on_control(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        self._control_listeners.append(listener)
+
+    def publish(
+        self,
+        type: str,
+        data: dict[str, Any],
+        *,
+        source: str,
+        game_id: str | None = None,
+        received_ms: int | None = None,
+    ) -> Envelope:
+        envelope = Envelope(
+            seq=self.seqstore.next(),
+            type=type,
+            timestamp=received_ms if received_ms is not None else now_ms(),
+            gameId=game_id,
+            source=source,
+            data=data,
+        )
+        self.ring.append(envelope)
+        self.last_by_type[type] = envelope
+        self.stats.count(envelope, received_ms)
+        for subscriber in self._subscribers:
+            try:
+                subscriber.deliver(envelope)
+            except Exception:
+                log.exception("subscriber %r failed; it stays subscribed", subscriber)
+        return envelope
+
+    def publish_drafts(
+        self, drafts: Iterable[Draft], *, source: str, received_ms: int
+    ) -> list[Envelope]:
+        return [
+            self.publish(d.type, d.data, source=source, game_id=d.gameId, received_ms=received_ms)
+            for d in drafts
+        ]
+
+    def control(self, message: dict[str, Any]) -> None:
+        """Send a control message (no `seq`, never recorded), e.g. `sys.heartbeat`."""
+        for listener in self._control_listeners:
+            try:
+                listener(message)
+            except Exception:
+                log.exception("control listener failed")

@@ -1,0 +1,163 @@
+"""The channel catalogue: every channel Vectra can emit, with the model its `data` must satisfy.
+
+This is the code side of `docs/PROTOCOL.md`; tests hold the two together, so a channel cannot be
+emitted without being documented, and a documented example cannot drift from what the code checks.
+Models allow extra fields: the contract only ever grows.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Phase = Literal["COOLDOWN", "PRESALE", "ACTIVE", "RUGGED", "UNKNOWN"]
+SourceName = Literal["socketio", "cdp", "replay"]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class EnvelopeModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    v: Literal[1]
+    seq: int = Field(ge=1)
+    type: str
+    timestamp: int
+    gameId: str | None
+    source: SourceName
+    data: dict[str, Any]
+
+
+class Skipped(BaseModel):
+    from_seq: int = Field(alias="from")
+    to_seq: int = Field(alias="to")
+
+
+class SysStart(_Open):
+    previous_last_seq: int
+    skipped: Skipped | None
+    version: str
+    sources: list[SourceName]
+
+
+class GameTick(_Open):
+    tickCount: int | None
+    price: float | None
+    active: bool | None
+    rugged: bool | None
+    phase: Phase
+    cooldownTimer: int | None
+    allowPreRoundBuys: bool | None
+    tradeCount: int | None
+    connectedPlayers: int | None
+    backfilled: bool
+
+
+class GamePhase(_Open):
+    from_phase: Phase | None = Field(alias="from")
+    to_phase: Phase = Field(alias="to")
+
+
+class GameStart(_Open):
+    tick: int
+    price: float
+    late: bool
+
+
+class GameEnd(_Open):
+    finalTick: int
+    finalPrice: float
+    peakPrice: float
+    durationMs: int | None
+    ticksSeen: int
+    ticksExpected: int
+    inferred: bool
+
+
+class GameGap(_Open):
+    gameId: str
+    fromTick: int
+    toTick: int
+
+
+class PlayerTrade(_Open):
+    id: str | None
+    playerId: str | None
+    username: str | None
+    type: str | None
+    price: float | None
+    amount: float | None
+    qty: float | None
+    tickIndex: int | None
+    leverage: float | None
+    coin: str | None
+
+
+class ConnectionStatus(_Open):
+    state: Literal["connecting", "connected", "disconnected", "reconnecting", "failed"]
+    source: SourceName
+    url: str | None
+    attempt: int
+    reason: str | None
+
+
+class ErrorEvent(_Open):
+    code: str
+    message: str
+    raw: str | None
+
+
+class RawEvent(_Open):
+    payload: Any
+    trace: dict[str, Any] | None
+
+
+class RawAck(_Open):
+    ackId: int
+    args: list[Any]
+
+
+class Passthrough(_Open):
+    """The feed's own payload, unchanged (an object; a non-object payload sits under `payload`)."""
+
+
+CHANNELS: dict[str, type[BaseModel]] = {
+    "sys.start": SysStart,
+    "game.tick": GameTick,
+    "game.phase": GamePhase,
+    "game.start": GameStart,
+    "game.end": GameEnd,
+    "game.gap": GameGap,
+    "player.trade": PlayerTrade,
+    "player.update": Passthrough,
+    "player.identity": Passthrough,
+    "player.state": Passthrough,
+    "sidebet.placed": Passthrough,
+    "sidebet.result": Passthrough,
+    "connection.status": ConnectionStatus,
+    "error": ErrorEvent,
+    "raw.ack": RawAck,
+    "raw.*": RawEvent,
+}
+
+# Feed events whose payload is republished unchanged on a named channel of their own.
+PASSTHROUGH_EVENTS: dict[str, str] = {
+    "playerUpdate": "player.update",
+    "usernameStatus": "player.identity",
+    "gameStatePlayerUpdate": "player.state",
+    "currentSidebet": "sidebet.placed",
+    "currentSidebetResult": "sidebet.result",
+}
+
+
+def model_for(channel: str) -> type[BaseModel] | None:
+    if channel in CHANNELS:
+        return CHANNELS[channel]
+    for pattern, model in CHANNELS.items():
+        if "*" in pattern and fnmatchcase(channel, pattern):
+            return model
+    return None
+

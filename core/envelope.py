@@ -1,0 +1,78 @@
+"""The envelope: the one shape every published event has, on every transport and in every file.
+
+An envelope is serialized exactly once (orjson, cached) however many subscribers it reaches, because
+fan-out to ZeroMQ, WebSocket clients and the recorder would otherwise encode the same 5 KB tick
+several times.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+SCHEMA_VERSION = 1
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Envelope:
+    __slots__ = ("seq", "type", "timestamp", "gameId", "source", "data", "_json")
+
+    def __init__(
+        self,
+        seq: int,
+        type: str,
+        timestamp: int,
+        gameId: str | None,
+        source: str,
+        data: dict[str, Any],
+    ) -> None:
+        self.seq = seq
+        self.type = type
+        self.timestamp = timestamp
+        self.gameId = gameId
+        self.source = source
+        self.data = data
+        self._json: bytes | None = None
+
+    @property
+    def v(self) -> int:
+        return SCHEMA_VERSION
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "v": SCHEMA_VERSION,
+            "seq": self.seq,
+            "type": self.type,
+            "timestamp": self.timestamp,
+            "gameId": self.gameId,
+            "source": self.source,
+            "data": self.data,
+        }
+
+    def to_json(self) -> bytes:
+        if self._json is None:
+            self._json = orjson.dumps(self.as_dict())
+        return self._json
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Envelope":
+        return cls(
+            seq=raw["seq"],
+            type=raw["type"],
+            timestamp=raw["timestamp"],
+            gameId=raw.get("gameId"),
+            source=raw["source"],
+            data=raw.get("data") or {},
+        )
+
+    @classmethod
+    def from_json(cls, blob: bytes | str) -> "Envelope":
+        return cls.from_dict(orjson.loads(blob))
+
+    def __repr__(self) -> str:
+        return f"Envelope(seq={self.seq}, type={self.type!r}, gameId={self.gameId!r})"

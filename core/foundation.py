@@ -1,0 +1,256 @@
+"""The foundation service: one feed in, one sequenced event stream out.
+
+The console (`vectra`) and the daemon (`vectra --daemon`) run this same object. Everything around
+the stream (broadcast servers, the recorder, the browser manager) plugs in as a `Component`, and
+everything an operator can do goes through `command()`, so every front end offers the same verbs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable, Protocol
+
+from core import __version__
+from core.bus import EventBus
+from core.config import Settings
+from core.envelope import now_ms
+from core.framing import FeedEvent, FrameError, PacketDecoder, unwrap_event
+from core.normalizer import Normalizer, error_draft
+from core.seqstore import SeqStore
+from core.sources.base import FeedSource
+
+log = logging.getLogger(__name__)
+
+RAW_PREVIEW_CHARS = 2000
+CommandHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class Component(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def health(self) -> dict[str, Any] | None:
+        """This component's section of `/health` (None: nothing to report)."""
+
+
+class CommandError(Exception):
+    """A command that cannot be carried out; `code` is the error reply's code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def preview(message: str | bytes) -> str:
+    if isinstance(message, (bytes, bytearray)):
+        return f"<{len(message)} binary bytes: {bytes(message[:32]).hex()}>"
+    if len(message) > RAW_PREVIEW_CHARS:
+        return message[:RAW_PREVIEW_CHARS] + f"... <{len(message)} chars>"
+    return message
+
+
+class Foundation:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.seqstore = SeqStore(settings.data_dir / "seq.state")
+        self.bus = EventBus(self.seqstore, settings.ring_size)
+        self.normalizer = Normalizer()
+        self.sources: list[FeedSource] = []
+        self.components: list[Component] = []
+        self.connections: dict[str, dict[str, Any]] = {}
+        self.commands: dict[str, CommandHandler] = {"reconnect": self._reconnect}
+        self._decoders: dict[str, PacketDecoder] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._stopped = asyncio.Event()
+        self.started_monotonic = time.monotonic()
+
+    # --- assembly -------------------------------------------------------------------------------
+
+    def add_source(self, source: FeedSource) -> None:
+        self.sources.append(source)
+        self._decoders[source.name] = PacketDecoder(self.settings.max_frame_bytes)
+        self.connections[source.name] = _new_connection(getattr(source, "url", None))
+
+    def add_component(self, component: Component) -> None:
+        self.components.append(component)
+
+    def add_command(self, action: str, handler: CommandHandler) -> None:
+        self.commands[action] = handler
+
+    @property
+    def primary_source(self) -> str:
+        return self.settings.sources[0]
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for component in self.components:
+            await component.start()
+        resume = self.seqstore.resume
+        skipped = {"from": resume.skipped[0], "to": resume.skipped[1]} if resume.skipped else None
+        self.bus.publish(
+            "sys.start",
+            {
+                "previous_last_seq": resume.previous_last_seq,
+                "skipped": skipped,
+                "version": __version__,
+                "sources": list(self.settings.sources),
+            },
+            source=self.primary_source,
+        )
+        for source in self.sources:
+            self._tasks.append(asyncio.create_task(source.run(), name=f"source:{source.name}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for component in reversed(self.components):
+            try:
+                await asyncio.wait_for(component.stop(), timeout=4)
+            except Exception:
+                log.exception("stopping %s failed", component.name)
+        self.seqstore.close()
+        self._stopped.set()
+
+    # --- the sink the sources report to ---------------------------------------------------------
+
+    def frame(self, source: str, message: str | bytes, received_ms: int) -> None:
+        try:
+            packet = self._decoders[source].feed(message)
+            if packet is None:
+                return
+            if packet.kind == "event":
+                self.event(source, unwrap_event(packet), received_ms)
+            elif packet.kind == "ack":
+                args = packet.data if isinstance(packet.data, list) else [packet.data]
+                self.bus.publish(
+                    "raw.ack",
+                    {"ackId": packet.ack_id, "args": args},
+                    source=source,
+                    received_ms=received_ms,
+                )
+        except FrameError as exc:
+            self._error(source, exc.code, exc.message, preview(message), received_ms)
+
+    def event(self, source: str, event: FeedEvent, received_ms: int) -> None:
+        drafts = self.normalizer.normalize(event, received_ms)
+        self.bus.publish_drafts(drafts, source=source, received_ms=received_ms)
+
+    def status(
+        self,
+        source: str,
+        state: str,
+        *,
+        url: str | None,
+        attempt: int = 0,
+        reason: str | None = None,
+    ) -> None:
+        entry = self.connections.setdefault(source, _new_connection(url))
+        if state == "connected":
+            entry["connects"] += 1
+            entry["connected_since"] = now_ms()
+        else:
+            entry["connected_since"] = None
+        entry.update(state=state, url=url, attempt=attempt, reason=reason)
+        decoder = self._decoders.get(source)
+        if decoder is not None:
+            decoder.reset()
+        self.bus.publish(
+            "connection.status",
+            {"state": state, "source": source, "url": url, "attempt": attempt, "reason": reason},
+            source=source,
+        )
+
+    def _error(self, source: str, code: str, message: str, raw: str | None, received_ms: int) -> None:
+        draft = error_draft(code, message, raw)
+        self.bus.publish(draft.type, draft.data, source=source, received_ms=received_ms)
+
+    # --- operator verbs -------------------------------------------------------------------------
+
+    async def command(self, request: dict[str, Any]) -> dict[str, Any]:
+        action = request.get("action")
+        handler = self.commands.get(action) if isinstance(action, str) else None
+        if handler is None:
+            raise CommandError("unknown_action", f"unknown action {action!r}; known: {', '.join(sorted(self.commands))}")
+        return await handler(request)
+
+    async def _reconnect(self, request: dict[str, Any]) -> dict[str, Any]:
+        for source in self.sources:
+            source.reconnect_now()
+        return {"type": "reconnecting", "sources": [source.name for source in self.sources]}
+
+    # --- what the outside sees ------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a late joiner needs: last tick, current game and phase, connection, last seq."""
+        game = self.normalizer.game
+        last_tick = self.bus.last_by_type.get("game.tick")
+        return {
+            "type": "snapshot",
+            "seq": self.bus.last_seq,
+            "gameId": game.game_id if game else None,
+            "phase": self.normalizer.phase,
+            "last_tick": last_tick.as_dict() if last_tick else None,
+            "connection": {name: _public(entry) for name, entry in self.connections.items()},
+        }
+
+    def health(self) -> dict[str, Any]:
+        states = [entry.get("state") for entry in self.connections.values()]
+        last_ms = self.bus.stats.last_event_ms
+        age = now_ms() - last_ms if last_ms is not None else None
+        live = any(state == "connected" for state in states)
+        fresh = age is not None and age < self.settings.stale_after_s * 1000
+        status = "ok" if live and fresh else ("degraded" if live else "down")
+        primary = self.connections.get(self.primary_source, {})
+        report: dict[str, Any] = {
+            "status": status,
+            "source": self.settings.source,
+            "connection": {
+                "state": primary.get("state"),
+                "url": primary.get("url"),
+                "connected_since": primary.get("connected_since"),
+                "reconnects": sum(_reconnects(entry) for entry in self.connections.values()),
+                "last_event_ts": last_ms,
+                "last_event_age_ms": age,
+                "sources": {name: _public(entry) for name, entry in self.connections.items()},
+            },
+            "latency_ms": {"feed_rtt": None, "pipeline": self.bus.stats.latency_ms()},
+            "events_total": self.bus.stats.events_total,
+            "events_per_s": self.bus.stats.events_per_s(),
+            "events_by_family": dict(self.bus.stats.by_family),
+            "seq": self.bus.last_seq,
+            "subscribers": {"ws": 0, "zmq": 0},
+            "recording": {"on": False, "path": None, "rows": 0},
+            "chrome": None,
+            "uptime_s": round(time.monotonic() - self.started_monotonic, 1),
+        }
+        for component in self.components:
+            section = component.health()
+            if section:
+                report.update(section)
+        return report
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+def _new_connection(url: str | None) -> dict[str, Any]:
+    return {"state": "disconnected", "url": url, "attempt": 0, "reason": None, "connected_since": None, "connects": 0}
+
+
+def _reconnects(entry: dict[str, Any]) -> int:
+    return max(0, entry["connects"] - 1)
+
+
+def _public(entry: dict[str, Any]) -> dict[str, Any]:
+    shown = {key: value for key, value in entry.items() if key != "connects"}
+    shown["reconnects"] = _reconnects(entry)
+    return shown

@@ -1,0 +1,373 @@
+"""Turns feed events into the documented channels, with the game's rules enforced.
+
+The real stream is untidy: frames arrive late, twice or not at all, and the frame that reveals a rug
+may be followed by another one for the same game. The normalizer keeps just enough state per game
+to publish every channel monotonically: one `game.start` and one `game.end` per game, phases only
+moving forward, ticks in order with holes refilled from `partialPrices` or declared as `game.gap`.
+Anything it cannot use still goes out verbatim on `raw.<event>`; it never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from core.channels import PASSTHROUGH_EVENTS
+from core.framing import FeedEvent
+
+log = logging.getLogger(__name__)
+
+COOLDOWN, PRESALE, ACTIVE, RUGGED, UNKNOWN = "COOLDOWN", "PRESALE", "ACTIVE", "RUGGED", "UNKNOWN"
+PHASE_RANK = {COOLDOWN: 0, PRESALE: 1, ACTIVE: 2, RUGGED: 3}
+REMEMBERED_GAMES = 64
+REMEMBERED_TRADES = 20_000
+
+
+@dataclass(slots=True)
+class Draft:
+    """An event before the bus gives it a sequence number and a timestamp."""
+
+    type: str
+    gameId: str | None
+    data: dict[str, Any]
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def derive_phase(frame: dict[str, Any]) -> str:
+    """The phase rule of the real feed, in its priority order."""
+    active = frame.get("active") is True
+    rugged = frame.get("rugged") is True
+    timer = _num(frame.get("cooldownTimer")) or 0
+    presale = frame.get("allowPreRoundBuys") is True
+    if active and not rugged:
+        return ACTIVE
+    if rugged:
+        return RUGGED
+    if timer > 0:
+        return PRESALE if presale else COOLDOWN
+    return PRESALE if presale else UNKNOWN
+
+
+def error_draft(code: str, message: str, raw: str | None) -> Draft:
+    return Draft("error", None, {"code": code, "message": message, "raw": raw})
+
+
+@dataclass(slots=True)
+class GameState:
+    game_id: str
+    phase: str = UNKNOWN
+    seen_before_active: bool = False
+    started: bool = False
+    ended: bool = False
+    expected_first: int = 0
+    last_tick: int | None = None
+    last_timer: float | None = None
+    last_price: float | None = None
+    peak_price: float | None = None
+    ticks_seen: int = 0
+    backfilled: int = 0
+    start_ms: int | None = None
+    last_ms: int | None = None
+
+
+class Normalizer:
+    def __init__(self) -> None:
+        self.game: GameState | None = None
+        self.phase: str | None = None
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._trade_ids: OrderedDict[str, None] = OrderedDict()
+
+    def normalize(self, event: FeedEvent, received_ms: int) -> list[Draft]:
+        """All drafts one feed event produces: `raw.<name>` first, then the normalized ones."""
+        out = [self._raw(event)]
+        try:
+            handler = self._handlers.get(event.name)
+            if handler is not None:
+                handler(self, event.payload, received_ms, out)
+            elif event.name in PASSTHROUGH_EVENTS:
+                self._passthrough(event, out)
+        except Exception as exc:  # the stream must go on; the failure is reported, never hidden
+            log.exception("normalizer failed on %s", event.name)
+            out.append(error_draft("normalize_failed", f"{event.name}: {exc!r}", None))
+        return out
+
+    @staticmethod
+    def _raw(event: FeedEvent) -> Draft:
+        data: dict[str, Any] = {"payload": event.payload, "trace": event.trace}
+        if event.extra_args:
+            data["args"] = event.extra_args
+        if event.ack_id is not None:
+            data["ackId"] = event.ack_id
+        if event.namespace != "/":
+            data["namespace"] = event.namespace
+        payload = event.payload
+        game_id = _str(payload.get("gameId")) if isinstance(payload, dict) else None
+        return Draft(f"raw.{event.name}", game_id, data)
+
+    @staticmethod
+    def _passthrough(event: FeedEvent, out: list[Draft]) -> None:
+        payload = event.payload
+        data = payload if isinstance(payload, dict) else {"payload": payload}
+        game_id = _str(data.get("gameId"))
+        out.append(Draft(PASSTHROUGH_EVENTS[event.name], game_id, data))
+
+    # --- trades ---------------------------------------------------------------------------------
+
+    def _trade(self, payload: Any, received_ms: int, out: list[Draft]) -> None:
+        if not isinstance(payload, dict):
+            out.append(error_draft("bad_payload", "standard/newTrade payload is not an object", None))
+            return
+        trade_id = _str(payload.get("id"))
+        if trade_id is not None:
+            if trade_id in self._trade_ids:
+                return
+            self._trade_ids[trade_id] = None
+            if len(self._trade_ids) > REMEMBERED_TRADES:
+                self._trade_ids.popitem(last=False)
+        data = {
+            "id": trade_id,
+            "gameId": _str(payload.get("gameId")),
+            "playerId": _str(payload.get("playerId")),
+            "username": _str(payload.get("username")),
+            "level": _int(payload.get("level")),
+            "type": _str(payload.get("type")),
+            "price": _num(payload.get("price")),
+            "amount": _num(payload.get("amount")),
+            "qty": _num(payload.get("qty")),
+            "tickIndex": _int(payload.get("tickIndex")),
+            "leverage": _num(payload.get("leverage")),
+            "coin": _str(payload.get("coin")),
+            "bonusPortion": _num(payload.get("bonusPortion")),
+            "realPortion": _num(payload.get("realPortion")),
+        }
+        out.append(Draft("player.trade", data["gameId"], data))
+
+    # --- game state -----------------------------------------------------------------------------
+
+    def _game_state(self, frame: Any, received_ms: int, out: list[Draft]) -> None:
+        if not isinstance(frame, dict):
+            out.append(error_draft("bad_payload", "gameStateUpdate payload is not an object", None))
+            return
+        game_id = _str(frame.get("gameId"))
+        if game_id is None:
+            out.append(error_draft("bad_payload", "gameStateUpdate without a gameId", None))
+            return
+        if game_id in self._finished:
+            return  # a late frame of a game that is over: raw only
+        if self.game is None or self.game.game_id != game_id:
+            self._begin_game(game_id, frame, out)
+        game = self.game
+        assert game is not None
+        phase = derive_phase(frame)
+        if self._is_stale(game, phase, frame):
+            return
+        tick = _int(frame.get("tickCount"))
+        price = _num(frame.get("price"))
+        phase_changed = phase != UNKNOWN and phase != game.phase
+        starts_now = phase == ACTIVE and not game.started
+        ticking = phase in (ACTIVE, RUGGED) and tick is not None and (game.started or starts_now)
+
+        if ticking and not starts_now:
+            self._refill(game, tick, frame, received_ms, out)
+        if phase_changed:
+            out.append(Draft("game.phase", game_id, {"from": self.phase, "to": phase}))
+            self.phase = phase
+            game.phase = phase
+        if starts_now:
+            self._start(game, tick, price, received_ms, out)
+            if tick is not None:
+                self._refill(game, tick, frame, received_ms, out)
+        if phase in (COOLDOWN, PRESALE):
+            game.seen_before_active = True
+            game.last_timer = _num(frame.get("cooldownTimer"))
+        out.append(Draft("game.tick", game_id, self._tick_data(frame, phase, tick, price)))
+        game.last_ms = received_ms
+        if ticking:
+            self._count_tick(game, tick, price)
+        if phase == RUGGED and game.started and not game.ended:
+            game.ended = True
+            out.append(Draft("game.end", game_id, self._end_data(game, inferred=False)))
+
+    def _is_stale(self, game: GameState, phase: str, frame: dict[str, Any]) -> bool:
+        """A frame that would move the game backwards (late, duplicated) is not republished."""
+        if phase == UNKNOWN or game.phase == UNKNOWN:
+            return False
+        if PHASE_RANK[phase] < PHASE_RANK[game.phase]:
+            return True
+        if phase != game.phase:
+            return False
+        if phase in (ACTIVE, RUGGED):
+            tick = _int(frame.get("tickCount"))
+            return tick is not None and game.last_tick is not None and tick <= game.last_tick
+        timer = _num(frame.get("cooldownTimer"))
+        paused = frame.get("cooldownPaused") is True
+        if timer is None or game.last_timer is None:
+            return False
+        return timer > game.last_timer or (timer == game.last_timer and not paused)
+
+    def _begin_game(self, game_id: str, frame: dict[str, Any], out: list[Draft]) -> None:
+        previous = self.game
+        if previous is not None:
+            if previous.started and not previous.ended:
+                self._infer_end(previous, frame.get("gameHistory"), out)
+            self._finished[previous.game_id] = None
+            if len(self._finished) > REMEMBERED_GAMES:
+                self._finished.popitem(last=False)
+        self.game = GameState(game_id)
+
+    def _infer_end(self, game: GameState, history: Any, out: list[Draft]) -> None:
+        """The rug was missed (disconnected): close the game from `gameHistory` or what was seen."""
+        entry = None
+        if isinstance(history, list):
+            entry = next(
+                (item for item in history if isinstance(item, dict) and item.get("id") == game.game_id),
+                None,
+            )
+        prices = entry.get("prices") if entry else None
+        if isinstance(prices, list) and prices and all(_num(p) is not None for p in prices):
+            game.last_tick = len(prices) - 1
+            game.last_price = prices[-1]
+            game.peak_price = max(prices)
+        game.ended = True
+        out.append(Draft("game.end", game.game_id, self._end_data(game, inferred=True)))
+
+    def _start(
+        self, game: GameState, tick: int | None, price: float | None, now: int, out: list[Draft]
+    ) -> None:
+        game.started = True
+        game.start_ms = now
+        first = tick if tick is not None else 0
+        late = first > 0 and not game.seen_before_active
+        if late:
+            game.expected_first = first
+        elif first > 0:
+            game.last_tick = -1
+        out.append(
+            Draft(
+                "game.start",
+                game.game_id,
+                {"tick": first, "price": price if price is not None else 1.0, "late": late},
+            )
+        )
+
+    def _refill(
+        self, game: GameState, tick: int, frame: dict[str, Any], now: int, out: list[Draft]
+    ) -> None:
+        """Publish missed ticks from the `partialPrices` window; declare the rest a `game.gap`."""
+        if game.last_tick is None or tick <= game.last_tick + 1:
+            return
+        first, last = game.last_tick + 1, tick - 1
+        window = frame.get("partialPrices")
+        values = window.get("values") if isinstance(window, dict) else None
+        known: dict[int, float] = {}
+        if isinstance(values, dict):
+            for key, value in values.items():
+                index = int(key) if isinstance(key, str) and key.isascii() and key.isdigit() else None
+                if index is not None and first <= index <= last and _num(value) is not None:
+                    known[index] = value
+        cursor = first
+        for index in sorted(known):
+            if index > cursor:
+                out.append(Draft("game.gap", game.game_id, self._gap(game, cursor, index - 1)))
+            out.append(Draft("game.tick", game.game_id, self._backfilled(index, known[index])))
+            self._count_tick(game, index, known[index])
+            game.backfilled += 1
+            cursor = index + 1
+        if cursor <= last:
+            out.append(Draft("game.gap", game.game_id, self._gap(game, cursor, last)))
+            game.last_tick = last
+
+    @staticmethod
+    def _gap(game: GameState, first: int, last: int) -> dict[str, Any]:
+        return {"gameId": game.game_id, "fromTick": first, "toTick": last}
+
+    @staticmethod
+    def _count_tick(game: GameState, tick: int, price: float | None) -> None:
+        game.last_tick = tick
+        game.ticks_seen += 1
+        if price is not None:
+            game.last_price = price
+            game.peak_price = price if game.peak_price is None else max(game.peak_price, price)
+
+    @staticmethod
+    def _tick_data(
+        frame: dict[str, Any], phase: str, tick: int | None, price: float | None
+    ) -> dict[str, Any]:
+        return {
+            "tickCount": tick,
+            "price": price,
+            "active": _bool(frame.get("active")),
+            "rugged": _bool(frame.get("rugged")),
+            "phase": phase,
+            "cooldownTimer": _int(frame.get("cooldownTimer")),
+            "cooldownPaused": _bool(frame.get("cooldownPaused")),
+            "allowPreRoundBuys": _bool(frame.get("allowPreRoundBuys")),
+            "tradeCount": _int(frame.get("tradeCount")),
+            "connectedPlayers": _int(frame.get("connectedPlayers")),
+            "backfilled": False,
+        }
+
+    @staticmethod
+    def _backfilled(tick: int, price: float) -> dict[str, Any]:
+        return {
+            "tickCount": tick,
+            "price": price,
+            "active": True,
+            "rugged": False,
+            "phase": ACTIVE,
+            "cooldownTimer": None,
+            "cooldownPaused": None,
+            "allowPreRoundBuys": None,
+            "tradeCount": None,
+            "connectedPlayers": None,
+            "backfilled": True,
+        }
+
+    @staticmethod
+    def _end_data(game: GameState, inferred: bool) -> dict[str, Any]:
+        final_tick = game.last_tick if game.last_tick is not None and game.last_tick >= 0 else 0
+        duration = (
+            game.last_ms - game.start_ms
+            if game.start_ms is not None and game.last_ms is not None
+            else None
+        )
+        return {
+            "finalTick": final_tick,
+            "finalPrice": game.last_price if game.last_price is not None else 0.0,
+            "peakPrice": game.peak_price if game.peak_price is not None else 0.0,
+            "durationMs": duration,
+            "ticksSeen": game.ticks_seen,
+            "ticksExpected": final_tick - game.expected_first + 1,
+            "backfilledTicks": game.backfilled,
+            "inferred": inferred,
+        }
+
+    _handlers = {
+        "gameStateUpdate": _game_state,
+        "standard/newTrade": _trade,
+    }

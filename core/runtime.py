@@ -1,0 +1,124 @@
+"""Assembling the foundation from settings, and running it headless.
+
+`build_foundation` is the one place that decides which sources and components exist for a given
+configuration; the console and the daemon both call it, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+import orjson
+
+from core.config import Settings
+from core.envelope import Envelope
+from core.foundation import Foundation
+from core.sources.socketio_source import SocketIOSource
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 5.0
+STDOUT_BUFFER_LIMIT = 64 * 1024 * 1024
+
+
+def build_foundation(settings: Settings) -> Foundation:
+    foundation = Foundation(settings)
+    for name in settings.sources:
+        if name == "socketio":
+            foundation.add_source(SocketIOSource(foundation, settings))
+    return foundation
+
+
+class StdoutSink:
+    """`--stdout`: every envelope as one JSON line.
+
+    A pipe (`| jq`) gets a non-blocking transport so a slow reader cannot stall the loop; a regular
+    file, which never blocks for long, is written directly.
+    """
+
+    name = "stdout"
+
+    def __init__(self) -> None:
+        self._transport: asyncio.WriteTransport | None = None
+        self._file = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self._transport, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout)
+        except ValueError:
+            self._file = sys.stdout.buffer
+
+    async def stop(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        if self._file is not None:
+            self._file.flush()
+
+    def health(self) -> dict[str, Any] | None:
+        return None
+
+    def deliver(self, envelope: Envelope) -> None:
+        line = envelope.to_json() + b"\n"
+        if self._file is not None:
+            self._file.write(line)
+            return
+        if self._transport is None or self._transport.is_closing():
+            return
+        if self._transport.get_write_buffer_size() > STDOUT_BUFFER_LIMIT:
+            log.error("stdout reader is not keeping up; closing --stdout")
+            self._transport.close()
+            return
+        self._transport.write(line)
+
+
+class JsonLogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def setup_logging(level: str, as_json: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonLogFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("socketio", "engineio", "aiohttp.access", "websockets"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+async def run_daemon(settings: Settings, *, stdout: bool = False) -> int:
+    """Run until SIGINT/SIGTERM, then stop everything within the grace period."""
+    foundation = build_foundation(settings)
+    if stdout:
+        sink = StdoutSink()
+        foundation.add_component(sink)
+        foundation.bus.subscribe(sink)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await foundation.start()
+    log.info("vectra daemon running (source %s, seq %d)", settings.source, foundation.bus.last_seq)
+    await stop.wait()
+    log.info("shutting down")
+    try:
+        await asyncio.wait_for(foundation.stop(), timeout=SHUTDOWN_GRACE_S)
+    except asyncio.TimeoutError:
+        log.error("shutdown took longer than %.0f s; exiting anyway", SHUTDOWN_GRACE_S)
+        return 1
+    return 0

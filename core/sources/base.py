@@ -1,0 +1,56 @@
+"""The interface every feed source implements, and the sink it reports to.
+
+A source only moves frames: it connects, reconnects and tells how that is going. Decoding,
+deduplication, normalization and sequencing happen once, in the core, whatever the source
+(the cryptofeed lesson: one feed handler per source behind one interface).
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from typing import Protocol
+
+from core.framing import FeedEvent
+
+STATES = ("connecting", "connected", "disconnected", "reconnecting", "failed")
+
+
+class FeedSink(Protocol):
+    def frame(self, source: str, message: str | bytes, received_ms: int) -> None:
+        """One Engine.IO message payload (a Socket.IO packet as text, or a binary attachment)."""
+
+    def event(self, source: str, event: FeedEvent, received_ms: int) -> None:
+        """An already decoded event (replayed recordings)."""
+
+    def status(
+        self,
+        source: str,
+        state: str,
+        *,
+        url: str | None,
+        attempt: int = 0,
+        reason: str | None = None,
+    ) -> None:
+        """A change of the connection state; also resets the source's packet decoder."""
+
+
+class FeedSource(ABC):
+    name: str
+
+    def __init__(self, sink: FeedSink) -> None:
+        self.sink = sink
+
+    @abstractmethod
+    async def run(self) -> None:
+        """Hold the connection until cancelled, reconnecting as needed."""
+
+    @abstractmethod
+    def reconnect_now(self) -> None:
+        """Drop the current connection and connect again at once (operator's request)."""
+
+
+def backoff_delay(attempt: int, initial: float, cap: float) -> float:
+    """Exponential backoff with jitter over the upper half, so many clients do not stampede."""
+    ceiling = min(cap, initial * (2 ** max(0, attempt - 1)))
+    return ceiling * (0.5 + random.random() / 2)

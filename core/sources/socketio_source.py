@@ -1,0 +1,148 @@
+"""The direct feed: python-socketio's asyncio client, with Vectra's own reconnect policy.
+
+python-socketio does not reconnect after a server-initiated disconnect and knows nothing of a feed
+that is connected but silent, so its reconnection is off and this loop owns the whole life cycle:
+connect, watch for silence, reconnect forever with jittered backoff, and say so at every step.
+Event packets are taken straight from the Engine.IO layer (see `_FrameTap`), undecoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+import socketio
+
+from core.config import Settings
+from core.envelope import now_ms
+from core.sources.base import FeedSink, FeedSource, backoff_delay
+
+log = logging.getLogger(__name__)
+
+_EVENT_PACKET_TYPES = "2356"  # event, ack, binary event, binary ack
+
+
+class _FrameTap(socketio.AsyncClient):
+    """A client whose event and ack packets go to Vectra's decoder instead of python-socketio's.
+
+    python-socketio would drop a malformed packet with a log line; the core must report it. Only
+    the connection handshake (connect, disconnect, connect error) stays with python-socketio.
+    """
+
+    def __init__(self, on_message: Callable[[str | bytes], None], **kwargs) -> None:
+        super().__init__(reconnection=False, **kwargs)
+        self._on_message = on_message
+
+    async def _handle_eio_message(self, data):  # noqa: ANN001 - python-socketio's signature
+        if isinstance(data, (bytes, bytearray)) or (data and data[0] in _EVENT_PACKET_TYPES):
+            self._on_message(data)
+            return
+        await super()._handle_eio_message(data)
+
+
+class SocketIOSource(FeedSource):
+    name = "socketio"
+
+    def __init__(self, sink: FeedSink, settings: Settings) -> None:
+        super().__init__(sink)
+        self.settings = settings
+        self.url = settings.feed_url
+        self._last_frame = time.monotonic()
+        self._wake = asyncio.Event()
+        self._reason: str | None = None
+        self._client: _FrameTap | None = None
+
+    def _on_message(self, data: str | bytes) -> None:
+        self._last_frame = time.monotonic()
+        self.sink.frame(self.name, data, now_ms())
+
+    def reconnect_now(self) -> None:
+        self._reason = "reconnect requested"
+        self._wake.set()
+
+    def _status(self, state: str, attempt: int, reason: str | None = None) -> None:
+        self.sink.status(self.name, state, url=self.url, attempt=attempt, reason=reason)
+
+    async def run(self) -> None:
+        attempt = 0
+        reason: str | None = None
+        while True:
+            attempt += 1
+            self._status("connecting" if attempt == 1 and reason is None else "reconnecting", attempt, reason)
+            client = self._new_client()
+            try:
+                await asyncio.wait_for(
+                    client.connect(
+                        self.url,
+                        headers={"Origin": self.settings.feed_origin},
+                        transports=["websocket"],
+                        wait_timeout=self.settings.connect_timeout_s,
+                    ),
+                    timeout=self.settings.connect_timeout_s + 1,
+                )
+            except asyncio.CancelledError:
+                await self._close(client)
+                raise
+            except Exception as exc:  # every way a connect can fail ends in the same retry
+                reason = _describe(exc)
+                await self._close(client)
+                self._status("failed", attempt, reason)
+                await self._sleep(backoff_delay(attempt, self.settings.reconnect_initial_s, self.settings.reconnect_max_s))
+                continue
+            self._status("connected", attempt)
+            try:
+                reason = await self._hold(client)
+            finally:
+                await self._close(client)
+            self._status("disconnected", attempt, reason)
+            attempt = 0
+            await self._sleep(0 if reason == "reconnect requested" else backoff_delay(1, self.settings.reconnect_initial_s, self.settings.reconnect_max_s))
+
+    def _new_client(self) -> _FrameTap:
+        client = _FrameTap(self._on_message, logger=False, engineio_logger=False)
+        dropped = self._wake
+
+        @client.event
+        async def disconnect(reason=None):  # noqa: ANN001 - python-socketio passes the reason
+            self._reason = f"server disconnected ({reason})" if reason else "server disconnected"
+            dropped.set()
+
+        self._client = client
+        return client
+
+    async def _hold(self, client: _FrameTap) -> str:
+        """Wait until the connection drops, goes silent, or a reconnect is requested."""
+        self._wake.clear()
+        self._reason = None
+        self._last_frame = time.monotonic()
+        stale_after = self.settings.stale_after_s
+        while True:
+            silent_for = time.monotonic() - self._last_frame
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, stale_after - silent_for))
+            except asyncio.TimeoutError:
+                if time.monotonic() - self._last_frame >= stale_after:
+                    return f"no frame for {stale_after:g} s"
+                continue
+            return self._reason or "connection lost"
+
+    async def _close(self, client: _FrameTap) -> None:
+        try:
+            await asyncio.wait_for(client.disconnect(), timeout=2)
+        except Exception:
+            log.debug("disconnect of a dead client failed", exc_info=True)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Back off, but wake at once for an operator's reconnect request."""
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 300 else text[:300] + "..."

@@ -1,0 +1,93 @@
+"""The request verbs both transports share (ZeroMQ ROUTER and WebSocket).
+
+Reading is open to every client; anything that changes state is a control command and needs
+`VECTRA_AUTH_TOKEN` when one is set. Keeping the rules here means the two transports cannot
+disagree on who may do what.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any, Iterator, Protocol
+
+from core.broadcast.patterns import ChannelFilter
+from core.envelope import Envelope
+from core.foundation import CommandError, Foundation
+
+READ_ACTIONS = frozenset({"replay", "snapshot", "ping", "health", "subscribe", "unsubscribe"})
+
+
+class History(Protocol):
+    """Older events than the memory ring holds (the recorder provides this)."""
+
+    def read_range(self, first_seq: int, last_seq: int) -> Iterator[Envelope]:
+        """Envelopes with first_seq <= seq <= last_seq that are on disk, in seq order."""
+
+
+def error_reply(code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "data": {"code": code, "message": message}}
+
+
+def gap_message(first: int, last: int) -> dict[str, Any]:
+    return {"type": "gap", "from_seq": first, "to_seq": last}
+
+
+class Requests:
+    def __init__(self, foundation: Foundation, history: History | None = None) -> None:
+        self.foundation = foundation
+        self.history = history
+        token = foundation.settings.auth_token
+        self._token = token.get_secret_value().encode() if token else None
+
+    @property
+    def requires_token(self) -> bool:
+        return self._token is not None
+
+    def token_ok(self, presented: object) -> bool:
+        if self._token is None:
+            return True
+        return isinstance(presented, str) and hmac.compare_digest(presented.encode(), self._token)
+
+    def replay(self, from_seq: int, wanted: ChannelFilter) -> Iterator[Envelope | dict[str, Any]]:
+        """Every matching event with seq >= from_seq, oldest first; an explicit gap for a hole."""
+        ring = self.foundation.bus.ring
+        first_in_ring = ring.first_seq
+        last = self.foundation.bus.last_seq
+        if first_in_ring is None:
+            first_in_ring = last + 1
+        cursor = max(1, from_seq)
+        if cursor < first_in_ring:
+            if self.history is not None:
+                for envelope in self.history.read_range(cursor, first_in_ring - 1):
+                    if envelope.seq < cursor:
+                        continue
+                    if envelope.seq > cursor:
+                        yield gap_message(cursor, envelope.seq - 1)
+                    cursor = envelope.seq + 1
+                    if wanted(envelope.type):
+                        yield envelope
+            if cursor < first_in_ring:
+                yield gap_message(cursor, first_in_ring - 1)
+        for envelope in ring.since(max(cursor, from_seq)):
+            if wanted(envelope.type):
+                yield envelope
+
+    async def handle(self, request: dict[str, Any], *, authorized: bool = False) -> dict[str, Any]:
+        """Answer ping, snapshot, health and control commands (replay and subscribe stream, so
+        the transports handle those themselves)."""
+        action = request.get("action")
+        if action == "ping":
+            return {"type": "pong", "seq": self.foundation.bus.last_seq, "ts": int(time.time() * 1000)}
+        if action == "snapshot":
+            return self.foundation.snapshot()
+        if action == "health":
+            return {"type": "health", "data": self.foundation.health()}
+        if action in READ_ACTIONS:
+            return error_reply("bad_request", f"{action!r} is not answered here")
+        if not (authorized or self.token_ok(request.get("token"))):
+            return error_reply("unauthorized", "this command needs VECTRA_AUTH_TOKEN (field `token`)")
+        try:
+            return await self.foundation.command(request)
+        except CommandError as exc:
+            return error_reply(exc.code, exc.message)

@@ -241,7 +241,9 @@ class Normalizer:
         self.game = GameState(game_id)
 
     def _infer_end(self, game: GameState, history: Any, out: list[Draft]) -> None:
-        """The rug was missed (disconnected): close the game from `gameHistory` or what was seen."""
+        """The rug was missed (disconnected): close the game from `gameHistory` or what was seen.
+
+        History entries carry `peakMultiplier` and, in some captures, the full `prices` list."""
         entry = None
         if isinstance(history, list):
             entry = next(
@@ -253,6 +255,8 @@ class Normalizer:
             game.last_tick = len(prices) - 1
             game.last_price = prices[-1]
             game.peak_price = max(prices)
+        elif entry and _num(entry.get("peakMultiplier")) is not None:
+            game.peak_price = max(game.peak_price or 0.0, entry["peakMultiplier"])
         game.ended = True
         out.append(Draft("game.end", game.game_id, self._end_data(game, inferred=True)))
 

@@ -7,12 +7,13 @@ from, in rising priority: the defaults below, a `.env` file in the working direc
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "VECTRA_"
@@ -46,7 +47,9 @@ class Settings(BaseSettings):
     )
     connect_timeout_s: float = Field(10.0, gt=0, description="Give up one connect attempt after this.")
     max_frame_bytes: int = Field(
-        4 * 1024 * 1024, gt=0, description="Frames above this size are rejected with an `error` event."
+        1024 * 1024,
+        gt=0,
+        description="Frames above this size are rejected with an `error` event (real frames: up to ~272 KB).",
     )
 
     # --- where things live ----------------------------------------------------------------------
@@ -62,15 +65,75 @@ class Settings(BaseSettings):
     zmq_router: str = Field(
         "tcp://127.0.0.1:5557", description="ZeroMQ ROUTER endpoint (replay, snapshot, commands)."
     )
+    zmq_pub_hwm: int = Field(
+        10_000,
+        ge=100,
+        description="Messages queued per ZeroMQ subscriber (about 5 s at 2,000 events/s, at most ~50 MB "
+        "of 5 KB ticks); a subscriber further behind loses messages and recovers them by replay.",
+    )
+    zmq_router_hwm: int = Field(
+        1_000,
+        ge=10,
+        description="Replies queued per ZeroMQ ROUTER peer; a replay waits (up to 10 s) while its reader is this far behind.",
+    )
+    heartbeat_s: float = Field(
+        1.0, gt=0, le=10, description="Interval of `sys.heartbeat` (ZeroMQ and WebSocket); subscribers call the foundation dead after several missed ones."
+    )
     ring_size: int = Field(
         100_000, ge=1000, description="Events kept in memory for resume (`from_seq`) and replay."
     )
     auth_token: SecretStr | None = Field(
         None, description="When set, control commands must carry it; required off loopback."
     )
+    http_allowed_origins: str = Field(
+        "",
+        description="Browser origins allowed on HTTP/WebSocket besides the service's own and localhost "
+        "(comma-separated, e.g. `https://dash.example`); other origins get HTTP 403.",
+    )
+    ws_buffer_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Bytes queued for one WebSocket client before it counts as too slow and is closed (1008).",
+    )
+    ws_max_message_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest WebSocket command accepted; larger ones get a `too_large` error."
+    )
+    ws_max_messages_per_s: int = Field(
+        100, ge=1, description="More commands than this in one second from one WebSocket client closes it (flood)."
+    )
+    health_stale_s: float = Field(
+        2.0, gt=0, description="`/health` says `degraded` when the feed is connected but silent this long."
+    )
 
     # --- recording ------------------------------------------------------------------------------
     record: bool = Field(False, description="Record every event to Parquet from start-up.")
+    record_flush_s: float = Field(
+        1.0, gt=0, description="The recorder's write-ahead log is flushed and fsynced at least this often."
+    )
+    record_rotate_mb: float = Field(
+        256.0, gt=0, description="A recording file is closed and a new one begun at this size (and every hour)."
+    )
+    record_buffer_events: int = Field(
+        100_000,
+        ge=1000,
+        description="Events the recorder may hold in memory before it reports `behind` on `recording.status`.",
+    )
+    record_buffer_max_events: int = Field(
+        1_000_000,
+        ge=1000,
+        description="Hard cap of the recorder's memory buffer: beyond it events go unrecorded and it reports `failed`.",
+    )
+    record_retry_s: float = Field(
+        3.0, gt=0, description="After a disk error the recorder tries again this often."
+    )
+    replay_path: Path | None = Field(
+        None, description="With `VECTRA_SOURCE=replay`: a recording file or a folder of recordings to play back."
+    )
+    replay_speed: float = Field(
+        1.0, ge=0, description="Replay pace: 1 = real time, 10 = ten times faster, 0 = as fast as possible."
+    )
+    replay_game: str | None = Field(None, description="Replay only this game id (empty: everything).")
+    replay_loop: bool = Field(False, description="Start the replay again from the beginning when it ends.")
 
     # --- browser (CDP source) -------------------------------------------------------------------
     chrome_binary: str | None = Field(
@@ -81,10 +144,29 @@ class Settings(BaseSettings):
         description="The dedicated `rugs_bot` profile (`--user-data-dir`); `~` is expanded.",
     )
     cdp_port: int = Field(9222, ge=1, le=65535, description="Chrome remote-debugging port.")
+    game_url: str = Field(
+        "https://rugs.fun", description="Page the managed browser opens (and reopens after a crash)."
+    )
+    chrome_headless: bool = Field(
+        False, description="Run the managed browser headless (servers); headed lets a person unlock the wallet."
+    )
+    cdp_socket_match: str = Field(
+        "backend.rugs.fun/socket.io",
+        description="The CDP source follows the page's WebSocket whose URL contains this text.",
+    )
+    cdp_silence_reload_s: float = Field(
+        15.0, gt=0, description="CDP source: no game frame for this long reloads the page (watchdog)."
+    )
+    cdp_call_timeout_s: float = Field(
+        5.0, gt=0, description="Timeout of every single DevTools call and /json request."
+    )
 
     # --- operator -------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="Log level of the stderr log."
+    )
+    theme: str = Field(
+        "dark", description="Console colour theme: the name of a `themes/*.tcss` file (`dark`, `light`)."
     )
 
     @field_validator("source")
@@ -96,15 +178,27 @@ class Settings(BaseSettings):
             raise ValueError(f"accepted: {', '.join(SOURCES)} (or a comma-separated list of them)")
         return ",".join(dict.fromkeys(names))
 
-    @field_validator("data_dir", "chrome_profile")
+    @field_validator("data_dir", "chrome_profile", "replay_path")
     @classmethod
-    def _expand_home(cls, value: Path) -> Path:
-        return Path(os.path.expanduser(str(value)))
+    def _expand_home(cls, value: Path | None) -> Path | None:
+        return None if value is None else Path(os.path.expanduser(str(value)))
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> "Settings":
+        if self.auth_token is not None:
+            return self
+        for field in ("http_host", "zmq_pub", "zmq_router"):
+            if not is_loopback(getattr(self, field)):
+                raise ValueError(
+                    f"{env_name(field)}={getattr(self, field)} is not a loopback address: "
+                    f"set {env_name('auth_token')} to serve beyond this machine"
+                )
+        return self
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -119,6 +213,22 @@ def env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
 
+def is_loopback(address: str) -> bool:
+    """Whether a host (`127.0.0.1`) or ZeroMQ endpoint (`tcp://127.0.0.1:5556`, `ipc://...`)
+    is reachable from this machine only."""
+    scheme, _, rest = address.rpartition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    host = rest.rsplit(":", 1)[0] if scheme else rest
+    host = host.strip("[]").lower()
+    if host in ("localhost", "lo"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
     """Build the settings, turning a validation failure into one readable `ConfigError`."""
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
@@ -130,7 +240,9 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
 
 def _describe(exc: ValidationError) -> str:
     first = exc.errors()[0]
-    field = str(first["loc"][0]) if first["loc"] else "?"
+    if not first["loc"]:
+        return first["msg"].removeprefix("Value error, ")
+    field = str(first["loc"][0])
     spec = Settings.model_fields.get(field)
     message = first["msg"].removeprefix("Value error, ")
     if spec is not None and "Literal" in str(spec.annotation):

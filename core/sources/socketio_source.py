@@ -22,6 +22,9 @@ from core.sources.base import FeedSink, FeedSource, backoff_delay
 log = logging.getLogger(__name__)
 
 _EVENT_PACKET_TYPES = "2356"  # event, ack, binary event, binary ack
+# The WebSocket accepts frames well above Vectra's own limit, so an oversized frame becomes an
+# `error` event on a live connection instead of a dropped connection.
+WS_LIMIT_FACTOR = 16
 
 
 class _FrameTap(socketio.AsyncClient):
@@ -101,7 +104,12 @@ class SocketIOSource(FeedSource):
             await self._sleep(0 if reason == "reconnect requested" else backoff_delay(1, self.settings.reconnect_initial_s, self.settings.reconnect_max_s))
 
     def _new_client(self) -> _FrameTap:
-        client = _FrameTap(self._on_message, logger=False, engineio_logger=False)
+        client = _FrameTap(
+            self._on_message,
+            logger=False,
+            engineio_logger=False,
+            websocket_extra_options={"max_msg_size": self.settings.max_frame_bytes * WS_LIMIT_FACTOR},
+        )
         dropped = self._wake
 
         @client.event

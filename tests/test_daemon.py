@@ -1,0 +1,143 @@
+"""The daemon against the simulator over loopback: whole games, a feed that dies, frames that are broken."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import pytest
+
+from tests.processes import DaemonProcess, SimProcess
+
+
+@pytest.fixture
+def sim():
+    process = SimProcess(speed=20, seed=11, max_ticks=30).start()
+    yield process
+    process.kill()
+
+
+@pytest.fixture
+def daemon_for(vectra_env):
+    started: list[DaemonProcess] = []
+
+    def start(sim: SimProcess, **extra_env: str) -> DaemonProcess:
+        env = {**vectra_env, "VECTRA_FEED_URL": sim.url, "VECTRA_STALE_AFTER_S": "2",
+               "VECTRA_RECONNECT_INITIAL_S": "0.1", "VECTRA_RECONNECT_MAX_S": "0.5", **extra_env}
+        daemon = DaemonProcess(env).start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+def games_ended(events: list[dict]) -> int:
+    return sum(1 for event in events if event["type"] == "game.end")
+
+
+def assert_seq_contiguous(events: list[dict]) -> None:
+    seqs = [event["seq"] for event in events]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "seq must grow by exactly one"
+
+
+def ticks_by_game(events: list[dict]) -> dict[str, list[int]]:
+    ticks: dict[str, list[int]] = defaultdict(list)
+    for event in events:
+        if event["type"] == "game.tick" and event["data"]["phase"] in ("ACTIVE", "RUGGED"):
+            ticks[event["gameId"]].append(event["data"]["tickCount"])
+    return ticks
+
+
+def test_full_game_cycles_are_sequenced_and_whole(sim, daemon_for):
+    daemon = daemon_for(sim)
+    events = daemon.wait_for(lambda evs: games_ended(evs) >= 3, timeout=90)
+    assert daemon.terminate() == 0
+    assert events[0]["type"] == "sys.start" and events[0]["seq"] == 1
+    assert_seq_contiguous(daemon.events)
+    starts = [e["gameId"] for e in events if e["type"] == "game.start"]
+    ends = [e["gameId"] for e in events if e["type"] == "game.end"]
+    assert len(starts) == len(set(starts)) and len(ends) == len(set(ends)), "one start and one end per game"
+    for game_id in ends[1:]:
+        ticks = ticks_by_game(events)[game_id]
+        assert ticks == list(range(len(ticks))), f"ticks of {game_id} are not contiguous from 0"
+        end = next(e for e in events if e["type"] == "game.end" and e["gameId"] == game_id)
+        assert end["data"]["ticksSeen"] == end["data"]["ticksExpected"] == ticks[-1] + 1
+        assert not end["data"]["inferred"]
+    phases = [(e["data"]["from"], e["data"]["to"]) for e in events if e["type"] == "game.phase"]
+    allowed = {(None, "COOLDOWN"), (None, "PRESALE"), (None, "ACTIVE"), (None, "RUGGED"), ("COOLDOWN", "PRESALE"),
+               ("PRESALE", "ACTIVE"), ("ACTIVE", "RUGGED"), ("RUGGED", "COOLDOWN")}
+    assert set(phases) <= allowed
+    assert any(e["type"] == "player.trade" for e in events)
+    assert {e["source"] for e in events} == {"socketio"}
+
+
+def test_simulator_killed_mid_game_and_restarted(daemon_for):
+    sim = SimProcess(speed=10, seed=5, max_ticks=400).start()
+    try:
+        _kill_and_restart_mid_game(sim, daemon_for(sim))
+    finally:
+        sim.kill()
+
+
+def _kill_and_restart_mid_game(sim: SimProcess, daemon: DaemonProcess) -> None:
+    daemon.wait_for(lambda evs: any(e["type"] == "game.tick" and e["data"]["phase"] == "ACTIVE"
+                                    and (e["data"]["tickCount"] or 0) >= 3 for e in evs))
+    sim.kill()
+    daemon.wait_for(lambda evs: evs[-1]["type"] == "connection.status" and evs[-1]["data"]["state"] == "failed")
+    time.sleep(0.5)
+    sim.start()  # same port, seed and anchor: the same game, some ticks later
+    daemon.wait_for(lambda evs: sum(e["type"] == "connection.status" and e["data"]["state"] == "connected" for e in evs) >= 2)
+    daemon.wait_for(lambda evs: len(ticks_by_game(evs)) >= 1 and games_ended(evs) >= 1, timeout=90)
+    states = [e["data"]["state"] for e in daemon.of_type("connection.status")]
+    assert states[:2] == ["connecting", "connected"]
+    assert "disconnected" in states and states.count("connected") >= 2
+    after_drop = states[states.index("disconnected"):]
+    assert set(after_drop) <= {"disconnected", "reconnecting", "failed", "connected"}
+    gaps = daemon.of_type("game.gap")
+    backfilled = [e for e in daemon.of_type("game.tick") if e["data"]["backfilled"]]
+    assert gaps or backfilled, "missed ticks must come back as backfilled ticks or an explicit game.gap"
+    for game_id, ticks in ticks_by_game(daemon.events).items():
+        covered = set(ticks)
+        for gap in (g for g in gaps if g["gameId"] == game_id):
+            covered |= set(range(gap["data"]["fromTick"], gap["data"]["toTick"] + 1))
+        assert sorted(ticks) == ticks, f"ticks of {game_id} out of order"
+        assert covered == set(range(min(covered), max(covered) + 1)), f"unexplained hole in {game_id}"
+    assert_seq_contiguous(daemon.events)
+    assert daemon.proc.poll() is None
+
+
+@pytest.mark.parametrize("kind, code", [("malformed", "bad_json"), ("truncated", "bad_json"),
+                                        ("binary", "unexpected_binary"), ("oversized", "frame_too_large")])
+def test_broken_frames_become_error_events_and_the_stream_goes_on(sim, daemon_for, kind, code):
+    daemon = daemon_for(sim, VECTRA_MAX_FRAME_BYTES="400000")
+    daemon.wait_for(lambda evs: any(e["type"] == "game.tick" for e in evs))
+    body = {"kind": kind, "bytes": 600_000} if kind == "oversized" else {"kind": kind}
+    sim.fault(**body)
+    events = daemon.wait_for(lambda evs: any(e["type"] == "error" for e in evs))
+    error = next(e for e in events if e["type"] == "error")
+    assert error["data"]["code"] == code and error["data"]["raw"]
+    seq = error["seq"]
+    daemon.wait_for(lambda evs: any(e["type"] == "game.tick" and e["seq"] > seq for e in evs))
+    assert [e["data"]["state"] for e in daemon.of_type("connection.status")] == ["connecting", "connected"]
+
+
+def test_restart_continues_the_sequence_and_announces_it(sim, daemon_for):
+    first = daemon_for(sim)
+    first.wait_for(lambda evs: len(evs) > 50)
+    assert first.terminate() == 0
+    last_seq = first.events[-1]["seq"]
+    second = daemon_for(sim)
+    events = second.wait_for(lambda evs: len(evs) > 5)
+    start = events[0]
+    assert start["type"] == "sys.start" and start["seq"] == last_seq + 1
+    assert start["data"]["previous_last_seq"] == last_seq and start["data"]["skipped"] is None
+
+
+def test_sigterm_exits_cleanly_within_five_seconds(sim, daemon_for):
+    daemon = daemon_for(sim)
+    daemon.wait_for(lambda evs: any(e["type"] == "game.tick" for e in evs))
+    began = time.monotonic()
+    assert daemon.terminate(timeout=10) == 0
+    assert time.monotonic() - began < 5

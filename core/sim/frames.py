@@ -11,7 +11,7 @@ import hashlib
 import random
 import uuid
 
-from core.sim.world import COOLDOWN_MS, PRESALE_AT_MS, Event, Game, World
+from core.sim.world import COOLDOWN_MS, PRESALE_AT_MS, TICK_MS, Event, Game, World
 
 FULL_COOLDOWN_EVERY = 10
 PARTIAL_WINDOW = 5
@@ -189,7 +189,7 @@ def god_candle(world: World, history: list[Game], multiple: int) -> dict:
             if after >= before * multiple:
                 return {
                     prefix: game.peak,
-                    f"{prefix}Timestamp": round(world.wall_ms(game.start_ms + COOLDOWN_MS + tick * 250)),
+                    f"{prefix}Timestamp": round(world.wall_ms(game.start_ms + COOLDOWN_MS + tick * TICK_MS)),
                     f"{prefix}GameId": game.game_id,
                     f"{prefix}ServerSeed": game.server_seed,
                     f"{prefix}MassiveJump": [before, after],
@@ -199,7 +199,7 @@ def god_candle(world: World, history: list[Game], multiple: int) -> dict:
 
 
 def history_entry(world: World, game: Game) -> dict:
-    rug_wall = world.wall_ms(game.start_ms + COOLDOWN_MS + game.rug_tick * 250)
+    rug_wall = world.wall_ms(game.start_ms + COOLDOWN_MS + game.rug_tick * TICK_MS)
     return {
         "id": game.game_id,
         "timestamp": round(rug_wall),
@@ -230,7 +230,7 @@ def sidebets(world: World, game: Game, rug_wall: float) -> list[dict]:
             "coinAddress": SOL_ADDRESS,
             "bonusPortion": 0,
             "realPortion": amount,
-            "timestamp": round(rug_wall - (game.rug_tick - start) * 250 / world.speed),
+            "timestamp": round(rug_wall - (game.rug_tick - start) * TICK_MS / world.speed),
             "type": "placed",
             "startedAtTick": start,
             "end": start + 40,
@@ -245,7 +245,7 @@ def _uuid(rng: random.Random) -> str:
 
 
 def peak_offset(game: Game) -> int:
-    return COOLDOWN_MS + game.prices.index(game.peak) * 250
+    return COOLDOWN_MS + game.prices.index(game.peak) * TICK_MS
 
 
 def partial_prices(game: Game, tick: int) -> dict:
@@ -265,7 +265,7 @@ def trade_count(game: Game, cooldown_elapsed_ms: int, tick: int | None) -> int:
             continue
         if tick is None and event.offset_ms > cooldown_elapsed_ms:
             break
-        if tick is not None and event.offset_ms > COOLDOWN_MS + tick * 250:
+        if tick is not None and event.offset_ms > COOLDOWN_MS + tick * TICK_MS:
             break
         count += 1
     return count

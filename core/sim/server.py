@@ -21,6 +21,7 @@ from aiohttp import web
 
 from core.sim.faults import KINDS, Fault, FaultError, parse_fault
 from core.sim.frames import render, tick_frame
+from core.sim.page import add_page_routes
 from core.sim.world import World, position_at
 
 EMITTED_LOG_SIZE = 10_000
@@ -58,6 +59,7 @@ class Simulator:
         self.app.router.add_post("/admin/fault", self._post_fault)
         self.app.router.add_get("/admin/state", self._get_state)
         self.app.router.add_get("/admin/emitted", self._get_emitted)
+        add_page_routes(self.app)
         self.world: World | None = None
         self._clients: dict[str, str] = {}  # socket.io sid -> engine.io sid (raw sends need the latter)
         self._log: deque[dict] = deque(maxlen=EMITTED_LOG_SIZE)

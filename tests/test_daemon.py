@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import pytest
 
+from core.channels import EnvelopeModel, model_for
 from tests.processes import DaemonProcess, SimProcess
 
 
@@ -71,6 +72,11 @@ def test_full_game_cycles_are_sequenced_and_whole(sim, daemon_for):
     assert set(phases) <= allowed
     assert any(e["type"] == "player.trade" for e in events)
     assert {e["source"] for e in events} == {"socketio"}
+    for event in events:
+        EnvelopeModel.model_validate(event)
+        model = model_for(event["type"])
+        assert model is not None, f"{event['type']} is emitted but not documented"
+        model.model_validate(event["data"])
 
 
 def test_simulator_killed_mid_game_and_restarted(daemon_for):

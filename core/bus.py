@@ -28,13 +28,13 @@ class Subscriber(Protocol):
 
 
 class Ring:
-    """The most recent envelopes of this run, addressable by `seq` (contiguous within a run)."""
+    """The most recent envelopes of this run, compact, addressable by `seq` (contiguous within a run)."""
 
     def __init__(self, size: int) -> None:
         self._items: deque[Envelope] = deque(maxlen=size)
 
     def append(self, envelope: Envelope) -> None:
-        self._items.append(envelope)
+        self._items.append(envelope.compact())
 
     @property
     def first_seq(self) -> int | None:

@@ -1,0 +1,124 @@
+"""Ingest benchmark (issue 2): how fast the core decodes, normalizes and sequences frames, and what the
+daemon costs at the real rate.
+
+    .venv/bin/python bench/bench_ingest.py [--seconds 15]
+
+Prints three figures:
+  1. core only: 5 KB tick packets fed straight into Foundation.frame() (no network): ticks/s;
+  2. end to end: the simulator at full speed over loopback Socket.IO into the direct source: ticks/s;
+  3. the daemon (a real `vectra --daemon` process) at the real rate (simulator speed 1): CPU % of one core.
+Targets: >= 2,000 ticks/s; < 2 % of one core at the real rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from core.config import load_settings  # noqa: E402
+from core.runtime import build_foundation  # noqa: E402
+from core.sim.server import SimOptions, Simulator  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+
+
+def tick_packet(tick: int, leaderboard: list[dict]) -> str:
+    frame = {
+        "gameId": "20261125-bench000000000000", "active": True, "rugged": False, "price": 1 + tick / 1000,
+        "tickCount": tick, "cooldownTimer": 0, "allowPreRoundBuys": False, "tradeCount": tick,
+        "connectedPlayers": 170, "leaderboard": leaderboard,
+        "partialPrices": {"startTick": max(0, tick - 4), "endTick": tick,
+                          "values": {str(t): 1 + t / 1000 for t in range(max(0, tick - 4), tick + 1)}},
+    }
+    return "2" + orjson.dumps(["gameStateUpdate", frame]).decode()
+
+
+def bench_core(count: int) -> tuple[float, int]:
+    leaderboard = [{"id": f"did:privy:{i:024d}", "username": f"player{i}", "pnl": 0.01 * i, "level": i,
+                    "positionQty": 0.5, "avgCost": 1.01, "totalInvested": 0.3} for i in range(28)]
+    packets = [tick_packet(t, leaderboard) for t in range(count)]
+    with tempfile.TemporaryDirectory() as data:
+        foundation = build_foundation(load_settings({"data_dir": data}))  # built, never started
+        began = time.perf_counter()
+        for packet in packets:
+            foundation.frame("socketio", packet, 0)
+        elapsed = time.perf_counter() - began
+        foundation.seqstore.close()
+    return count / elapsed, len(packets[count // 2])
+
+
+async def bench_end_to_end(seconds: float) -> float:
+    sim = Simulator(SimOptions(port=0, speed=400, seed=3, max_ticks=2000, trades_per_s=0.5))
+    await sim.start()
+    with tempfile.TemporaryDirectory() as data:
+        settings = load_settings({"data_dir": data, "feed_url": sim.url, "stale_after_s": 30})
+        foundation = build_foundation(settings)
+        foundation.components.clear()
+        ticks = {"n": 0}
+
+        class Counter:
+            def deliver(self, envelope) -> None:
+                if envelope.type == "game.tick":
+                    ticks["n"] += 1
+
+        foundation.bus.subscribe(Counter())
+        await foundation.start()
+        await asyncio.sleep(2)
+        start_count, began = ticks["n"], time.perf_counter()
+        await asyncio.sleep(seconds)
+        rate = (ticks["n"] - start_count) / (time.perf_counter() - began)
+        await foundation.stop()
+    await sim.stop()
+    return rate
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_daemon_cpu(seconds: float) -> float:
+    sim_port = free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "core.cli", "sim", "--port", str(sim_port), "--speed", "1"],
+                           cwd=REPO, stderr=subprocess.PIPE)
+    sim.stderr.readline()
+    with tempfile.TemporaryDirectory() as data:
+        env = {**os.environ, "VECTRA_DATA_DIR": data, "VECTRA_FEED_URL": f"http://127.0.0.1:{sim_port}",
+               "VECTRA_HTTP_PORT": str(free_port()), "VECTRA_ZMQ_PUB": f"tcp://127.0.0.1:{free_port()}",
+               "VECTRA_ZMQ_ROUTER": f"tcp://127.0.0.1:{free_port()}"}
+        daemon = subprocess.Popen([sys.executable, "-m", "core.cli", "--daemon"], cwd=REPO, env=env,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(4)
+            cpu_before, began = cpu_seconds(daemon.pid), time.monotonic()
+            time.sleep(seconds)
+            share = (cpu_seconds(daemon.pid) - cpu_before) / (time.monotonic() - began)
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=10)
+            sim.kill()
+    return share * 100
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=15)
+    args = parser.parse_args()
+    rate, size = bench_core(20_000)
+    print(f"core only        : {rate:10,.0f} ticks/s decoded+normalized+sequenced ({size / 1024:.1f} KB ticks)")
+    print(f"end to end       : {asyncio.run(bench_end_to_end(args.seconds)):10,.0f} ticks/s from the simulator over loopback Socket.IO")
+    print(f"daemon real rate : {bench_daemon_cpu(args.seconds):10.2f} % of one core (simulator at speed 1)")
+
+
+if __name__ == "__main__":
+    main()

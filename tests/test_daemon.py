@@ -147,3 +147,30 @@ def test_sigterm_exits_cleanly_within_five_seconds(sim, daemon_for):
     began = time.monotonic()
     assert daemon.terminate(timeout=10) == 0
     assert time.monotonic() - began < 5
+
+
+@pytest.mark.parametrize("fault, reason", [({"kind": "drop", "seconds": 1}, "server disconnected"),
+                                           ({"kind": "silence", "seconds": 4}, "no frame for 2 s")])
+def test_server_disconnect_and_silence_lead_to_a_reconnect(sim, daemon_for, fault, reason):
+    daemon = daemon_for(sim)
+    daemon.wait_for(lambda evs: any(e["type"] == "game.tick" for e in evs))
+    sim.fault(**fault)
+    connected = lambda evs: [e for e in evs if e["type"] == "connection.status" and e["data"]["state"] == "connected"]
+    daemon.wait_for(lambda evs: len(connected(evs)) >= 2, timeout=30)
+    (dropped,) = [e for e in daemon.of_type("connection.status") if e["data"]["state"] == "disconnected"]
+    assert dropped["data"]["reason"].startswith(reason)
+    seq = connected(daemon.events)[-1]["seq"]
+    daemon.wait_for(lambda evs: any(e["type"] == "game.tick" and e["seq"] > seq for e in evs))
+
+
+def test_sigkill_then_restart_never_reuses_a_seq_and_names_the_unused_ones(sim, daemon_for):
+    first = daemon_for(sim)
+    first.wait_for(lambda evs: len(evs) > 30)
+    first.kill()
+    last_seq = first.events[-1]["seq"]
+    second = daemon_for(sim)
+    start = second.wait_for(lambda evs: len(evs) > 1)[0]
+    assert start["type"] == "sys.start"
+    assert start["data"]["previous_last_seq"] >= last_seq
+    skipped = start["data"]["skipped"]
+    assert skipped["from"] == start["data"]["previous_last_seq"] + 1 and skipped["to"] == start["seq"] - 1

@@ -120,6 +120,27 @@ class RawAck(_Open):
     args: list[Any]
 
 
+class ChromeStatus(_Open):
+    state: Literal["stopped", "launching", "running", "attached", "crashed"]
+    pid: int | None
+    profile: str
+    cdp_port: int
+    tab_url: str | None
+    authenticated_as: str | None
+    reason: str | None
+
+
+class RecordingStatus(_Open):
+    on: bool
+    state: Literal["recording", "stopped", "failed", "behind"]
+    path: str
+    rows: int
+    bytes: int
+    since: int | None
+    reason: str | None
+    buffered: int
+
+
 class Passthrough(_Open):
     """The feed's own payload, unchanged (an object; a non-object payload sits under `payload`)."""
 
@@ -140,6 +161,8 @@ CHANNELS: dict[str, type[BaseModel]] = {
     "connection.status": ConnectionStatus,
     "error": ErrorEvent,
     "raw.ack": RawAck,
+    "chrome.status": ChromeStatus,
+    "recording.status": RecordingStatus,
     "raw.*": RawEvent,
 }
 

@@ -41,6 +41,14 @@ def _config(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace, settings: Settings) -> int:
+    from core.broadcast.health_probe import probe
+
+    code, text = probe(settings)
+    print(text, file=sys.stdout if code != 2 or text.startswith("{") else sys.stderr)
+    return code
+
+
 def _main_job(args: argparse.Namespace, settings: Settings) -> int:
     from core.runtime import run_daemon, setup_logging
 
@@ -50,6 +58,29 @@ def _main_job(args: argparse.Namespace, settings: Settings) -> int:
     from vectra_tui.app import run_console
 
     return run_console(settings)
+
+
+def _tail(args: argparse.Namespace, settings: Settings) -> int:
+    """Envelopes as JSON lines on stdout; the client's own gap/status reports go to stderr."""
+    from core.client import subscribe_blocking
+
+    try:
+        for event in subscribe_blocking(*args.patterns, from_seq=args.from_seq, settings=settings):
+            stream = sys.stdout if event.seq is not None else sys.stderr
+            stream.buffer.write(event.to_json() + b"\n")
+            stream.flush()
+    except (KeyboardInterrupt, BrokenPipeError):
+        return 0
+    return 0
+
+
+def _attach(args: argparse.Namespace, settings: Settings) -> int:
+    """The console for a daemon elsewhere; its own log goes to a file, the screen is the console's."""
+    from vectra_tui.app import run_attach
+
+    url = args.url or f"ws://{settings.http_host}:{settings.http_port}/ws"
+    token = settings.auth_token.get_secret_value() if settings.auth_token else None
+    return run_attach(url, token, settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,9 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     config = sub.add_parser("config", parents=[common], help="print the effective configuration and where each value came from")
     config.set_defaults(settings_command=_config)
+    health = sub.add_parser("health", parents=[common], help="print /health of a running foundation; exit 0 ok, 1 degraded, 2 down or unreachable")
+    health.set_defaults(settings_command=_health)
+    tail = sub.add_parser("tail", parents=[common], help="print live events (JSON lines) from a running foundation")
+    tail.add_argument("patterns", nargs="*", default=["*"], metavar="PATTERN", help="channel globs, e.g. 'game.*' (default: all)")
+    tail.add_argument("--from-seq", type=int, default=None, metavar="N", help="start with every matching event from seq N on")
+    tail.set_defaults(settings_command=_tail)
+    attach = sub.add_parser("attach", parents=[common], help="open the console for a running daemon (over its /ws)")
+    attach.add_argument("url", nargs="?", default=None, metavar="URL", help="the daemon's WebSocket (default: ws://HTTP_HOST:HTTP_PORT/ws)")
+    attach.set_defaults(settings_command=_attach)
     from core.sim.cli import add_sim_parser
+    from core.recorder.cli import add_recorder_parsers
+    from core.chrome.cli import add_chrome_parser
 
     add_sim_parser(sub)
+    add_recorder_parsers(sub, common)
+    add_chrome_parser(sub, common)
     return parser
 
 
@@ -83,7 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"vectra: {exc}", file=sys.stderr)
         return 2
-    return args.settings_command(args, settings)
+    try:
+        return args.settings_command(args, settings)
+    except ConfigError as exc:  # e.g. a ZeroMQ endpoint that cannot be bound
+        print(f"vectra: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         10.0, gt=0, description="No frame for this long counts as a dead feed: reconnect."
     )
     connect_timeout_s: float = Field(10.0, gt=0, description="Give up one connect attempt after this.")
+    dedup_window_s: float = Field(
+        30.0,
+        gt=0,
+        description="With two sources: how long a frame seen on one is remembered, to drop the other's copy.",
+    )
     max_frame_bytes: int = Field(
         1024 * 1024,
         gt=0,

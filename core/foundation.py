@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable, Protocol
 from core import __version__
 from core.bus import EventBus
 from core.config import Settings
+from core.dedup import FrameDeduplicator
 from core.envelope import now_ms
 from core.framing import FeedEvent, FrameError, PacketDecoder, unwrap_event
 from core.normalizer import Normalizer, error_draft
@@ -65,7 +66,9 @@ class Foundation:
         self.components: list[Component] = []
         self.connections: dict[str, dict[str, Any]] = {}
         self.commands: dict[str, CommandHandler] = {"reconnect": self._reconnect}
+        self.history: Any = None  # events older than the ring (`History` of core/broadcast/requests.py)
         self._decoders: dict[str, PacketDecoder] = {}
+        self.dedup = FrameDeduplicator(settings.dedup_window_s) if len(settings.sources) > 1 else None
         self._tasks: list[asyncio.Task] = []
         self._stopped = asyncio.Event()
         self.started_monotonic = time.monotonic()
@@ -90,8 +93,7 @@ class Foundation:
     # --- life cycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        for component in self.components:
-            await component.start()
+        """`sys.start` is the first event of every run, so components start after it."""
         resume = self.seqstore.resume
         skipped = {"from": resume.skipped[0], "to": resume.skipped[1]} if resume.skipped else None
         self.bus.publish(
@@ -104,6 +106,8 @@ class Foundation:
             },
             source=self.primary_source,
         )
+        for component in self.components:
+            await component.start()
         for source in self.sources:
             self._tasks.append(asyncio.create_task(source.run(), name=f"source:{source.name}"))
 
@@ -141,8 +145,14 @@ class Foundation:
             self._error(source, exc.code, exc.message, preview(message), received_ms)
 
     def event(self, source: str, event: FeedEvent, received_ms: int) -> None:
+        if self.dedup is not None and not self.dedup.admit(source, event):
+            return  # the other source already delivered this frame
         drafts = self.normalizer.normalize(event, received_ms)
         self.bus.publish_drafts(drafts, source=source, received_ms=received_ms)
+
+    def forget_games(self) -> None:
+        """Apply the game rules afresh: a replay starting over plays games that are already over."""
+        self.normalizer = Normalizer()
 
     def status(
         self,
@@ -206,9 +216,14 @@ class Foundation:
         states = [entry.get("state") for entry in self.connections.values()]
         last_ms = self.bus.stats.last_event_ms
         age = now_ms() - last_ms if last_ms is not None else None
-        live = any(state == "connected" for state in states)
-        fresh = age is not None and age < self.settings.stale_after_s * 1000
-        status = "ok" if live and fresh else ("degraded" if live else "down")
+        connected = [state == "connected" for state in states]
+        fresh = age is not None and age < self.settings.health_stale_s * 1000
+        if not any(connected):
+            status = "down"
+        elif all(connected) and fresh:
+            status = "ok"
+        else:
+            status = "degraded"
         primary = self.connections.get(self.primary_source, {})
         report: dict[str, Any] = {
             "status": status,
@@ -233,13 +248,21 @@ class Foundation:
             "uptime_s": round(time.monotonic() - self.started_monotonic, 1),
         }
         for component in self.components:
-            section = component.health()
-            if section:
-                report.update(section)
+            _merge_section(report, component.health() or {})
         return report
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
+
+
+def _merge_section(report: dict[str, Any], section: dict[str, Any]) -> None:
+    """Several components fill parts of one field (`subscribers`: `ws` and `zmq`), so dict
+    fields merge one level deep instead of replacing each other."""
+    for key, value in section.items():
+        if isinstance(value, dict) and isinstance(report.get(key), dict):
+            report[key] = {**report[key], **value}
+        else:
+            report[key] = value
 
 
 def _new_connection(url: str | None) -> dict[str, Any]:

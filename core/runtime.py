@@ -14,10 +14,15 @@ from typing import Any
 
 import orjson
 
+from core.broadcast.http_ws import HttpWsServer
+from core.broadcast.zmq_transport import ZmqTransport
 from core.config import Settings
 from core.envelope import Envelope
 from core.foundation import Foundation
 from core.sources.socketio_source import SocketIOSource
+from core.sources.cdp_source import add_cdp_source
+from core.sources.replay_source import ReplaySource
+from core.recorder import install_recorder
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,13 @@ def build_foundation(settings: Settings) -> Foundation:
     for name in settings.sources:
         if name == "socketio":
             foundation.add_source(SocketIOSource(foundation, settings))
+        elif name == "cdp":
+            add_cdp_source(foundation, settings)
+        elif name == "replay":
+            foundation.add_source(ReplaySource(foundation, settings))
+    install_recorder(foundation)
+    foundation.add_component(ZmqTransport(foundation))
+    foundation.add_component(HttpWsServer(foundation))
     return foundation
 
 
@@ -39,8 +51,6 @@ class StdoutSink:
     A pipe (`| jq`) gets a non-blocking transport so a slow reader cannot stall the loop; a regular
     file, which never blocks for long, is written directly.
     """
-
-    name = "stdout"
 
     def __init__(self) -> None:
         self._transport: asyncio.WriteTransport | None = None
@@ -58,9 +68,6 @@ class StdoutSink:
             self._transport.close()
         if self._file is not None:
             self._file.flush()
-
-    def health(self) -> dict[str, Any] | None:
-        return None
 
     def deliver(self, envelope: Envelope) -> None:
         line = envelope.to_json() + b"\n"
@@ -104,9 +111,9 @@ def setup_logging(level: str, as_json: bool = False) -> None:
 async def run_daemon(settings: Settings, *, stdout: bool = False) -> int:
     """Run until SIGINT/SIGTERM, then stop everything within the grace period."""
     foundation = build_foundation(settings)
-    if stdout:
-        sink = StdoutSink()
-        foundation.add_component(sink)
+    sink = StdoutSink() if stdout else None
+    if sink is not None:
+        await sink.start()  # before the foundation, so the first line is `sys.start`
         foundation.bus.subscribe(sink)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -121,4 +128,7 @@ async def run_daemon(settings: Settings, *, stdout: bool = False) -> int:
     except asyncio.TimeoutError:
         log.error("shutdown took longer than %.0f s; exiting anyway", SHUTDOWN_GRACE_S)
         return 1
+    finally:
+        if sink is not None:
+            await sink.stop()
     return 0

@@ -33,12 +33,23 @@ def gap_message(first: int, last: int) -> dict[str, Any]:
     return {"type": "gap", "from_seq": first, "to_seq": last}
 
 
+def with_id(request: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
+    """Echo the request's `id` (a string or an integer), so a client can match replies to requests."""
+    request_id = request.get("id")
+    return {**reply, "id": request_id} if isinstance(request_id, (str, int)) else reply
+
+
 class Requests:
     def __init__(self, foundation: Foundation, history: History | None = None) -> None:
         self.foundation = foundation
-        self.history = history
+        self._history = history
         token = foundation.settings.auth_token
         self._token = token.get_secret_value().encode() if token else None
+
+    @property
+    def history(self) -> History | None:
+        """The one given, else the foundation's (the recorder's, when it is installed)."""
+        return self._history if self._history is not None else self.foundation.history
 
     @property
     def requires_token(self) -> bool:
@@ -52,26 +63,32 @@ class Requests:
     def replay(self, from_seq: int, wanted: ChannelFilter) -> Iterator[Envelope | dict[str, Any]]:
         """Every matching event with seq >= from_seq, oldest first; an explicit gap for a hole."""
         ring = self.foundation.bus.ring
-        first_in_ring = ring.first_seq
-        last = self.foundation.bus.last_seq
-        if first_in_ring is None:
-            first_in_ring = last + 1
         cursor = max(1, from_seq)
-        if cursor < first_in_ring:
-            if self.history is not None:
-                for envelope in self.history.read_range(cursor, first_in_ring - 1):
-                    if envelope.seq < cursor:
-                        continue
-                    if envelope.seq > cursor:
-                        yield gap_message(cursor, envelope.seq - 1)
-                    cursor = envelope.seq + 1
-                    if wanted(envelope.type):
-                        yield envelope
-            if cursor < first_in_ring:
-                yield gap_message(cursor, first_in_ring - 1)
-        for envelope in ring.since(max(cursor, from_seq)):
+        # The ring moves on while the history is read (the consumer sends between items), so the
+        # history is read again up to the ring's new start until it has nothing more.
+        while self.history is not None and cursor < self._ring_start():
+            before = cursor
+            for envelope in self.history.read_range(cursor, self._ring_start() - 1):
+                if envelope.seq < cursor:
+                    continue
+                if envelope.seq > cursor:
+                    yield gap_message(cursor, envelope.seq - 1)
+                cursor = envelope.seq + 1
+                if wanted(envelope.type):
+                    yield envelope
+            if cursor == before:
+                break
+        held = ring.since(cursor)
+        first_held = held[0].seq if held else self.foundation.bus.last_seq + 1
+        if cursor < first_held:
+            yield gap_message(cursor, first_held - 1)
+        for envelope in held:
             if wanted(envelope.type):
                 yield envelope
+
+    def _ring_start(self) -> int:
+        first = self.foundation.bus.ring.first_seq
+        return first if first is not None else self.foundation.bus.last_seq + 1
 
     async def handle(self, request: dict[str, Any], *, authorized: bool = False) -> dict[str, Any]:
         """Answer ping, snapshot, health and control commands (replay and subscribe stream, so

@@ -23,6 +23,9 @@ class FeedSink(Protocol):
     def event(self, source: str, event: FeedEvent, received_ms: int) -> None:
         """An already decoded event (replayed recordings)."""
 
+    def forget_games(self) -> None:
+        """Forget which games were seen (a replay starting over)."""
+
     def status(
         self,
         source: str,

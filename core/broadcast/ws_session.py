@@ -1,0 +1,244 @@
+"""One WebSocket client: its subscriptions, its bounded outgoing queue and its writer.
+
+`offer()` runs inside `EventBus.publish` for every event and never waits. While the client keeps
+up (nothing queued, less than `WRITE_AHEAD_BYTES` in the socket's write buffer) it hands the frame
+straight to the non-blocking transport, which is as cheap as websockets' own `broadcast()`;
+otherwise it appends to this client's queue, which a writer task sends at whatever pace the client
+reads. When the queue holds more than `ws_buffer_bytes` the client is closed with 1008 and told to
+resume with `from_seq`, instead of making the bus (and every other client) wait or silently
+dropping events.
+
+Replay after `subscribe` with `from_seq` is streamed by the writer, bounded above by the `seq`
+current when the command arrived; live events after that `seq` queue behind it. Since both happen
+without an `await` in between, no event is lost or sent twice at the switch from replay to live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import orjson
+from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+
+from core.broadcast.patterns import ChannelFilter, valid_patterns
+from core.broadcast.requests import READ_ACTIONS, Requests, error_reply
+from core.envelope import Envelope
+
+log = logging.getLogger(__name__)
+
+# Bytes the transport may hold for a client beyond the kernel's socket buffer before events queue
+# (and count towards `ws_buffer_bytes`) instead of being written at once.
+WRITE_AHEAD_BYTES = 64 * 1024
+REPLAY_YIELD_EVERY = 256  # replayed events between two chances for the rest of the loop to run
+
+@dataclass
+class ReplayJob:
+    """Events `from_seq`..`up_to` matching `wanted`, sent in order before what is queued after it."""
+
+    from_seq: int
+    up_to: int
+    wanted: Callable[[str], bool]
+
+
+class WsSession:
+    def __init__(
+        self,
+        connection: ServerConnection,
+        requests: Requests,
+        *,
+        buffer_bytes: int,
+        max_message_bytes: int,
+        max_messages_per_s: int,
+        authorized: bool,
+        on_closed_slow: Callable[[], None],
+    ) -> None:
+        self.connection = connection
+        self.requests = requests
+        self.filter = ChannelFilter()
+        self.authorized = authorized
+        self._buffer_limit = buffer_bytes
+        self._max_message_bytes = max_message_bytes
+        self._max_messages_per_s = max_messages_per_s
+        self._on_closed_slow = on_closed_slow
+        self._queue: deque[bytes | ReplayJob] = deque()
+        self._queued_bytes = 0
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._replaying = False
+        self._close_task: asyncio.Task | None = None
+        self._window_start = time.monotonic()
+        self._window_count = 0
+
+    # --- outgoing -------------------------------------------------------------------------------
+
+    def offer(self, envelope: Envelope) -> None:
+        """Called by the bus for every event: send or queue it if this client wants it; never waits."""
+        if self.filter(envelope.type):
+            self._enqueue(envelope.to_json())
+
+    def offer_control(self, kind: str, message: bytes) -> None:
+        if self.filter(kind):
+            self._enqueue(message)
+
+    def _reply(self, reply: dict[str, Any]) -> None:
+        self._enqueue(orjson.dumps(reply))
+
+    def _enqueue(self, item: bytes | ReplayJob) -> None:
+        if self._closing:
+            return
+        if isinstance(item, bytes):
+            if not self._queue and not self._replaying and self._room_to_write():
+                broadcast((self.connection,), item, text=True)
+                return
+            self._queued_bytes += len(item)
+            if self._queued_bytes > self._buffer_limit:
+                self._close_slow()
+                return
+        self._queue.append(item)
+        self._wake.set()
+
+    def _room_to_write(self) -> bool:
+        return self.connection.transport.get_write_buffer_size() < WRITE_AHEAD_BYTES
+
+    def _close_slow(self) -> None:
+        reason = f"too slow: more than {self._buffer_limit} bytes queued; resubscribe with from_seq"
+        log.warning("closing slow WebSocket client %s (%s)", self.connection.remote_address, reason)
+        self._closing = True
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._wake.set()
+        self._on_closed_slow()
+        self._close_task = asyncio.get_running_loop().create_task(
+            self.connection.close(CloseCode.POLICY_VIOLATION, reason)
+        )
+
+    async def write(self) -> None:
+        """Send queued messages until the connection closes."""
+        try:
+            while not self._closing:
+                if not self._queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                item = self._queue.popleft()
+                if isinstance(item, ReplayJob):
+                    self._replaying = True
+                    await self._send_replay(item)
+                    self._replaying = False
+                    continue
+                self._queued_bytes -= len(item)
+                if self._room_to_write():
+                    broadcast((self.connection,), item, text=True)
+                else:
+                    await self.connection.send(item, text=True)  # returns once the socket drains
+        except ConnectionClosed:
+            pass
+
+    async def _send_replay(self, job: ReplayJob) -> None:
+        for sent, item in enumerate(self.requests.replay(job.from_seq, job.wanted), start=1):
+            if self._closing:
+                return
+            if sent % REPLAY_YIELD_EVERY == 0:  # a fast reader never makes send() wait
+                await asyncio.sleep(0)
+            if isinstance(item, Envelope):
+                if item.seq > job.up_to:
+                    return
+                await self.connection.send(item.to_json(), text=True)
+            else:
+                if item["from_seq"] > job.up_to:
+                    return
+                await self.connection.send(orjson.dumps(item), text=True)
+
+    # --- incoming -------------------------------------------------------------------------------
+
+    def flooding(self) -> bool:
+        """Count one incoming message; True when this second's count is over the limit."""
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            self._window_start = now
+            self._window_count = 0
+        self._window_count += 1
+        return self._window_count > self._max_messages_per_s
+
+    async def receive(self, message: str | bytes) -> None:
+        """Answer one command: exactly one reply, queued in order with the events."""
+        request, problem = self._parse(message)
+        if problem is not None:
+            self._reply(_with_id(request, problem))
+        elif request["action"] == "subscribe":
+            self._subscribe(request)
+        elif request["action"] == "unsubscribe":
+            self._unsubscribe(request)
+        else:
+            try:
+                reply = await self.requests.handle(request, authorized=self.authorized)
+            except Exception:
+                log.exception("command %r failed", request["action"])
+                reply = error_reply("internal", f"{request['action']!r} failed inside the foundation (logged)")
+            self._reply(_with_id(request, reply))
+
+    def _parse(self, message: str | bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        if isinstance(message, bytes):
+            return {}, error_reply("binary_not_supported", "commands are JSON text frames, not binary")
+        size = len(message.encode())
+        if size > self._max_message_bytes:
+            return {}, error_reply("too_large", f"command of {size} bytes; the limit is {self._max_message_bytes}")
+        try:
+            request = orjson.loads(message)
+        except orjson.JSONDecodeError as exc:
+            return {}, error_reply("bad_json", f"not JSON: {exc}")
+        if not isinstance(request, dict):
+            return {}, error_reply("bad_request", "a command is a JSON object with an `action` field")
+        action = request.get("action")
+        if not isinstance(action, str):
+            return request, error_reply("bad_request", "`action` must be a string")
+        known = READ_ACTIONS | set(self.requests.foundation.commands)
+        if action not in known or action == "replay":
+            return request, error_reply(
+                "unknown_action", f"unknown action {action!r}; known: {', '.join(sorted(known - {'replay'}))}"
+            )
+        return request, None
+
+    def _subscribe(self, request: dict[str, Any]) -> None:
+        """Reply, queue the replay, widen the live filter: synchronous, so that no event can
+        arrive between the `seq` the replay stops at and the first live event."""
+        patterns = valid_patterns(request.get("channels"))
+        from_seq = request.get("from_seq")
+        if patterns is None:
+            self._reply(_with_id(request, _bad_channels()))
+            return
+        if from_seq is not None and (type(from_seq) is not int or from_seq < 0):
+            self._reply(_with_id(request, error_reply("bad_request", "`from_seq` must be a non-negative integer")))
+            return
+        already = ChannelFilter(self.filter.patterns)
+        added = ChannelFilter(patterns)
+        self.filter.add(patterns)
+        current = self.requests.foundation.bus.last_seq
+        self._reply(_with_id(request, {"type": "subscribed", "channels": list(self.filter.patterns), "seq": current}))
+        if from_seq is not None:
+            self._enqueue(ReplayJob(from_seq, current, lambda channel: added(channel) and not already(channel)))
+
+    def _unsubscribe(self, request: dict[str, Any]) -> None:
+        patterns = valid_patterns(request.get("channels"))
+        if patterns is None:
+            self._reply(_with_id(request, _bad_channels()))
+            return
+        self.filter.remove(patterns)
+        self._reply(_with_id(request, {"type": "unsubscribed", "channels": list(self.filter.patterns)}))
+
+
+def _bad_channels() -> dict[str, Any]:
+    return error_reply("bad_request", "`channels` must be a non-empty list of channel patterns")
+
+
+def _with_id(request: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
+    """Echo the command's `id`, so a client can match replies to commands."""
+    request_id = request.get("id")
+    return {**reply, "id": request_id} if isinstance(request_id, (str, int)) else reply

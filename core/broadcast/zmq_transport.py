@@ -1,0 +1,296 @@
+"""ZeroMQ transport: a PUB side for the live stream, a ROUTER side for replay, snapshot and commands.
+
+Live stream (`settings.zmq_pub`, an XPUB socket): every envelope as two frames `[channel, envelope
+JSON]`, so ZeroMQ's own prefix filter works (`game.` selects every game channel). To a subscriber it is
+a PUB; an XPUB because its subscription messages show which prefixes are wanted, and a socket monitor
+(accepted minus disconnected connections) gives the number of subscribers, which a PUB cannot tell.
+
+Slow subscribers: each subscriber has its own queue of `zmq_pub_hwm` messages; a subscriber further
+behind than that loses messages, and only that subscriber. We deliberately do NOT set XPUB_NODROP: with
+it, a single full queue makes every send fail with EAGAIN, so one stuck bot would make every other
+subscriber lose the same messages. A loss is never silent for a `core.client` subscriber: `seq` numbers
+are contiguous and the heartbeat carries `last_seq`, so the client sees the hole and replays it from the
+ROUTER. What the server can observe and count is how often that happens (`replays`, `replayed`).
+
+Heartbeat: `sys.heartbeat` every `heartbeat_s`, a control message without `seq`. It is published
+through `bus.control()`, so every transport that listens with `bus.on_control()` (the WebSocket too)
+sends the same message; this component only owns the timer. It is sent on the same socket as the events
+and after them, so a subscriber that holds fewer events than `last_seq` says knows it lost some.
+
+ROUTER (`settings.zmq_router`): one JSON request per message (the last frame; frames before it, e.g. a
+REQ socket's empty delimiter, are echoed back). `replay` streams one message per event then
+`replay.end`; everything else gets one reply from `Requests.handle`. Every reply queue is bounded
+(`zmq_router_hwm`); a replay whose reader stays that far behind for `REPLAY_STALL_S` is abandoned and the
+client asks again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import recv_monitor_message
+
+from core.broadcast.patterns import ChannelFilter, valid_patterns
+from core.broadcast.requests import Requests, error_reply, with_id
+from core.config import ConfigError
+from core.envelope import Envelope, now_ms
+from core.foundation import Foundation
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_MESSAGE_BYTES = 1024 * 1024  # libzmq cuts a peer that sends more than this: abuse, not a mistake
+MAX_PENDING_REQUESTS = 64
+REPLAY_STALL_S = 10.0
+REPLAY_YIELD_EVERY = 256  # events sent before a replay lets the loop serve live events again
+LINGER_MS = 1000  # on stop, queued messages get this long to leave
+FIRST_FRAME_FLAGS = int(zmq.NOBLOCK | zmq.SNDMORE)
+LAST_FRAME_FLAGS = int(zmq.NOBLOCK)
+
+
+def parse_request(payload: bytes) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The request, or the error reply that explains why it is not one."""
+    if len(payload) > MAX_REQUEST_BYTES:
+        return None, error_reply("too_large", f"requests are limited to {MAX_REQUEST_BYTES} bytes")
+    try:
+        request = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return None, error_reply("bad_json", f"request is not JSON: {exc}")
+    if not isinstance(request, dict):
+        return None, error_reply("bad_request", "a request is a JSON object with an `action` field")
+    if not isinstance(request.get("action"), str):
+        return None, error_reply("bad_request", "missing `action` (a string), e.g. {\"action\": \"ping\"}")
+    return request, None
+
+
+def parse_replay(request: dict[str, Any]) -> tuple[int, ChannelFilter] | dict[str, Any]:
+    """`from_seq` and the channel filter of a replay request, or the error reply."""
+    from_seq = request.get("from_seq")
+    if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0:
+        return error_reply("bad_request", "`from_seq` must be a non-negative integer")
+    patterns = valid_patterns(request.get("channels", ["*"]))
+    if patterns is None:
+        return error_reply("bad_request", "`channels` must be a non-empty list of channel patterns")
+    return from_seq, ChannelFilter(patterns)
+
+
+class ZmqTransport:
+    name = "zmq"
+
+    def __init__(self, foundation: Foundation, requests: Requests | None = None) -> None:
+        self.foundation = foundation
+        self.settings = foundation.settings
+        self.requests = requests or Requests(foundation)
+        self._context: zmq.asyncio.Context | None = None
+        self._pub: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
+        self._router: zmq.asyncio.Socket | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._pending: set[asyncio.Task] = set()
+        self.peers = 0
+        self.topics: set[bytes] = set()
+        self.replays = 0
+        self.replayed = 0
+        self.replies_abandoned = 0
+        self.requests_served = 0
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self.settings  # off-loopback endpoints without a token never validate (config.py)
+        self._context = zmq.asyncio.Context()
+        sync_context = zmq.Context.shadow(self._context.underlying)
+        self._pub = sync_context.socket(zmq.XPUB)
+        self._pub.setsockopt(zmq.SNDHWM, settings.zmq_pub_hwm)
+        self._pub.setsockopt(zmq.LINGER, LINGER_MS)
+        self._monitor = self._pub.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        self._router = self._context.socket(zmq.ROUTER)
+        self._router.setsockopt(zmq.SNDHWM, settings.zmq_router_hwm)
+        self._router.setsockopt(zmq.RCVHWM, settings.zmq_router_hwm)
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self._router.setsockopt(zmq.LINGER, 0)
+        try:
+            self._pub.bind(settings.zmq_pub)
+            self._router.bind(settings.zmq_router)
+        except zmq.ZMQError as exc:
+            context = self._close_sockets()
+            if context is not None:
+                context.term()
+            raise ConfigError(f"cannot bind ZeroMQ ({settings.zmq_pub}, {settings.zmq_router}): {exc}") from None
+        self.foundation.bus.subscribe(self)
+        self.foundation.bus.on_control(self._send_control)
+        self._tasks = [
+            asyncio.create_task(self._heartbeats(), name="zmq:heartbeat"),
+            asyncio.create_task(self._serve_router(), name="zmq:router"),
+        ]
+
+    async def stop(self) -> None:
+        self.foundation.bus.unsubscribe(self)
+        for task in [*self._tasks, *self._pending]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._pending, return_exceptions=True)
+        self._tasks.clear()
+        context = self._close_sockets()
+        if context is not None:
+            await asyncio.to_thread(context.term)  # waits up to LINGER_MS for queued messages
+
+    def _close_sockets(self) -> zmq.asyncio.Context | None:
+        """Close every socket; the caller terminates the returned context (which may wait)."""
+        if self._pub is not None:
+            self._pub.disable_monitor()
+        for sock in (self._monitor, self._router, self._pub):
+            if sock is not None:
+                sock.close()
+        self._monitor = self._router = self._pub = None
+        context, self._context = self._context, None
+        return context
+
+    # --- live stream ----------------------------------------------------------------------------
+
+    def deliver(self, envelope: Envelope) -> None:
+        self._publish(envelope.type.encode(), envelope.to_json())
+
+    def _send_control(self, message: dict[str, Any]) -> None:
+        self._publish(str(message["type"]).encode(), orjson.dumps(message))
+
+    def _publish(self, channel: bytes, body: bytes) -> None:
+        """Two plain sends with int flags: `send_multipart` costs about as much again per event."""
+        if self._pub is not None:
+            self._pub.send(channel, FIRST_FRAME_FLAGS)
+            self._pub.send(body, LAST_FRAME_FLAGS)
+
+    async def _heartbeats(self) -> None:
+        bus = self.foundation.bus
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            self._drain_subscriptions()
+            bus.control(
+                {
+                    "type": "sys.heartbeat",
+                    "last_seq": bus.last_seq,
+                    "first_seq": bus.ring.first_seq,
+                    "ts": now_ms(),
+                    "uptime_s": round(time.monotonic() - self.foundation.started_monotonic, 1),
+                }
+            )
+
+    def _drain_subscriptions(self) -> None:
+        """Subscribe/unsubscribe messages and connect/disconnect events wait in their sockets until
+        read; reading them once per heartbeat keeps both queues small and `health()` current."""
+        if self._pub is None or self._monitor is None:
+            return
+        while self._pub.poll(0, zmq.POLLIN):
+            message = self._pub.recv()
+            if message[:1] == b"\x01":
+                self.topics.add(message[1:])
+            elif message[:1] == b"\x00":
+                self.topics.discard(message[1:])
+        while self._monitor.poll(0, zmq.POLLIN):
+            event = recv_monitor_message(self._monitor)["event"]
+            self.peers += 1 if event == zmq.EVENT_ACCEPTED else -1
+
+    # --- ROUTER ---------------------------------------------------------------------------------
+
+    async def _serve_router(self) -> None:
+        assert self._router is not None
+        while True:
+            frames = await self._router.recv_multipart()
+            route, payload = frames[:-1], frames[-1]
+            self.requests_served += 1
+            request, problem = parse_request(payload)
+            if problem is not None:
+                await self._reply(route, orjson.dumps(problem))
+            elif len(self._pending) >= MAX_PENDING_REQUESTS:
+                await self._reply(route, orjson.dumps(error_reply("busy", "too many requests in progress; retry")))
+            else:
+                task = asyncio.create_task(self._answer(route, request))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
+
+    async def _answer(self, route: list[bytes], request: dict[str, Any]) -> None:
+        try:
+            try:
+                if request["action"] == "replay":
+                    await self._replay(route, request)
+                else:
+                    await self._reply(route, orjson.dumps(with_id(request, await self.requests.handle(request))))
+            except ReplyAbandoned:
+                raise
+            except Exception:
+                log.exception("ZeroMQ request %r failed", request.get("action"))
+                failed = error_reply("internal", "the request failed; see the log")
+                await self._reply(route, orjson.dumps(with_id(request, failed)))
+        except ReplyAbandoned:
+            self.replies_abandoned += 1
+
+    async def _replay(self, route: list[bytes], request: dict[str, Any]) -> None:
+        parsed = parse_replay(request)
+        if isinstance(parsed, dict):
+            await self._reply(route, orjson.dumps(with_id(request, parsed)))
+            return
+        from_seq, wanted = parsed
+        # Events published while the replay streams reach the client live; stopping at `upto`
+        # keeps `replay.end.last_seq` exact.
+        upto = self.foundation.bus.last_seq
+        self.replays += 1
+        for sent, item in enumerate(self.requests.replay(from_seq, wanted), start=1):
+            if isinstance(item, Envelope):
+                if item.seq > upto:
+                    break
+                await self._reply(route, item.to_json())
+                self.replayed += 1
+            else:
+                await self._reply(route, orjson.dumps(with_id(request, item)))
+            if sent % REPLAY_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        await self._reply(route, orjson.dumps(with_id(request, {"type": "replay.end", "last_seq": upto})))
+
+    async def _reply(self, route: list[bytes], body: bytes) -> None:
+        """Send without ever blocking the loop; wait politely while the peer's queue is full."""
+        deadline = None
+        while True:
+            if self._router is None:
+                raise ReplyAbandoned("transport stopped")
+            try:
+                await self._router.send_multipart([*route, body], flags=zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                deadline = deadline or time.monotonic() + REPLAY_STALL_S
+                if time.monotonic() > deadline:
+                    raise ReplyAbandoned("peer stopped reading") from None
+                await asyncio.sleep(0.005)
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.EHOSTUNREACH:
+                    raise ReplyAbandoned("peer is gone") from None
+                raise
+
+    # --- what the outside sees ------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        self._drain_subscriptions()
+        return {
+            "subscribers": {"zmq": self.peers},
+            "zmq": {
+                "pub": self.settings.zmq_pub,
+                "router": self.settings.zmq_router,
+                "subscribers": self.peers,
+                "topics": sorted(topic.decode(errors="replace") for topic in self.topics),
+                "pub_hwm": self.settings.zmq_pub_hwm,
+                "router_hwm": self.settings.zmq_router_hwm,
+                "requests": self.requests_served,
+                "replays": self.replays,
+                "replayed_events": self.replayed,
+                "replies_abandoned": self.replies_abandoned,
+            },
+        }
+
+
+class ReplyAbandoned(Exception):
+    """The peer of a ROUTER reply is gone or stopped reading; the request is dropped."""

@@ -1,0 +1,76 @@
+"""`vectra record on|off|status` (talks to a running daemon) and `vectra replay PATH` (runs one)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from core.config import Settings
+
+
+def add_recorder_parsers(subparsers, common: argparse.ArgumentParser) -> None:
+    record = subparsers.add_parser(
+        "record", parents=[common], help="switch recording of a running daemon on or off, or show its status"
+    )
+    record.add_argument("state", choices=("on", "off", "status"))
+    record.add_argument("--json", action="store_true", help="print the status object as JSON")
+    record.set_defaults(settings_command=_record)
+
+    replay = subparsers.add_parser(
+        "replay",
+        parents=[common],
+        help="run the daemon with recordings as the feed",
+        description="Short for `VECTRA_SOURCE=replay VECTRA_REPLAY_PATH=PATH vectra --daemon`.",
+    )
+    replay.add_argument("replay_path", metavar="PATH", help="a recording file or a folder of recordings")
+    replay.add_argument("--speed", dest="replay_speed", type=float, default=argparse.SUPPRESS,
+                        help="1 = real time (default), 10 = ten times faster, 0 = as fast as possible")
+    replay.add_argument("--game", dest="replay_game", default=argparse.SUPPRESS, help="replay only this game id")
+    replay.add_argument("--loop", dest="replay_loop", action="store_true", default=argparse.SUPPRESS,
+                        help="start again from the beginning when the replay ends")
+    replay.add_argument("--stdout", action="store_true", help="every event as a JSON line on stdout")
+    replay.add_argument("--log-json", action="store_true", help="log JSON lines to stderr")
+    replay.set_defaults(settings_command=_replay)  # not `source=`: it would change the shared flag's default
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from core.cli import overrides
+    from core.config import load_settings
+    from core.runtime import run_daemon, setup_logging
+
+    settings = load_settings({**overrides(args), "source": "replay"})
+    setup_logging(settings.log_level, as_json=args.log_json)
+    return asyncio.run(run_daemon(settings, stdout=args.stdout))
+
+
+def describe_status(data: dict[str, Any]) -> str:
+    since = data.get("since")
+    when = time.strftime(" since %Y-%m-%d %H:%M:%SZ", time.gmtime(since / 1000)) if since else ""
+    line = f"recording {'on' if data['on'] else 'off'} ({data['state']}): {data['path']}, {data['rows']} rows, {data['bytes']} bytes{when}"
+    return line + (f"\n  {data['reason']}" if data.get("reason") else "")
+
+
+def _record(args: argparse.Namespace, settings: Settings) -> int:
+    from core.client import request
+
+    payload: dict[str, Any] = (
+        {"action": "record_status"} if args.state == "status" else {"action": "record", "on": args.state == "on"}
+    )
+    if settings.auth_token is not None:
+        payload["token"] = settings.auth_token.get_secret_value()
+    try:
+        reply = request(payload, settings=settings)
+    except TimeoutError as exc:
+        print(f"vectra record: no daemon answered ({exc})", file=sys.stderr)
+        return 1
+    if reply.get("type") == "error":
+        print(f"vectra record: {reply.get('data', {}).get('message')}", file=sys.stderr)
+        return 1
+    data = reply["data"]
+    print(orjson.dumps(data).decode() if args.json else describe_status(data))
+    return 0

@@ -1,0 +1,121 @@
+"""The Parquet schema of a recording, and the conversions between envelopes and its rows.
+
+The whole envelope is kept as JSON text (`data`), so nothing the feed sent is ever lost to a schema;
+the typed columns beside it are a convenience for analysts and may only grow. The schema version in
+the file metadata tells a reader which columns to expect.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import orjson
+import pyarrow as pa
+
+from core.envelope import Envelope
+
+SCHEMA_VERSION = 1
+SCHEMA_VERSION_KEY = b"vectra.schema_version"
+_DATA_KEY = b'"data":'
+_DICT = pa.dictionary(pa.int32(), pa.string())
+
+SCHEMA = pa.schema(
+    [
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("type", _DICT, nullable=False),
+        pa.field("timestamp", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("gameId", pa.string()),
+        pa.field("source", _DICT, nullable=False),
+        pa.field("data", pa.string(), nullable=False),
+        pa.field("tickCount", pa.int64()),
+        pa.field("price", pa.float64()),
+        pa.field("phase", _DICT),
+        pa.field("playerId", pa.string()),
+        pa.field("username", pa.string()),
+        pa.field("tradeType", _DICT),
+        pa.field("amount", pa.float64()),
+        pa.field("qty", pa.float64()),
+    ],
+    metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
+)
+
+_TYPED = ("tickCount", "price", "phase", "playerId", "username", "tradeType", "amount", "qty")
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _tick_fields(data: dict[str, Any]) -> tuple:
+    return (_int(data.get("tickCount")), _num(data.get("price")), _str(data.get("phase")), None, None, None, None, None)
+
+
+def _trade_fields(data: dict[str, Any]) -> tuple:
+    return (
+        _int(data.get("tickIndex")),
+        _num(data.get("price")),
+        None,
+        _str(data.get("playerId")),
+        _str(data.get("username")),
+        _str(data.get("type")),
+        _num(data.get("amount")),
+        _num(data.get("qty")),
+    )
+
+
+_NO_FIELDS = (None,) * len(_TYPED)
+_TYPED_BY_CHANNEL = {"game.tick": _tick_fields, "player.trade": _trade_fields}
+
+
+def data_json(envelope: Envelope) -> bytes:
+    """The `data` member of the envelope's cached JSON, without encoding it a second time.
+
+    `data` is the last key of `Envelope.as_dict`, and inside a JSON string a quote is always
+    escaped, so the first unescaped `"data":` is the key itself.
+    """
+    blob = envelope.to_json()
+    return blob[blob.index(_DATA_KEY) + len(_DATA_KEY) : -1]
+
+
+def to_table(envelopes: list[Envelope]) -> pa.Table:
+    """One batch of envelopes as an Arrow table of the recording schema."""
+    typed = [
+        (_TYPED_BY_CHANNEL[e.type](e.data) if e.type in _TYPED_BY_CHANNEL else _NO_FIELDS) for e in envelopes
+    ]
+    columns: dict[str, list[Any]] = {
+        "seq": [e.seq for e in envelopes],
+        "type": [e.type for e in envelopes],
+        "timestamp": [e.timestamp for e in envelopes],
+        "gameId": [e.gameId for e in envelopes],
+        "source": [e.source for e in envelopes],
+        "data": [data_json(e) for e in envelopes],
+    }
+    for index, name in enumerate(_TYPED):
+        columns[name] = [row[index] for row in typed]
+    arrays = [pa.array(columns[field.name], type=field.type) for field in SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def envelopes_from_table(table: pa.Table) -> Iterator[Envelope]:
+    """Rows back into envelopes (the inverse of `to_table` for the envelope's own fields)."""
+    seqs = table.column("seq").to_pylist()
+    types = table.column("type").to_pylist()
+    stamps = table.column("timestamp").cast(pa.int64()).to_pylist()
+    games = table.column("gameId").to_pylist()
+    sources = table.column("source").to_pylist()
+    datas = table.column("data").to_pylist()
+    for seq, type_, stamp, game, source, data in zip(seqs, types, stamps, games, sources, datas):
+        yield Envelope(seq, type_, stamp, game, source, orjson.loads(data))
+
+
+def schema_version(metadata: dict[bytes, bytes] | None) -> int | None:
+    raw = (metadata or {}).get(SCHEMA_VERSION_KEY)
+    return int(raw) if raw is not None else None

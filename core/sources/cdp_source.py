@@ -1,0 +1,446 @@
+"""The browser feed: the game page's own Socket.IO traffic, read through the Chrome DevTools Protocol.
+
+The events that matter most to a bot (`playerUpdate`, `usernameStatus`, its own sidebets and order
+acks) only reach a browser logged in with the bot's wallet, so this source listens to that browser's
+WebSocket instead of opening its own connection.
+
+pychrome is synchronous: its threads only stamp each DevTools event and hand it to the asyncio loop
+(`call_soon_threadsafe`); every DevTools call runs in a worker thread with a timeout. A pychrome
+`Tab` dies silently (its receive thread ends, its status stays "started") and cannot be restarted,
+so each attachment builds a fresh `Tab` from `/json/list` and the liveness of that thread is watched.
+
+A socket the page opened before Vectra attached is never announced (`webSocketCreated` happened
+before `Network.enable`); it shows up only through its frames. It is *adopted* (no page reload, so no
+frame is lost on attach): the first unannounced socket of the game tab that carries Socket.IO packets
+becomes the game socket, until an announced socket matching `VECTRA_CDP_SOCKET_MATCH` replaces it.
+
+When the feed goes wrong the source escalates, one step at a time, each on `connection.status`:
+no frame for `VECTRA_CDP_SILENCE_RELOAD_S` → reload the page; renderer crashed → navigate again;
+tab gone → attach to the game tab again (opening one if needed); browser gone → wait, with backoff,
+for the Chrome manager to relaunch it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import threading
+import time
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import pychrome
+import websocket
+
+from core.chrome.devtools import DevToolsError, browser_version, list_pages, open_page
+from core.chrome.manager import ChromeManager, chrome_command
+from core.config import Settings
+from core.envelope import now_ms
+from core.framing import EIO_MESSAGE, FrameError, split_engineio
+from core.sources.base import FeedSink, FeedSource, backoff_delay
+
+if TYPE_CHECKING:
+    from core.foundation import Foundation
+
+log = logging.getLogger(__name__)
+
+WATCHED_EVENTS = (
+    "Network.webSocketCreated",
+    "Network.webSocketFrameReceived",
+    "Network.webSocketFrameSent",
+    "Network.webSocketClosed",
+    "Network.webSocketFrameError",
+    "Inspector.targetCrashed",
+    "Inspector.detached",
+    "Page.frameNavigated",
+    "Network.requestWillBeSent",
+    "Network.loadingFinished",
+    "Network.loadingFailed",
+)
+ENABLED_DOMAINS = ("Network.enable", "Page.enable", "Inspector.enable")
+SOCKET_IO_PACKET_PREFIXES = ("40", "42", "43", "45", "46")  # connect, event, ack, binary event/ack
+TEXT_OPCODE, BINARY_OPCODE = 1, 2
+LIVENESS_CHECK_S = 0.25
+POLLING_MARK = "transport=polling"
+EIO_PACKET_SEPARATOR = "\x1e"
+BLANK_PAGES = ("about:blank", "chrome://newtab/", "chrome://new-tab-page/")
+
+
+class CdpUnavailable(Exception):
+    """The browser or its game tab cannot be attached to right now."""
+
+
+class TabGone(Exception):
+    """The DevTools session of the game tab ended."""
+
+
+class QuietTab(pychrome.Tab):
+    """A pychrome `Tab` that keeps up with a fast feed and ends quietly when the browser goes away.
+
+    pychrome opens its DevTools socket with websocket-client's default UTF-8 validation, a pure
+    Python loop over every byte of every message (about 2 ms per 7 KB tick frame), which left the
+    browser feed seconds behind at a few hundred frames per second; `json.loads` rejects bad UTF-8
+    anyway, so it is skipped here. pychrome also reads a socket closed by a dying browser as an
+    empty message and lets the `JSONDecodeError` kill its thread with a traceback; the thread
+    ending is the signal this source watches, so the traceback is only noise.
+    """
+
+    connect_timeout: float = 5.0
+
+    def start(self) -> bool:
+        if self._started:
+            return False
+        self._started = True
+        self.status = self.status_started
+        self._stopped.clear()
+        self._ws = websocket.create_connection(
+            self._websocket_url,
+            enable_multithread=True,
+            suppress_origin=True,
+            skip_utf8_validation=True,
+            timeout=self.connect_timeout,
+        )
+        self._recv_th.start()
+        self._handle_event_th.start()
+        return True
+
+    def _recv_loop(self) -> None:
+        try:
+            super()._recv_loop()
+        except ValueError:
+            self._stopped.set()
+
+
+class _Attachment:
+    """One DevTools session on one tab; lives exactly as long as its pychrome `Tab`."""
+
+    def __init__(self, target: dict[str, Any], loop: asyncio.AbstractEventLoop, call_timeout: float) -> None:
+        self.target_id = target["id"]
+        self.url: str = target.get("url", "")
+        self.events: asyncio.Queue[tuple[str, dict[str, Any], int]] = asyncio.Queue()
+        self._tab = QuietTab(**target)
+        self._tab.connect_timeout = call_timeout
+        self._loop = loop
+        self._timeout = call_timeout
+        self._closed = threading.Event()
+
+    def open(self) -> None:
+        """Blocking: connect the DevTools socket and route every watched event to the loop."""
+        for name in WATCHED_EVENTS:
+            self._tab.set_listener(name, partial(self._forward, name))
+        self._tab.start()
+
+    def _forward(self, name: str, **params: Any) -> None:
+        """Runs on pychrome's thread: stamp the arrival time and hand over; nothing else."""
+        if self._closed.is_set():
+            return
+        try:
+            self._loop.call_soon_threadsafe(self.events.put_nowait, (name, params, now_ms()))
+        except RuntimeError:  # the loop is closed: the source is shutting down
+            self._closed.set()
+
+    @property
+    def alive(self) -> bool:
+        # pychrome's only sign of a lost DevTools socket is its receive thread ending.
+        return not self._closed.is_set() and self._tab._recv_th.is_alive()
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        """One DevTools call, off the loop, bounded by the call timeout."""
+        if not self.alive:
+            raise TabGone(f"{method}: the tab's DevTools session is gone")
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._tab.call_method, method, _timeout=self._timeout, **params),
+                timeout=self._timeout + 1,
+            )
+        except (pychrome.PyChromeException, websocket.WebSocketException, OSError, asyncio.TimeoutError) as exc:
+            raise TabGone(f"{method} failed: {exc or type(exc).__name__}") from None
+
+    def close(self) -> None:
+        """Blocking: stop the pychrome threads; the tab itself stays open in the browser."""
+        self._closed.set()
+        try:
+            self._tab.stop()
+        except pychrome.PyChromeException:
+            pass
+
+
+class CdpSource(FeedSource):
+    name = "cdp"
+
+    def __init__(self, sink: FeedSink, settings: Settings, chrome: ChromeManager | None = None) -> None:
+        super().__init__(sink)
+        self.settings = settings
+        self.chrome = chrome
+        self.url: str | None = None
+        self.frames_received = 0
+        self.frames_sent = 0
+        self._game_socket: str | None = None
+        self._other_sockets: set[str] = set()
+        self._polls: set[str] = set()
+        self._last_frame = time.monotonic()
+        self._attachment: _Attachment | None = None
+        self._wake = asyncio.Event()
+        self._shown: tuple[str, str | None] | None = None
+        # pychrome logs a traceback for every lost DevTools socket; the source reports it itself.
+        logging.getLogger("pychrome").setLevel(logging.CRITICAL + 1)
+
+    def reconnect_now(self) -> None:
+        self._wake.set()
+
+    def _status(self, state: str, attempt: int = 0, reason: str | None = None) -> None:
+        if (state, reason) == self._shown:
+            return
+        self._shown = (state, reason)
+        self.sink.status(self.name, state, url=self.url, attempt=attempt, reason=reason)
+
+    # --- the attach / follow / reattach loop ----------------------------------------------------
+
+    async def run(self) -> None:
+        attempt = 0
+        reason: str | None = None
+        while True:
+            attempt += 1
+            self._status("connecting" if reason is None else "reconnecting", attempt, reason)
+            try:
+                attachment = await self._attach()
+            except (CdpUnavailable, TabGone, DevToolsError) as exc:
+                reason = str(exc)
+                self._status("failed", attempt, reason)
+                await self._sleep(backoff_delay(attempt, self.settings.reconnect_initial_s, self.settings.reconnect_max_s))
+                continue
+            attempt = 0
+            try:
+                reason = await self._follow(attachment)
+            finally:
+                self._attachment = None
+                await asyncio.to_thread(attachment.close)
+            self._forget_sockets()
+            self._status("reconnecting", 0, reason)
+
+    async def _attach(self) -> _Attachment:
+        port, timeout = self.settings.cdp_port, self.settings.cdp_call_timeout_s
+        if await browser_version(port, timeout) is None:
+            gone = f"no browser answers on CDP port {port}"
+            raise CdpUnavailable(gone + ("; waiting for the Chrome manager to relaunch it" if self.chrome else ""))
+        target, navigate = self._pick_tab(await list_pages(port, timeout))
+        if target is None:
+            target, navigate = await open_page(port, self.settings.game_url, timeout), False
+        attachment = _Attachment(target, asyncio.get_running_loop(), timeout)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(attachment.open), timeout=timeout)
+        except (pychrome.PyChromeException, websocket.WebSocketException, OSError, asyncio.TimeoutError) as exc:
+            await asyncio.to_thread(attachment.close)
+            raise CdpUnavailable(f"cannot open the DevTools session of tab {target['id']}: {exc}") from None
+        try:
+            for method in ENABLED_DOMAINS:
+                await attachment.call(method)
+            if navigate:
+                await attachment.call("Page.navigate", url=self.settings.game_url)
+        except TabGone:
+            await asyncio.to_thread(attachment.close)
+            raise
+        self._attachment = attachment
+        self._note_tab(attachment.url)
+        self._forget_sockets()
+        self._status("connecting", 0, f"attached to tab {attachment.url or target['id']}; waiting for the game socket")
+        return attachment
+
+    def _pick_tab(self, pages: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
+        """The tab showing the game; else a blank tab to navigate; else none (a new one is opened)."""
+        game = self.settings.game_url.rstrip("/")
+        debuggable = [page for page in pages if page.get("webSocketDebuggerUrl")]
+        for page in debuggable:
+            if page.get("url", "").startswith(game):
+                return page, False
+        for page in debuggable:
+            if page.get("url", "") in BLANK_PAGES:
+                return page, True
+        return None, False
+
+    async def _follow(self, attachment: _Attachment) -> str:
+        """Hand the game socket's frames to the core until the tab is gone; returns why."""
+        self._last_frame = time.monotonic()
+        self._wake.clear()
+        while True:
+            try:
+                outcome = await self._step(attachment)
+            except TabGone as exc:
+                return str(exc)
+            if outcome is not None:
+                return outcome
+
+    async def _step(self, attachment: _Attachment) -> str | None:
+        """Handle the next DevTools event, or run the watchdog when none came for a second."""
+        if self._wake.is_set():
+            return "reconnect requested"
+        if not attachment.alive:
+            return await self._why_gone()
+        try:
+            name, params, received_ms = attachment.events.get_nowait()
+        except asyncio.QueueEmpty:
+            try:
+                name, params, received_ms = await asyncio.wait_for(attachment.events.get(), LIVENESS_CHECK_S)
+            except asyncio.TimeoutError:
+                silence_s = self.settings.cdp_silence_reload_s
+                if time.monotonic() - self._last_frame >= silence_s:
+                    await self._recover(attachment, f"no frame for {silence_s:g} s: reloading the page", "Page.reload")
+                return None
+        return await self._handle(attachment, name, params, received_ms)
+
+    async def _why_gone(self) -> str:
+        if await browser_version(self.settings.cdp_port, self.settings.cdp_call_timeout_s) is None:
+            return "the browser is gone"
+        return "the game tab is gone"
+
+    async def _recover(self, attachment: _Attachment, reason: str, method: str) -> None:
+        """Reload or re-navigate the page; the page's client then opens a fresh socket."""
+        self._status("reconnecting", 0, reason)
+        self._game_socket = None
+        self._last_frame = time.monotonic()
+        if method == "Page.reload":
+            await attachment.call("Page.reload", ignoreCache=True)
+        else:
+            await attachment.call("Page.navigate", url=self.settings.game_url)
+
+    async def _handle(self, attachment: _Attachment, name: str, params: dict[str, Any], received_ms: int) -> str | None:
+        request_id = params.get("requestId")
+        if name == "Network.webSocketFrameReceived":
+            if self._is_game_socket(request_id, params):
+                self._on_frame(params.get("response") or {}, received_ms)
+        elif name == "Network.webSocketFrameSent":
+            if self._is_game_socket(request_id, params):
+                self.frames_sent += 1
+        elif name == "Network.requestWillBeSent":
+            request = params.get("request") or {}
+            url = request.get("url", "")
+            if request.get("method") == "GET" and POLLING_MARK in url and self.settings.cdp_socket_match in url:
+                self._polls.add(request_id)
+        elif name == "Network.loadingFinished":
+            if request_id in self._polls:
+                self._polls.discard(request_id)
+                await self._on_poll(attachment, request_id, received_ms)
+        elif name == "Network.loadingFailed":
+            self._polls.discard(request_id)
+        elif name == "Network.webSocketCreated":
+            self._on_created(request_id, params.get("url", ""))
+        elif name == "Network.webSocketClosed":
+            self._other_sockets.discard(request_id)
+            if request_id == self._game_socket:
+                self._game_socket = None
+                self._status("reconnecting", 0, "the page's game socket closed; the page reconnects it")
+        elif name == "Network.webSocketFrameError":
+            if request_id == self._game_socket:
+                self._status("reconnecting", 0, f"game socket error: {params.get('errorMessage')}")
+        elif name == "Inspector.targetCrashed":
+            await self._recover(attachment, "the renderer crashed: opening the game page again", "Page.navigate")
+        elif name == "Inspector.detached":
+            return f"the tab was detached ({params.get('reason')})"
+        elif name == "Page.frameNavigated":
+            frame = params.get("frame") or {}
+            if not frame.get("parentId"):
+                self._note_tab(frame.get("url"))
+        return None
+
+    # --- which socket is the game's -------------------------------------------------------------
+
+    def _on_created(self, request_id: str | None, url: str) -> None:
+        if request_id is None:
+            return
+        if self.settings.cdp_socket_match in url:
+            self._game_socket = request_id
+            self.url = url
+            if self._shown is None or self._shown[0] != "connected":  # not yet connected by long-polling
+                self._status("connected", 0, None)
+        else:
+            self._other_sockets.add(request_id)
+
+    def _is_game_socket(self, request_id: str | None, params: dict[str, Any]) -> bool:
+        if request_id is None or request_id == self._game_socket:
+            return request_id is not None
+        if self._game_socket is not None or request_id in self._other_sockets:
+            return False
+        payload = (params.get("response") or {}).get("payloadData", "")
+        if isinstance(payload, str) and payload.startswith(SOCKET_IO_PACKET_PREFIXES):
+            self._game_socket = request_id
+            self.url = None
+            self._status("connected", 0, "adopted a game socket opened before Vectra attached")
+            return True
+        return False
+
+    def _forget_sockets(self) -> None:
+        self._game_socket = None
+        self._other_sockets.clear()
+        self._polls.clear()
+
+    # --- frames ---------------------------------------------------------------------------------
+
+    async def _on_poll(self, attachment: _Attachment, request_id: str, received_ms: int) -> None:
+        """A long-polling response of the game's Engine.IO session (before the WebSocket upgrade).
+
+        Its body is fetched before the next DevTools event is handled, so frames keep their order.
+        """
+        try:
+            reply = await attachment.call("Network.getResponseBody", requestId=request_id)
+        except TabGone as exc:
+            if attachment.alive:
+                log.warning("a long-polling response of the game socket was lost: %s", exc)
+                return
+            raise
+        body = reply.get("body", "")
+        if reply.get("base64Encoded"):
+            body = base64.b64decode(body).decode("utf-8", "replace")
+        if self._game_socket is None:
+            self._status("connected", 0, "long-polling (before the page's WebSocket upgrade)")
+        for packet in body.split(EIO_PACKET_SEPARATOR):
+            if packet.startswith("b"):  # a binary attachment, base64 on a polling transport
+                self._deliver(base64.b64decode(packet[1:]), received_ms)
+            elif packet:
+                self._on_text(packet, received_ms)
+
+    def _on_frame(self, response: dict[str, Any], received_ms: int) -> None:
+        payload = response.get("payloadData", "")
+        if response.get("opcode") == BINARY_OPCODE:
+            self._deliver(base64.b64decode(payload), received_ms)
+            return
+        self._on_text(payload, received_ms)
+
+    def _on_text(self, payload: str, received_ms: int) -> None:
+        try:
+            kind, body = split_engineio(payload)
+        except FrameError:
+            self._deliver(payload, received_ms)  # the core reports it as an `error` event, raw included
+            return
+        if kind == EIO_MESSAGE:
+            self._deliver(body, received_ms)
+        # open, close, ping/pong (probes included), upgrade and noop carry no game data
+
+    def _deliver(self, message: str | bytes, received_ms: int) -> None:
+        self.frames_received += 1
+        self._last_frame = time.monotonic()
+        self.sink.frame(self.name, message, received_ms)
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _note_tab(self, url: str | None) -> None:
+        if self.chrome is not None:
+            self.chrome.note_tab(url)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+
+def add_cdp_source(foundation: "Foundation", settings: Settings) -> CdpSource:
+    """The CDP source with its Chrome manager: a component, a bus subscriber (identity) and the `chrome` command."""
+    manager = ChromeManager(settings, foundation.bus)
+    foundation.add_component(manager)
+    foundation.bus.subscribe(manager)
+    foundation.add_command("chrome", chrome_command(manager))
+    source = CdpSource(foundation, settings, manager)
+    foundation.add_source(source)
+    return source

@@ -1,0 +1,243 @@
+"""The HTTP side: `/health` and `/metrics` as monitoring sees them, `vectra health`, the start-up
+refusal off loopback, and the web page in a real headless Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
+
+from tests.processes import REPO, VECTRA, DaemonProcess, SimProcess
+from tests.test_websocket import command, running, ws_url
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def get_json(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def wait_for_status(url: str, wanted: str, timeout: float) -> tuple[int, dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            code, report = get_json(url)
+            if report["status"] == wanted:
+                return code, report
+        except (urllib.error.URLError, OSError):
+            report = None
+        assert time.monotonic() < deadline, f"/health never said {wanted!r} within {timeout} s; last: {report}"
+        time.sleep(0.1)
+
+
+def vectra_health(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*VECTRA, "health"], cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=30
+    )
+
+
+async def test_health_and_metrics_report_the_same_figures(tmp_path):
+    async with running(tmp_path) as (foundation, server):
+        for index in range(25):
+            foundation.bus.publish("game.tick", {"index": index}, source="socketio")
+        base = f"http://127.0.0.1:{server.port}"
+        async with connect(ws_url(server)) as client, aiohttp.ClientSession() as http:
+            await command(client, {"action": "ping"})
+            async with http.get(base + "/health") as reply:
+                status_code = reply.status
+                report = await reply.json()
+            async with http.get(base + "/metrics") as reply:
+                assert reply.headers["Content-Type"].startswith("text/plain")
+                metrics = {
+                    (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                    for family in text_string_to_metric_families(await reply.text())
+                    for sample in family.samples
+                }
+    assert status_code == 503 and report["status"] == "down", "no feed source at all is down"
+    expected_keys = {"status", "source", "connection", "latency_ms", "events_total", "events_per_s", "seq",
+                     "subscribers", "recording", "chrome", "uptime_s"}
+    assert expected_keys <= set(report)
+    assert set(report["connection"]) >= {"state", "url", "connected_since", "reconnects", "last_event_ts",
+                                         "last_event_age_ms"}
+    assert report["subscribers"]["ws"] == 1 and "zmq" in report["subscribers"]
+    assert metrics[("vectra_seq", ())] == report["seq"] == 26
+    assert metrics[("vectra_events_total", ())] == report["events_total"]
+    assert metrics[("vectra_subscribers", (("transport", "ws"),))] == 1
+    assert metrics[("vectra_status", (("status", "down"),))] == 1
+    assert metrics[("vectra_status", (("status", "ok"),))] == 0
+
+
+async def test_unknown_path_is_404_and_the_page_and_module_are_served(tmp_path):
+    async with running(tmp_path) as (foundation, server), aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{server.port}"
+        async with http.get(base + "/nope") as reply:
+            assert reply.status == 404
+        async with http.get(base + "/") as reply:
+            assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/html")
+            assert 'from "/client.js"' in await reply.text()
+        async with http.get(base + "/client.js") as reply:
+            assert reply.headers["Content-Type"].startswith("text/javascript")
+            assert "export function subscribe" in await reply.text()
+        async with http.get(base + "/health", headers={"Origin": "http://evil.example"}) as reply:
+            assert reply.status == 403
+
+
+@pytest.fixture
+def sim():
+    process = SimProcess(speed=10, seed=5, max_ticks=60).start()
+    yield process
+    process.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_health_follows_the_feed_down_degraded_and_back(sim, vectra_env):
+    env = {**vectra_env, "VECTRA_FEED_URL": sim.url, "VECTRA_RECONNECT_INITIAL_S": "0.1",
+           "VECTRA_RECONNECT_MAX_S": "0.5", "VECTRA_STALE_AFTER_S": "30"}
+    daemon = DaemonProcess(env).start()
+    url = f"http://127.0.0.1:{vectra_env['VECTRA_HTTP_PORT']}/health"
+    try:
+        code, report = wait_for_status(url, "ok", timeout=30)
+        assert code == 200 and report["connection"]["state"] == "connected"
+        ok = vectra_health(env)
+        assert ok.returncode == 0 and json.loads(ok.stdout)["status"] == "ok"
+
+        sim.fault(kind="silence", seconds=10)  # long enough for `vectra health` to start on a busy machine
+        code, report = wait_for_status(url, "degraded", timeout=5)
+        assert code == 200 and report["connection"]["last_event_age_ms"] >= 2000
+        assert vectra_health(env).returncode == 1
+        wait_for_status(url, "ok", timeout=20)
+
+        sim.kill()
+        killed = time.monotonic()
+        code, report = wait_for_status(url, "down", timeout=5)
+        assert time.monotonic() - killed <= 2.0, "the issue's promise: the feed's loss shows within 2 s"
+        assert code == 503 and report["connection"]["state"] != "connected"
+        down = vectra_health(env)
+        assert down.returncode == 2 and json.loads(down.stdout)["status"] == "down"
+
+        sim.start()
+        code, report = wait_for_status(url, "ok", timeout=20)
+        assert report["connection"]["reconnects"] >= 1
+    finally:
+        daemon.kill()
+
+
+def test_vectra_health_without_a_daemon_is_unreachable(vectra_env):
+    result = vectra_health(vectra_env)
+    assert result.returncode == 2
+    assert "unreachable" in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [["--http-host", "0.0.0.0"], ["--zmq-pub", "tcp://0.0.0.0:5999"], ["--zmq-router", "tcp://*:5998"]],
+)
+def test_binding_beyond_loopback_without_a_token_is_refused_in_one_line(flag, vectra_env):
+    result = subprocess.run(
+        [*VECTRA, "--daemon", *flag], cwd=REPO, env={**os.environ, **vectra_env},
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "VECTRA_AUTH_TOKEN" in lines[0] and flag[1] in lines[0]
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol, the way a test harness drives a browser."""
+
+    def __init__(self, page_url: str) -> None:
+        self.profile = tempfile.mkdtemp(prefix="vectra-chromium-")
+        self.process = subprocess.Popen(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", f"--user-data-dir={self.profile}",
+             "--remote-debugging-port=0", page_url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self._devtools = None
+        self._next_id = 0
+
+    async def open(self) -> None:
+        active_port = Path(self.profile) / "DevToolsActivePort"
+        for _ in range(300):
+            if active_port.is_file() and active_port.read_text().strip():
+                break
+            await asyncio.sleep(0.1)
+        port = active_port.read_text().split()[0]
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                async with http.get(f"http://127.0.0.1:{port}/json/list") as reply:
+                    pages = [target for target in await reply.json() if target["type"] == "page"]
+                if pages:
+                    break
+                await asyncio.sleep(0.1)
+        self._devtools = await connect(pages[0]["webSocketDebuggerUrl"], max_size=None)
+
+    async def evaluate(self, expression: str):
+        self._next_id += 1
+        await self._devtools.send(json.dumps(
+            {"id": self._next_id, "method": "Runtime.evaluate", "params": {"expression": expression, "returnByValue": True}}
+        ))
+        while True:
+            reply = json.loads(await asyncio.wait_for(self._devtools.recv(), timeout=10))
+            if reply.get("id") == self._next_id:
+                return reply["result"]["result"].get("value")
+
+    async def close(self) -> None:
+        if self._devtools is not None:
+            await self._devtools.close()
+        self.process.kill()
+        self.process.wait(timeout=10)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.mark.chromium
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed (Debian package chromium)")
+async def test_the_page_in_a_real_browser_shows_live_events_and_health(tmp_path):
+    async with running(tmp_path) as (foundation, server):
+        stop = asyncio.Event()
+
+        async def publish_ticks() -> None:
+            tick = 0
+            while not stop.is_set():
+                tick += 1
+                foundation.bus.publish("game.tick", {"tickCount": tick}, source="socketio", game_id="g-browser")
+                foundation.bus.publish("sidebet.placed", {"hidden": True}, source="socketio")
+                await asyncio.sleep(0.05)
+
+        publisher = asyncio.create_task(publish_ticks())
+        browser = Chromium(f"http://127.0.0.1:{server.port}/")
+        try:
+            await browser.open()
+            shown = ""
+            for _ in range(200):
+                shown = await browser.evaluate("document.getElementById('events').innerText") or ""
+                health = await browser.evaluate("document.getElementById('status').textContent")
+                if "game.tick g-browser" in shown and health == "down":
+                    break
+                await asyncio.sleep(0.1)
+            assert "game.tick g-browser" in shown, "the page must show live events from /ws"
+            assert "sidebet.placed" not in shown, "the page shows only the channels picked"
+            assert health == "down", "the page shows /health (no feed source here: down)"
+            assert server.health()["subscribers"]["ws"] == 1
+        finally:
+            stop.set()
+            await publisher
+            await browser.close()

@@ -1,0 +1,252 @@
+"""The recorder against real processes: the simulator as the feed, the daemon as a subprocess, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import polars
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from core.client import subscribe_blocking
+from core.config import Settings
+from core.recorder.layout import closed_files, partial_files, recordings_dir, wal_segments
+from core.recorder.schema import SCHEMA_VERSION, schema_version
+from tests.processes import REPO, VECTRA, DaemonProcess, SimProcess
+
+pytestmark = pytest.mark.timeout(90)
+
+
+# --- helpers (also used by tests/test_replay.py) ---------------------------------------------------
+
+
+def read_recordings(root: Path) -> pa.Table:
+    files = closed_files(root)
+    assert files, f"no recordings under {root}"
+    return pa.concat_tables([pq.read_table(path) for path in files]).sort_by("seq")
+
+
+def assert_readable_everywhere(root: Path) -> None:
+    """Every closed file opens with pyarrow, DuckDB and Polars, with the schema version set."""
+    for path in closed_files(root):
+        arrow = pq.read_table(path)
+        assert schema_version(arrow.schema.metadata) == SCHEMA_VERSION
+        assert duckdb.sql(f"select count(*) from read_parquet('{path}')").fetchall()[0][0] == arrow.num_rows
+        assert polars.read_parquet(path).height == arrow.num_rows
+
+
+def assert_no_leftovers(root: Path) -> None:
+    assert partial_files(root) == [] and wal_segments(root) == []
+
+
+def games_ended(events: list[dict]) -> int:
+    return sum(1 for event in events if event["type"] == "game.end")
+
+
+def recording_statuses(events: list[dict]) -> list[dict]:
+    return [event for event in events if event["type"] == "recording.status"]
+
+
+def cli(daemon: DaemonProcess, *args: str) -> dict:
+    """A `vectra` sub-command against the running daemon, as an operator would type it."""
+    done = subprocess.run([*VECTRA, *args, "--json"], cwd=REPO, env=daemon.env, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def health(daemon: DaemonProcess) -> dict:
+    port = daemon.env["VECTRA_HTTP_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as reply:
+        return json.loads(reply.read())
+
+
+@pytest.fixture
+def sim():
+    process = SimProcess(speed=20, seed=3, max_ticks=40).start()
+    yield process
+    process.kill()
+
+
+@pytest.fixture
+def daemon_for(vectra_env):
+    started: list[DaemonProcess] = []
+
+    def start(sim: SimProcess, **extra_env: str) -> DaemonProcess:
+        env = {**vectra_env, "VECTRA_FEED_URL": sim.url, "VECTRA_STALE_AFTER_S": "2",
+               "VECTRA_RECONNECT_INITIAL_S": "0.1", "VECTRA_RECONNECT_MAX_S": "0.5",
+               "VECTRA_RECORD_FLUSH_S": "0.2", "VECTRA_RECORD_RETRY_S": "0.5", **extra_env}
+        daemon = DaemonProcess(env).start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+@pytest.fixture
+def root(vectra_env) -> Path:
+    return recordings_dir(Path(vectra_env["VECTRA_DATA_DIR"]))
+
+
+# --- tests -----------------------------------------------------------------------------------------
+
+
+def test_recording_of_several_games_has_every_published_seq_once(sim, daemon_for, root):
+    daemon = daemon_for(sim, VECTRA_RECORD="true")
+    daemon.wait_for(lambda events: games_ended(events) >= 3)
+    assert daemon.terminate() == 0
+
+    table = read_recordings(root)
+    recorded = table.column("seq").to_pylist()
+    published = [event["seq"] for event in daemon.events]
+    assert len(recorded) == len(set(recorded)), "an event was recorded twice"
+    assert recorded == list(range(1, recorded[-1] + 1)), "recording must hold every seq from the start"
+    assert set(published) <= set(recorded)
+    by_seq = {event["seq"]: event for event in daemon.events}
+    ticks = table.filter(pa.compute.equal(table["type"].cast(pa.string()), "game.tick")).to_pylist()
+    assert ticks, "the run must have produced ticks"
+    for row in ticks:
+        if row["seq"] in by_seq:
+            assert json.loads(row["data"]) == by_seq[row["seq"]]["data"]
+            assert row["tickCount"] == by_seq[row["seq"]]["data"]["tickCount"]
+    assert_readable_everywhere(root)
+    assert_no_leftovers(root)
+
+
+def test_sigkill_while_recording_loses_nothing_flushed(sim, daemon_for, root):
+    daemon = daemon_for(sim, VECTRA_RECORD="true")
+    events = daemon.wait_for(lambda events: len(events) >= 1500)
+    time.sleep(1.0)  # five times the flush interval: everything seen so far is in the log
+    daemon.kill()
+    seen_before_kill = [event["seq"] for event in events]
+    assert wal_segments(root), "a killed recorder leaves its log for recovery"
+
+    again = daemon_for(sim, VECTRA_RECORD="true")
+    again.wait_for(lambda events: games_ended(events) >= 1)
+    assert again.terminate() == 0
+
+    recorded = read_recordings(root).column("seq").to_pylist()
+    assert len(recorded) == len(set(recorded)), "an event was recorded twice"
+    assert set(seen_before_kill) <= set(recorded)
+    assert set(event["seq"] for event in again.events) <= set(recorded)
+    assert_readable_everywhere(root)
+    assert_no_leftovers(root)
+
+
+def test_toggle_on_off_on_across_a_feed_drop(sim, daemon_for, root):
+    daemon = daemon_for(sim)
+    daemon.wait_for(lambda events: games_ended(events) >= 1)
+    assert cli(daemon, "record", "status")["on"] is False
+
+    assert cli(daemon, "record", "on")["state"] == "recording"
+    sim.fault(kind="drop", seconds=2)
+    daemon.wait_for(lambda events: any(e["type"] == "connection.status" and e["data"]["state"] == "disconnected"
+                                       for e in events))
+    status = cli(daemon, "record", "status")
+    assert (status["on"], status["state"]) == (True, "recording"), "a feed drop must not touch the switch"
+    daemon.wait_for(lambda events: [e["data"]["state"] for e in events if e["type"] == "connection.status"][-1]
+                    == "connected")
+    assert health(daemon)["recording"]["on"] is True
+    assert cli(daemon, "record", "off")["state"] == "stopped"
+    assert health(daemon)["recording"]["on"] is False
+    count = len(daemon.events)
+    daemon.wait_for(lambda events: len(events) >= count + 200)
+    assert cli(daemon, "record", "on")["on"] is True
+    count = len(daemon.events)
+    daemon.wait_for(lambda events: len(events) >= count + 300)
+    assert cli(daemon, "record", "off")["on"] is False
+    daemon.wait_for(lambda events: len(recording_statuses(events)) >= 4)
+    assert daemon.terminate() == 0
+
+    switches = [(e["seq"], e["data"]["on"]) for e in recording_statuses(daemon.events)
+                if e["data"]["state"] in ("recording", "stopped")]
+    periods: list[list[int | None]] = []
+    for seq, on in switches:
+        is_open = bool(periods) and periods[-1][1] is None
+        if on and not is_open:
+            periods.append([seq, None])
+        elif not on and is_open:
+            periods[-1][1] = seq
+    assert len(periods) == 2 and all(end is not None for _, end in periods)
+    expected = [e["seq"] for e in daemon.events if any(start <= e["seq"] <= end for start, end in periods)]
+    assert read_recordings(root).column("seq").to_pylist() == expected
+    assert_readable_everywhere(root)
+
+
+def test_a_file_in_the_way_is_reported_and_recording_resumes_when_it_is_gone(sim, daemon_for, root):
+    root.parent.mkdir(parents=True)
+    root.write_text("not a folder")
+    daemon = daemon_for(sim, VECTRA_RECORD="true")
+    events = daemon.wait_for(lambda events: any(e["data"]["state"] == "failed" for e in recording_statuses(events)))
+    assert any(e["type"] == "error" and e["data"]["code"] == "record_failed" for e in events)
+    failed = [e for e in recording_statuses(events) if e["data"]["state"] == "failed"]
+    assert "recordings" in failed[-1]["data"]["reason"]
+    assert health(daemon)["recording"]["state"] == "failed"
+    count = len(daemon.events)
+    daemon.wait_for(lambda events: len(events) >= count + 100)  # the service goes on
+
+    root.unlink()
+    daemon.wait_for(lambda events: recording_statuses(events)[-1]["data"]["state"] == "recording")
+    daemon.wait_for(lambda events: games_ended(events) >= 1)
+    assert daemon.terminate() == 0
+    recorded = read_recordings(root).column("seq").to_pylist()
+    assert recorded == list(range(1, recorded[-1] + 1)), "events buffered while failing must be recorded"
+    assert set(e["seq"] for e in daemon.events) <= set(recorded)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_is_reported_and_recording_resumes_when_there_is_room(sim, daemon_for, tiny_disk, vectra_env):
+    data_dir = tiny_disk / "data"
+    daemon = daemon_for(sim, VECTRA_RECORD="true", VECTRA_DATA_DIR=str(data_dir))
+    events = daemon.wait_for(lambda events: any(e["type"] == "error" and e["data"]["code"] == "record_failed"
+                                                for e in events))
+    assert "No space left" in [e for e in events if e["type"] == "error"][-1]["data"]["message"]
+    count = len(daemon.events)
+    daemon.wait_for(lambda events: len(events) >= count + 100)  # the service goes on
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)
+    daemon.wait_for(lambda events: recording_statuses(events)[-1]["data"]["state"] == "recording")
+    assert daemon.terminate() == 0
+    root = recordings_dir(data_dir)
+    recorded = read_recordings(root).column("seq").to_pylist()
+    assert len(recorded) == len(set(recorded))
+    assert recorded == list(range(1, recorded[-1] + 1))
+    assert_readable_everywhere(root)
+
+
+def test_subscriber_resumes_from_a_seq_older_than_the_ring(sim, daemon_for):
+    daemon = daemon_for(sim, VECTRA_RECORD="true", VECTRA_RING_SIZE="1000")
+    daemon.wait_for(lambda events: len(events) >= 2600)
+    settings = Settings(zmq_pub=daemon.env["VECTRA_ZMQ_PUB"], zmq_router=daemon.env["VECTRA_ZMQ_ROUTER"])
+    received = []
+    for event in subscribe_blocking(from_seq=1, settings=settings):
+        assert event.seq is not None, f"the client reported {event.type}: {event.data}"
+        received.append(event)
+        if event.seq >= 2500:
+            break
+    published = {event["seq"]: event for event in daemon.events}
+    assert [event.seq for event in received] == list(range(1, 2501))
+    compared = [event for event in received if event.seq in published]  # stdout starts after the recorder
+    assert len(compared) > 2400
+    for event in compared:
+        assert (event.type, event.data) == (published[event.seq]["type"], published[event.seq]["data"])

@@ -1,0 +1,208 @@
+"""The console driven with Textual's Pilot against the fake foundation: keys, panels, log, screenshots."""
+
+from __future__ import annotations
+
+import pytest
+from textual.geometry import Region
+
+from dataclasses import replace
+
+from core.envelope import Envelope
+from vectra_tui.digest import EventDigest
+from vectra_tui.app import HelpScreen, VectraConsole
+from vectra_tui.fake import FROZEN_NOW_MS, FakeFoundation
+from vectra_tui.panels import Panel
+from vectra_tui.view import SourceLink
+
+SIZE = (100, 30)
+
+
+def shown(app: VectraConsole, panel_id: str) -> str:
+    """The text a panel puts on the screen right now (border and title included), as the operator reads it."""
+    panel = app.query_one(f"#{panel_id}", Panel)
+    return "\n".join(strip.text for strip in panel.render_lines(Region(0, 0, *panel.outer_size)))
+
+
+def log_lines(app: VectraConsole) -> list[str]:
+    """The event log's rows, without its border."""
+    return [line.strip("│ ") for line in shown(app, "log").splitlines()[1:-1] if line.strip("│ ")]
+
+
+def event(seq: int, channel: str, game: str | None = None, **data) -> Envelope:
+    return Envelope(seq=seq, type=channel, timestamp=FROZEN_NOW_MS + seq, gameId=game, source="socketio", data=data)
+
+
+@pytest.fixture
+def fake() -> FakeFoundation:
+    return FakeFoundation()
+
+
+async def test_panels_show_what_the_foundation_reports(fake):
+    app = VectraConsole(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert fake.started
+        connection = shown(app, "connection")
+        assert "connected" in connection and "backend.rugs.fun" in connection and "reconnects 2" in connection
+        assert "p99 1.35 ms" in shown(app, "latency")
+        game = shown(app, "game")
+        assert "20251124-5f1c0e2a9b7d4c36" in game and "ACTIVE" in game and "tick 139" in game and "3.410x" in game
+        assert "5.830x@212" in game
+        rates = shown(app, "rates")
+        assert "player    12.5/s" in rates and "total 123.5k" in rates
+        assert "off" in shown(app, "recording")
+        subscribers = shown(app, "subscribers")
+        assert "ws 3" in subscribers and "zmq 2" in subscribers and "cut off 1" in subscribers
+        assert "pid 4242" in shown(app, "chrome") and "user operator" in shown(app, "chrome")
+        assert "1060 game.tick" in shown(app, "log")
+
+
+async def test_unreachable_feed_and_daemon_are_said_plainly(fake):
+    refused = SourceLink(name="socketio", state="reconnecting", url="https://backend.rugs.fun", reason="Connection refused", attempt=3)
+    fake.current = replace(
+        fake.current,
+        connection=replace(fake.current.connection, status="down", state="reconnecting", sources=(refused,)),
+    )
+    app = VectraConsole(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert "socketio unreachable, retrying (attempt 3)" in shown(app, "connection")
+        fake.current = replace(
+            fake.current,
+            connection=replace(fake.current.connection, unreachable="daemon unreachable, retrying in 1.0 s: ws://x/ws refused"),
+        )
+        await pilot.pause(0.3)
+        assert "daemon unreachable, retrying in 1.0 s" in shown(app, "connection")
+
+
+async def test_r_flips_recording_in_the_foundation(fake):
+    app = VectraConsole(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert fake.commands[-1] == {"action": "record", "on": True}
+        assert fake.current.recording.on
+        assert "REC" in shown(app, "recording")
+        await pilot.press("r")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert fake.commands[-1] == {"action": "record", "on": False}
+        assert "off" in shown(app, "recording")
+
+
+async def test_c_reconnects_and_b_relaunches_the_browser(fake):
+    app = VectraConsole(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("c")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert fake.commands == [{"action": "reconnect"}]
+        assert "reconnects 3" in shown(app, "connection")
+        await pilot.press("b")
+        await app.workers.wait_for_complete()
+        assert fake.commands[-1] == {"action": "chrome", "op": "relaunch"}
+
+
+async def test_a_refused_command_is_reported_not_swallowed(fake):
+    app = VectraConsole(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        app.run_worker(app._send("launch_rockets", "ok"))
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert any("unknown action" in str(note.message) for note in app._notifications)
+
+
+async def test_q_shuts_the_foundation_down(fake):
+    app = VectraConsole(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q")
+        await pilot.pause()
+    assert fake.stopped
+    assert app.return_code == 0
+
+
+async def test_log_filter_shows_only_matching_channels(fake):
+    app = VectraConsole(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("slash", *"player.*")
+        app.query_one("#log-filter").value += " error"
+        await pilot.press("enter")
+        await pilot.pause()
+        lines = log_lines(app)
+        assert lines and all((" player." in line or " error " in line) for line in lines)
+        assert app.query_one("#log").border_subtitle.startswith("player.* error")
+        fake.publish(event(2000, "game.tick", tickCount=1, price=1.0, phase="ACTIVE"), event(2001, "error", code="x", message="late one"))
+        await pilot.pause(0.2)
+        assert "late one" in shown(app, "log") and "2000" not in shown(app, "log")
+        await pilot.press("slash", "escape")
+        assert app.event_log.pattern == "player.* error"
+        await pilot.press("slash")
+        app.query_one("#log-filter").value = ""
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "2000 game.tick" in shown(app, "log")
+
+
+async def test_space_pauses_and_resumes_the_log(fake):
+    app = VectraConsole(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("space")
+        fake.publish(event(3000, "game.tick", tickCount=7, price=2.0, phase="ACTIVE"))
+        await pilot.pause(0.3)
+        assert "3000" not in shown(app, "log")
+        assert "PAUSED" in app.query_one("#log").border_subtitle
+        await pilot.press("space")
+        await pilot.pause()
+        assert "3000 game.tick" in shown(app, "log")
+
+
+async def test_t_switches_theme_and_question_mark_opens_help(fake):
+    app = VectraConsole(fake, theme="dark")
+    async with app.run_test(size=SIZE) as pilot:
+        dark_background = app.screen.styles.background
+        await pilot.press("t")
+        await pilot.pause()
+        assert app.theme_name == "light" and app.has_class("-vectra-light")
+        assert app.screen.styles.background != dark_background
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+        assert not fake.stopped
+
+
+async def test_the_console_never_asks_for_one_update_per_event(fake):
+    """A burst of events reaches the screen through the periodic snapshot only."""
+    app = VectraConsole(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        before = fake.snapshots_taken
+        fake.publish(*(event(5000 + i, "raw.gameStateUpdate", payload={}) for i in range(500)))
+        await pilot.pause(0.5)
+        assert fake.snapshots_taken - before < 50
+        assert "5499 raw.gameStateUpdate" in shown(app, "log")
+
+
+def test_the_game_panel_follows_games_from_the_event_stream():
+    digest = EventDigest(clock=lambda: 0.0)
+    seq = 0
+    for game, peak in (("g1", 2.5), ("g2", 7.0)):
+        for tick, price in enumerate((1.0, peak, 0.01)):
+            seq += 1
+            digest.deliver(event(seq, "game.tick", game, tickCount=tick, price=price, phase="ACTIVE"))
+        seq += 1
+        digest.deliver(event(seq, "game.end", game, finalTick=2, finalPrice=0.01, peakPrice=peak))
+    seq += 1
+    digest.deliver(event(seq, "game.tick", "g3", tickCount=0, price=1.0, phase="PRESALE"))
+    view = digest.game_view()
+    assert (view.game_id, view.phase, view.tick, view.price, view.price_path) == ("g3", "PRESALE", 0, 1.0, (1.0,))
+    assert [(r.game_id, r.peak_price, r.final_tick) for r in view.recent_results] == [("g2", 7.0, 2), ("g1", 2.5, 2)]
+    assert digest.counts == {"game": seq}
+
+
+@pytest.mark.parametrize("theme", ["dark", "light"])
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+def test_main_screen_snapshot(snap_compare, theme, size):
+    assert snap_compare(VectraConsole(FakeFoundation(), theme=theme), terminal_size=size)

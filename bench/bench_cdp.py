@@ -29,7 +29,7 @@ from tests.conftest import free_port  # noqa: E402
 from tests.processes import SimProcess  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-WARMUP_S = 4.0
+WARMUP_S = 3.0
 
 
 class Timestamps:
@@ -153,9 +153,9 @@ async def main() -> None:
             workdir = Path(folder)
             print(f"{'run':<26} {'frames/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'Vectra':>9} {'Chromium':>8}")
             for source in ("socketio", "cdp"):
-                show(f"{source} @10x rate", await measure(source, fast, 15, workdir))
+                show(f"{source} @10x rate", await measure(source, fast, 12, workdir))
             for source in ("socketio", "cdp"):
-                show(f"{source} @real rate", await measure(source, real, 20, workdir))
+                show(f"{source} @real rate", await measure(source, real, 15, workdir))
     finally:
         fast.kill()
         real.kill()

@@ -93,7 +93,7 @@ async def wait_drained(recorder, rows: int, timeout: float = 90) -> None:
 
 async def bench_throughput(active: dict) -> float:
     with tempfile.TemporaryDirectory() as folder:
-        foundation = Foundation(settings_in(Path(folder), record_buffer_max_events=THROUGHPUT_ROWS * 2))
+        foundation = Foundation(settings_in(Path(folder), record_buffer_cap=THROUGHPUT_ROWS * 2))
         recorder = install_recorder(foundation)
         await foundation.start()
         now = int(time.time() * 1000)

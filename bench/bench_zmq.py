@@ -5,7 +5,9 @@
 1. Latency: the simulator and the daemon run as subprocesses (as in production); a SUB socket here
    stamps each `game.tick` on arrival and matches it, by (gameId, tickCount, cooldownTimer), with the
    emit time in the simulator's `/admin/emitted` log. Once at the real rate (speed 1) and once with
-   the simulator sped up to about 1,000 events/s.
+   the simulator sped up to about 1,000 events/s. Printed alongside: from the daemon's receive stamp
+   (the envelope's `timestamp`) to the subscriber, the daemon's own receive -> publish figure from
+   `health`, and a bare pyzmq PUB -> SUB at 1,000 5 KB messages/s measured right after.
 2. Sustained rate: synthetic 5 KB envelopes go through the real path (`EventBus.publish`: seq, ring,
    serialization, XPUB) at rising rates to one SUB in another process; the highest rate it receives
    entirely (no `seq` missing) is the result. The same ramp runs against a bare pyzmq PUB -> SUB pair
@@ -22,7 +24,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from core.broadcast.zmq_transport import ZmqTransport  # noqa: E402
+from core.client import request  # noqa: E402
 from core.config import load_settings  # noqa: E402
 from core.foundation import Foundation  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
@@ -43,7 +45,7 @@ RATES = (2_000, 3_000, 4_000, 6_000, 8_000, 12_000, 16_000, 24_000, 32_000, 48_0
 STEP_S = 1.5
 PAYLOAD_BYTES = 5_000
 LATENCY_WINDOW_S = 8.0
-FAST_SPEED = 90  # simulator clock multiplier giving roughly 1,000 events/s out of the daemon
+FAST_SPEED = 70  # simulator clock multiplier giving roughly 1,000 events/s out of the daemon
 
 # The subscriber of the rate ramp: counts messages until the `end` channel, then prints one JSON line.
 COUNTER = r"""
@@ -65,6 +67,24 @@ while True:
         start = body.index(b'"seq":') + 6
         seqs.add(int(body[start:body.index(b",", start)]))
     print(orjson.dumps({"count": count, "distinct": len(seqs), "sent": orjson.loads(body)["sent"]}).decode(), flush=True)
+"""
+
+
+# The subscriber of the bare latency run: arrival minus the send stamp in frame 1, until `end`.
+BARE_LATENCY = r"""
+import sys, time, zmq, orjson
+sock = zmq.Context().socket(zmq.SUB)
+sock.connect(sys.argv[1])
+sock.subscribe(b"")
+print("ready", flush=True)
+delays = []
+while True:
+    stamp, body = sock.recv_multipart()
+    if stamp == b"end":
+        break
+    delays.append(time.time() * 1000 - float(stamp))
+    orjson.loads(body)
+print(orjson.dumps(sorted(delays)).decode(), flush=True)
 """
 
 
@@ -94,25 +114,27 @@ def wait_for_http(url: str, timeout: float = 20) -> None:
             time.sleep(0.1)
 
 
-def receive_ticks(endpoint: str, seconds: float, arrivals: dict, seen_seqs: list[int], hops: list[float]) -> None:
-    """Stamp every game.tick on arrival; `hops` gets arrival minus the daemon's receive stamp."""
+def receive_ticks(endpoint: str, seconds: float, arrivals: dict, beats: list[tuple[float, int]], hops: list[float]) -> None:
+    """Stamp every game.tick on arrival; `hops` gets arrival minus the daemon's receive stamp, `beats`
+    the heartbeats' (time, last_seq) for the event rate. Only these two channels are subscribed, so
+    this subscriber stays light while the simulator and the daemon share the CPU with it."""
     sock = zmq.Context.instance().socket(zmq.SUB)
     sock.connect(endpoint)
-    sock.subscribe(b"")
+    sock.subscribe(b"game.tick")
+    sock.subscribe(b"sys.heartbeat")
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if not sock.poll(100):
             continue
         channel, body = sock.recv_multipart()
         now_ms = time.time() * 1000
+        message = orjson.loads(body)
         if channel == b"sys.heartbeat":
+            beats.append((time.monotonic(), message["last_seq"]))
             continue
-        envelope = orjson.loads(body)
-        seen_seqs.append(envelope["seq"])
-        if channel == b"game.tick":
-            data = envelope["data"]
-            arrivals.setdefault((envelope["gameId"], data.get("tickCount"), data.get("cooldownTimer")), now_ms)
-            hops.append(now_ms - envelope["timestamp"])
+        data = message["data"]
+        arrivals.setdefault((message["gameId"], data.get("tickCount"), data.get("cooldownTimer")), now_ms)
+        hops.append(now_ms - message["timestamp"])
     sock.close(linger=0)
 
 
@@ -136,9 +158,10 @@ def latency_run(speed: float) -> dict:
         daemon = start_process([PYTHON, "-m", "core.cli", "--daemon"], env)
         time.sleep(3.0)  # daemon connected and warm
         arrivals: dict = {}
-        seen_seqs: list[int] = []
+        beats: list[tuple[float, int]] = []
         hops: list[float] = []
-        receive_ticks(env["VECTRA_ZMQ_PUB"], LATENCY_WINDOW_S, arrivals, seen_seqs, hops)
+        receive_ticks(env["VECTRA_ZMQ_PUB"], LATENCY_WINDOW_S, arrivals, beats, hops)
+        pipeline = request({"action": "health"}, router=env["VECTRA_ZMQ_ROUTER"])["data"]["latency_ms"]["pipeline"]
         with urllib.request.urlopen(f"http://127.0.0.1:{sim_port}/admin/emitted?since=0", timeout=5) as reply:
             emitted = json.loads(reply.read())
     finally:
@@ -151,7 +174,7 @@ def latency_run(speed: float) -> dict:
         if entry["event"] == "gameStateUpdate":
             emit_ms.setdefault((entry["gameId"], entry["tickCount"], entry["cooldownTimer"]), entry["ts_ms"])
     latencies = [arrivals[key] - emit_ms[key] for key in arrivals if key in emit_ms]
-    events_per_s = (seen_seqs[-1] - seen_seqs[0]) / LATENCY_WINDOW_S if len(seen_seqs) > 1 else 0.0
+    events_per_s = (beats[-1][1] - beats[0][1]) / (beats[-1][0] - beats[0][0]) if len(beats) > 1 else 0.0
     return {
         "speed": speed,
         "events_per_s": round(events_per_s),
@@ -160,7 +183,32 @@ def latency_run(speed: float) -> dict:
         "p99_ms": round(percentile(latencies, 0.99), 2) if latencies else None,
         "hop_p50_ms": round(percentile(hops, 0.50), 1) if hops else None,
         "hop_p99_ms": round(percentile(hops, 0.99), 1) if hops else None,
+        "pipeline": pipeline,
     }
+
+
+def bare_latency(rate: int, seconds: float) -> dict:
+    """A bare pyzmq PUB -> SUB (other process) at `rate` 5 KB messages/s: this machine's floor now."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sock = zmq.Context.instance().socket(zmq.PUB)
+    sock.bind(endpoint)
+    subscriber = subprocess.Popen([PYTHON, "-c", BARE_LATENCY, endpoint], stdout=subprocess.PIPE, text=True)
+    try:
+        assert subscriber.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        body = orjson.dumps({"data": synthetic_tick(0)})
+        start = time.perf_counter()
+        for n in range(int(rate * seconds)):
+            while time.perf_counter() - start < n / rate:
+                time.sleep(0.0005)
+            sock.send_multipart([b"%.3f" % (time.time() * 1000), body])
+        sock.send_multipart([b"end", b""])
+        delays = json.loads(subscriber.stdout.readline())
+    finally:
+        subscriber.kill()
+        subscriber.wait()
+        sock.close(linger=0)
+    return {"p50_ms": round(percentile(delays, 0.5), 2), "p99_ms": round(percentile(delays, 0.99), 2)}
 
 
 # --- sustained rate -----------------------------------------------------------------------------
@@ -281,7 +329,11 @@ def main() -> None:
         print(f"  sim speed {result['speed']:>3}: {result['events_per_s']:>5} events/s, {result['samples']:>4} ticks"
               f"  p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms"
               f"  | daemon receive -> subscriber p50 {result['hop_p50_ms']} ms  p99 {result['hop_p99_ms']} ms"
-              " (ms-resolution stamps)", flush=True)
+              f" (ms stamps) | inside the daemon, receive -> publish p50 {result['pipeline']['p50']} ms"
+              f"  p99 {result['pipeline']['p99']} ms", flush=True)
+    floor = bare_latency(1_000, 4.0)
+    print(f"  bare pyzmq PUB -> SUB at 1000 msgs/s (same machine, same moment): p50 {floor['p50_ms']} ms"
+          f"  p99 {floor['p99_ms']} ms", flush=True)
     print(f"Sustained rate, ~{PAYLOAD_BYTES // 1000} KB events, 1 subscriber in another process, zero loss:", flush=True)
     vectra = asyncio.run(vectra_rate())
     bare = asyncio.run(bare_rate())

@@ -65,7 +65,12 @@ def _tail(args: argparse.Namespace, settings: Settings) -> int:
     from core.client import subscribe_blocking
 
     try:
-        for event in subscribe_blocking(*args.patterns, from_seq=args.from_seq, settings=settings):
+        events = subscribe_blocking(*args.patterns, from_seq=args.from_seq, settings=settings)
+    except ValueError as exc:
+        print(f"vectra tail: {exc}", file=sys.stderr)
+        return 2
+    try:
+        for event in events:
             stream = sys.stdout if event.seq is not None else sys.stderr
             stream.buffer.write(event.to_json() + b"\n")
             stream.flush()

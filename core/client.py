@@ -26,20 +26,27 @@ highest seq up to which every event is accounted for, and:
   ZeroMQ lost while disconnected shows up as one of these two holes.
 - A restart of the foundation starts a new run with `sys.start`: the numbers between the old run's
   `data.previous_last_seq` and the new `sys.start` (`data.skipped`) were never used, so they are not a
-  loss. Events of the old run the client had not received yet are, unless the foundation can still
-  replay them; what cannot be replayed is reported, never skipped silently.
+  loss. Only a `sys.start` that follows exactly the old run's last event plus the skipped numbers is
+  taken as is; any other jump is checked with a replay. Events of the old run the client had not
+  received yet are lost unless the foundation can still replay them (from its recordings); what
+  cannot be replayed is reported, never skipped silently.
 
 What the caller sees besides events (status objects with `seq = None`, so `event.seq`, `event.type` and
 `event.data` work on everything yielded):
 
 - `client.gap` `{"from_seq": a, "to_seq": b}`: events a..b are lost for good (older than the
   foundation still holds). Everything after it is complete again.
-- `client.status` `{"state": "down", "last_seq": n, "silent_s": s}` when no heartbeat came for
-  `dead_after_s` (the foundation is dead, hung or unreachable), and `{"state": "up", ...}` when it is
-  back. The iterator keeps waiting; when the foundation returns, the missed range is replayed.
+- `client.status` `{"state": "down", "last_seq": n, "silent_s": s}` when nothing (not even a
+  heartbeat) came for `dead_after_s` (default: 5 heartbeat intervals; the foundation is dead, hung or
+  unreachable), and `{"state": "up", ...}` when it is back. The iterator keeps waiting; when the
+  foundation returns, the missed range is replayed.
+- A replay the foundation refuses (which the client's own requests never provoke) raises `ClientError`.
 
 `from_seq=N` starts with every matching event from N on (resume after a restart of the caller, using its
 last seen seq + 1); without it the stream starts with the first event received live.
+
+As with any async generator, cancelling a pending `__anext__()` (e.g. `asyncio.wait_for` around it)
+ends the subscription; to wait with a timeout, consume it in a task that feeds a queue.
 """
 
 from __future__ import annotations
@@ -343,9 +350,14 @@ def subscribe(
 
 
 def subscribe_blocking(*patterns: str, **options: Any) -> Iterator[Envelope | Status]:
-    """`subscribe` for code without an event loop: a plain iterator (runs its own loop)."""
+    """`subscribe` for code without an event loop: a plain iterator (runs its own loop). Bad
+    arguments raise here, not at the first `next()`."""
+    return _blocking(subscribe(*patterns, **options))
+
+
+def _blocking(subscription: Subscription) -> Iterator[Envelope | Status]:
     loop = asyncio.new_event_loop()
-    events = subscribe(*patterns, **options).__aiter__()
+    events = subscription.__aiter__()
     try:
         while True:
             try:

@@ -123,7 +123,7 @@ class Settings(BaseSettings):
         ge=1000,
         description="Events the recorder may hold in memory before it reports `behind` on `recording.status`.",
     )
-    record_buffer_max_events: int = Field(
+    record_buffer_cap: int = Field(
         1_000_000,
         ge=1000,
         description="Hard cap of the recorder's memory buffer: beyond it events go unrecorded and it reports `failed`.",

@@ -66,6 +66,7 @@ class Foundation:
         self.components: list[Component] = []
         self.connections: dict[str, dict[str, Any]] = {}
         self.commands: dict[str, CommandHandler] = {"reconnect": self._reconnect}
+        self.read_only_commands: set[str] = set()
         self.history: Any = None  # events older than the ring (`History` of core/broadcast/requests.py)
         self._decoders: dict[str, PacketDecoder] = {}
         self.dedup = FrameDeduplicator(settings.dedup_window_s) if len(settings.sources) > 1 else None
@@ -83,8 +84,11 @@ class Foundation:
     def add_component(self, component: Component) -> None:
         self.components.append(component)
 
-    def add_command(self, action: str, handler: CommandHandler) -> None:
+    def add_command(self, action: str, handler: CommandHandler, *, changes_state: bool = True) -> None:
+        """Register an operator verb; one that changes state needs the token when one is set."""
         self.commands[action] = handler
+        if not changes_state:
+            self.read_only_commands.add(action)
 
     @property
     def primary_source(self) -> str:

@@ -67,15 +67,22 @@ def split_engineio(frame: str) -> tuple[str, str]:
     return frame[0], frame[1:]
 
 
+ASCII_DIGITS = frozenset("0123456789")
+
+
+def _is_ascii_number(text: str) -> bool:
+    return bool(text) and all(char in ASCII_DIGITS for char in text)
+
+
 def _parse_packet_text(text: str) -> tuple[int, int, Packet]:
-    if not text or not text[0].isdigit() or int(text[0]) > BINARY_ACK:
+    if not text or text[0] not in "0123456":
         raise FrameError("bad_packet", f"not a Socket.IO packet: {text[:40]!r}")
     ptype = int(text[0])
     pos = 1
     attachments = 0
     if ptype in (BINARY_EVENT, BINARY_ACK):
         dash = text.find("-", pos)
-        if dash < 0 or not text[pos:dash].isdigit():
+        if dash < 0 or not _is_ascii_number(text[pos:dash]):
             raise FrameError("bad_packet", "binary packet without an attachment count")
         attachments = int(text[pos:dash])
         pos = dash + 1
@@ -86,7 +93,7 @@ def _parse_packet_text(text: str) -> tuple[int, int, Packet]:
         namespace = text[pos:end]
         pos = end + 1 if comma >= 0 else end
     start = pos
-    while pos < len(text) and text[pos].isdigit():
+    while pos < len(text) and text[pos] in ASCII_DIGITS:
         pos += 1
     ack_id = int(text[start:pos]) if pos > start else None
     body = text[pos:]

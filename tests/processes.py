@@ -84,6 +84,8 @@ class DaemonProcess:
 
     def _read_stdout(self) -> None:
         for line in self.proc.stdout:
+            if not line.endswith("\n"):
+                break  # the last line of a killed daemon, cut short
             with self._changed:
                 self.events.append(json.loads(line))
                 self._changed.notify_all()

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
-import signal
 import time
 import urllib.request
 from collections import Counter, defaultdict
@@ -31,6 +29,7 @@ from core.runtime import build_foundation
 from core.sources.cdp_source import QuietTab
 from tests.conftest import free_port
 from tests.processes import SimProcess
+from tests.test_chrome import no_browser_outlives_the_test  # noqa: F401 - autouse fixture
 
 CHROMIUM = Path("/usr/bin/chromium")
 NODE_CLIENT = Path(__file__).resolve().parent.parent / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
@@ -162,11 +161,10 @@ def assert_every_tick_accounted(events: list[dict[str, Any]]) -> int:
     for game, final in ends.items():
         if game not in starts:
             continue
-        active = [tick for tick in ticks[game]]
         # the rug frame repeats the last tick with rugged=true: one ACTIVE and one RUGGED copy at most
-        duplicates = [tick for tick, n in Counter(active).items() if n > 2]
+        duplicates = [tick for tick, n in Counter(ticks[game]).items() if n > 2]
         assert not duplicates, f"game {game}: ticks published more than once: {duplicates}"
-        covered = set(active) | gaps[game]
+        covered = set(ticks[game]) | gaps[game]
         missing = sorted(set(range(starts[game], final + 1)) - covered)
         assert not missing, f"game {game}: ticks neither published nor declared a gap: {missing}"
         checked += 1

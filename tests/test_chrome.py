@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,9 +22,9 @@ from core.chrome.manager import ChromeError, ChromeManager, chrome_command, term
 from core.chrome.profile import ProfileInUse
 from core.config import Settings
 from core.envelope import Envelope
-from core.foundation import CommandError
+from core.foundation import CommandError, Foundation
 from core.seqstore import SeqStore
-from core.sources.cdp_source import QuietTab
+from core.sources.cdp_source import QuietTab, add_cdp_source
 from tests.conftest import free_port
 from tests.processes import REPO, SimProcess
 
@@ -34,6 +36,26 @@ pytestmark = [
     pytest.mark.timeout(60),
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs the Debian chromium package (/usr/bin/chromium)"),
 ]
+
+
+def kill_browsers_under(folder: Path) -> None:
+    """SIGKILL every process whose profile lies in `folder` (only this test's browsers live there)."""
+    marker = f"--user-data-dir={folder}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if any(argument.startswith(marker) for argument in (entry / "cmdline").read_bytes().split(b"\0")):
+                os.kill(int(entry.name), signal.SIGKILL)
+        except OSError:
+            continue
+
+
+@pytest.fixture(autouse=True)
+def no_browser_outlives_the_test(tmp_path):
+    """Even a test stopped by its timeout (whose own `finally` never runs) leaves no browser behind."""
+    yield
+    kill_browsers_under(tmp_path)
 
 
 def chrome_settings(tmp_path: Path, **extra: Any) -> Settings:
@@ -221,3 +243,14 @@ def test_without_a_browser_on_path_the_error_says_what_to_set(tmp_path):
     settings = chrome_settings(tmp_path, chrome_binary="no-such-browser-binary")
     with pytest.raises(ChromeError, match="VECTRA_CHROME_BINARY"):
         asyncio.run(ChromeManager(settings).ensure())
+
+
+def test_username_status_on_the_browser_feed_marks_the_session_authenticated(tmp_path):
+    foundation = Foundation(chrome_settings(tmp_path, source="cdp"))
+    add_cdp_source(foundation, foundation.settings)
+    recorder = Recorder()
+    foundation.bus.subscribe(recorder)
+    trace = {"__trace": True, "traceparent": "00-c37856d5e5c8910e2f87852550c88ff0-4cd4a0f578f1091c-01"}
+    foundation.frame("cdp", '2["usernameStatus",{"username":"rugs_bot","hasUsername":true},' + json.dumps(trace) + "]", 1)
+    assert recorder.statuses[-1]["authenticated_as"] == "rugs_bot"
+    assert foundation.health()["chrome"]["authenticated_as"] == "rugs_bot"

@@ -63,6 +63,8 @@ def test_engineio_split():
         ("", "bad_packet"),
         ("9[]", "bad_packet"),
         ("5[]", "bad_packet"),
+        ("²[]", "bad_packet"),
+        ("51²-[]", "bad_packet"),
         (b"\x00\x01", "unexpected_binary"),
         ("2" + "[" + '"a",' * 400_000 + '"b"]', "frame_too_large"),
     ],

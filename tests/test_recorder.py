@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 import urllib.request
+from collections import deque
 from pathlib import Path
 
 import duckdb
@@ -16,10 +15,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core.client import subscribe_blocking
+from core.client import request, subscribe_blocking
 from core.config import Settings
+from core.envelope import Envelope
 from core.recorder.layout import closed_files, partial_files, recordings_dir, wal_segments
+from core.recorder.recovery import recover
 from core.recorder.schema import SCHEMA_VERSION, schema_version
+from core.recorder.segment import Segment
+from core.recorder.writer import RecordingWriter
 from tests.processes import REPO, VECTRA, DaemonProcess, SimProcess
 
 pytestmark = pytest.mark.timeout(90)
@@ -63,6 +66,13 @@ def cli(daemon: DaemonProcess, *args: str) -> dict:
     return json.loads(done.stdout)
 
 
+def command(daemon: DaemonProcess, payload: dict) -> dict:
+    """The same command from a program: one request on the ZeroMQ ROUTER."""
+    reply = request(payload, router=daemon.env["VECTRA_ZMQ_ROUTER"])
+    assert reply["type"] == "recording.status", reply
+    return reply["data"]
+
+
 def health(daemon: DaemonProcess) -> dict:
     port = daemon.env["VECTRA_HTTP_PORT"]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as reply:
@@ -102,10 +112,14 @@ def root(vectra_env) -> Path:
 
 
 def test_recording_of_several_games_has_every_published_seq_once(sim, daemon_for, root):
-    daemon = daemon_for(sim, VECTRA_RECORD="true")
+    daemon = daemon_for(sim, VECTRA_RECORD="true", VECTRA_RECORD_ROTATE_MB="0.01")
     daemon.wait_for(lambda events: games_ended(events) >= 3)
     assert daemon.terminate() == 0
 
+    files = closed_files(root)
+    assert len(files) >= 2, "a file is closed and a new one begun at the size setting"
+    firsts = [pq.read_table(path, columns=["seq"])["seq"][0].as_py() for path in files]
+    assert sorted(files, key=lambda path: path.name) == files and firsts == sorted(firsts)
     table = read_recordings(root)
     recorded = table.column("seq").to_pylist()
     published = [event["seq"] for event in daemon.events]
@@ -157,11 +171,11 @@ def test_toggle_on_off_on_across_a_feed_drop(sim, daemon_for, root):
     daemon.wait_for(lambda events: [e["data"]["state"] for e in events if e["type"] == "connection.status"][-1]
                     == "connected")
     assert health(daemon)["recording"]["on"] is True
-    assert cli(daemon, "record", "off")["state"] == "stopped"
+    assert command(daemon, {"action": "record", "on": False})["state"] == "stopped"
     assert health(daemon)["recording"]["on"] is False
     count = len(daemon.events)
     daemon.wait_for(lambda events: len(events) >= count + 200)
-    assert cli(daemon, "record", "on")["on"] is True
+    assert command(daemon, {"action": "record", "on": True})["on"] is True
     count = len(daemon.events)
     daemon.wait_for(lambda events: len(events) >= count + 300)
     assert cli(daemon, "record", "off")["on"] is False
@@ -250,3 +264,43 @@ def test_subscriber_resumes_from_a_seq_older_than_the_ring(sim, daemon_for):
     assert len(compared) > 2400
     for event in compared:
         assert (event.type, event.data) == (published[event.seq]["type"], published[event.seq]["data"])
+
+
+def test_files_rotate_at_the_hour_and_sit_in_their_utc_day(tmp_path):
+    """The writer thread on its own, fed envelopes across midnight UTC."""
+    midnight = 1_764_115_200_000  # 2025-11-26T00:00:00Z
+    stamps = [midnight - 1_000, midnight - 10, midnight + 10, midnight + 3_600_000 + 5]
+    queue: deque = deque(Envelope(n + 1, "game.tick", stamp, "g", "socketio", {"tickCount": n})
+                         for n, stamp in enumerate(stamps))
+    writer = RecordingWriter(tmp_path, Settings(data_dir=tmp_path), queue, lambda: None)
+    writer.start()
+    writer.stop()
+    writer.join(10)
+    names = [f"{path.parent.name}/{path.name}" for path in closed_files(tmp_path)]
+    assert names == [
+        "2025-11-25/vectra-20251125T235959Z-000000000001.parquet",
+        "2025-11-26/vectra-20251126T000000Z-000000000003.parquet",
+        "2025-11-26/vectra-20251126T010000Z-000000000004.parquet",
+    ]
+    assert_no_leftovers(tmp_path)
+
+
+def test_recovery_never_records_an_event_twice(tmp_path):
+    """A crash after a file was closed but before its log was deleted leaves both: one copy is kept."""
+    now = int(time.time() * 1000)
+    envelopes = [Envelope(n, "raw.x", now + n, None, "socketio", {"payload": n, "trace": None}) for n in range(1, 2501)]
+    segment = Segment(tmp_path, envelopes[0])
+    for envelope in envelopes[:1500]:
+        segment.add(envelope)
+    segment.wal.flush()
+    survivor = segment.paths.wal.read_bytes()
+    segment.close()
+    segment.paths.wal.write_bytes(survivor)  # the log of the closed file is back
+    crashed = Segment(tmp_path, envelopes[1500])
+    for envelope in envelopes[1500:]:
+        crashed.add(envelope)
+    crashed.wal.flush()  # ... and a second segment was killed mid-file
+    assert recover(tmp_path) == 2500
+    assert read_recordings(tmp_path).column("seq").to_pylist() == list(range(1, 2501))
+    assert_readable_everywhere(tmp_path)
+    assert_no_leftovers(tmp_path)

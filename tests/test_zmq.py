@@ -61,7 +61,8 @@ class TailProcess:
 
     @property
     def events(self) -> list[dict]:
-        return [json.loads(line) for line in list(self.lines)]
+        """Every complete line (a killed process may leave the last one cut)."""
+        return [json.loads(line) for line in list(self.lines) if line.endswith("\n")]
 
     def wait_for(self, predicate: Callable[[list[str]], bool], timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -350,6 +351,32 @@ async def test_a_bad_request_gets_an_error_reply_and_the_router_carries_on(found
     await dealer.send(b'{"action": "ping"}')
     pong = orjson.loads(await asyncio.wait_for(dealer.recv(), timeout=10))
     assert pong["type"] == "pong" and pong["seq"] == foundation.bus.last_seq
+
+
+async def test_a_reader_that_leaves_mid_replay_is_dropped_and_the_router_carries_on(tmp_path):
+    foundation = await start_foundation(tmp_path / "data", ring_size=5000, zmq_router_hwm=10)
+    context = zmq.asyncio.Context()
+    leaver, stayer = context.socket(zmq.DEALER), context.socket(zmq.DEALER)
+    try:
+        for _ in range(3000):  # ~12 MB: far more than 10 queued replies and the socket buffers hold
+            foundation.bus.publish("game.tick", {"padding": "x" * 4000}, source="socketio")
+        leaver.connect(foundation.settings.zmq_router)
+        await leaver.send(b'{"action": "replay", "from_seq": 1}')
+        await asyncio.wait_for(leaver.recv(), timeout=10)
+        leaver.close(linger=0)
+        stayer.connect(foundation.settings.zmq_router)
+        while True:  # the ROUTER notices the departure when it next tries to send to it
+            await stayer.send(b'{"action": "health"}')
+            health = orjson.loads(await asyncio.wait_for(stayer.recv(), timeout=10))["data"]["zmq"]
+            if health["replies_abandoned"] == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert health["replays"] == 1 and health["replayed_events"] < 3000
+    finally:
+        for sock in (leaver, stayer):
+            sock.close(linger=0)
+        context.term()
+        await foundation.stop()
 
 
 async def test_replies_carry_the_request_id(foundation, dealer):

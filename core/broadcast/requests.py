@@ -102,7 +102,8 @@ class Requests:
             return {"type": "health", "data": self.foundation.health()}
         if action in READ_ACTIONS:
             return error_reply("bad_request", f"{action!r} is not answered here")
-        if not (authorized or self.token_ok(request.get("token"))):
+        needs_token = action not in self.foundation.read_only_commands
+        if needs_token and not (authorized or self.token_ok(request.get("token"))):
             return error_reply("unauthorized", "this command needs VECTRA_AUTH_TOKEN (field `token`)")
         try:
             return await self.foundation.command(request)

@@ -206,9 +206,9 @@ class ZmqTransport:
             self.requests_served += 1
             request, problem = parse_request(payload)
             if problem is not None:
-                await self._reply(route, orjson.dumps(problem))
+                self._reply_at_once(route, orjson.dumps(problem))
             elif len(self._pending) >= MAX_PENDING_REQUESTS:
-                await self._reply(route, orjson.dumps(error_reply("busy", "too many requests in progress; retry")))
+                self._reply_at_once(route, orjson.dumps(error_reply("busy", "too many requests in progress; retry")))
             else:
                 task = asyncio.create_task(self._answer(route, request))
                 self._pending.add(task)
@@ -251,6 +251,13 @@ class ZmqTransport:
             if sent % REPLAY_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
         await self._reply(route, orjson.dumps(with_id(request, {"type": "replay.end", "last_seq": upto})))
+
+    def _reply_at_once(self, route: list[bytes], body: bytes) -> None:
+        """For the receiving loop, which must never wait on one peer: send now or drop the reply."""
+        try:
+            self._router.send_multipart([*route, body], flags=zmq.NOBLOCK).result()
+        except zmq.ZMQError:  # full queue (EAGAIN) or a peer already gone (EHOSTUNREACH)
+            self.replies_abandoned += 1
 
     async def _reply(self, route: list[bytes], body: bytes) -> None:
         """Send without ever blocking the loop; wait politely while the peer's queue is full."""

@@ -66,8 +66,11 @@ def _status(settings: Settings) -> int:
 def _ask_daemon(settings: Settings) -> dict[str, Any] | None:
     from core.client import request
 
+    ask: dict[str, Any] = {"action": "chrome", "op": "status"}
+    if settings.auth_token is not None:
+        ask["token"] = settings.auth_token.get_secret_value()
     try:
-        reply = request({"action": "chrome", "op": "status"}, DAEMON_TIMEOUT_S, settings=settings)
+        reply = request(ask, DAEMON_TIMEOUT_S, settings=settings)
     except (TimeoutError, OSError):
         return None
     return reply.get("data") if reply.get("type") == "chrome" else None

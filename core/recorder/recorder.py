@@ -34,7 +34,7 @@ class Recorder:
         self.source = foundation.primary_source
         self.root = recordings_dir(settings.data_dir)
         self.soft_limit = settings.record_buffer_events
-        self.hard_limit = settings.record_buffer_max_events
+        self.hard_limit = settings.record_buffer_cap
         self.on = False
         self.since: int | None = None
         self._start_on = settings.record
@@ -44,29 +44,40 @@ class Recorder:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watch_task: asyncio.Task | None = None
         self._published: tuple | None = None
+        self._announced = False
         self._reported_error: str | None = None
         self._behind_flagged = False
         self._dropped: list[int] = []  # [count, first seq, last seq] of events lost to a full buffer
         self._base_rows = 0
         self._base_bytes = 0
         foundation.add_command("record", self._record_command)
-        foundation.add_command("record_status", self._status_command)
+        foundation.add_command("record_status", self._status_command, changes_state=False)
 
     # --- life cycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._writer.start()
-        self._watch_task = asyncio.create_task(self._watch(), name="recorder-watch")
         if self._start_on:
             self._turn_on()
-        # `sys.start` is the first event of every run, so the recorder's state goes out just after.
-        self._loop.call_soon(self.refresh)
+            self._queue.extend(self.bus.ring.since(0))  # what this run published before (`sys.start`)
+        self._loop.call_soon(self._announce)
+
+    def _announce(self) -> None:
+        """`sys.start` is the first event of every run: the recorder speaks only after it."""
+        if "sys.start" not in self.bus.last_by_type:
+            self._loop.call_later(0.01, self._announce)
+            return
+        self._announced = True
+        self.refresh()
+        self._watch_task = asyncio.create_task(self._watch(), name="recorder-watch")
 
     async def stop(self) -> None:
         if self._watch_task is not None:
             self._watch_task.cancel()
-        self.on = False
+        if self.on:
+            self.switch(False)  # the closing status of the period is recorded too
+        self._announced = False  # the recorder says nothing more in this run
         if self._writer.is_alive():
             self._writer.stop()
             await asyncio.to_thread(self._writer.join, STOP_WAIT_S)
@@ -165,6 +176,8 @@ class Recorder:
 
     def refresh(self) -> None:
         """Publish the status if anything an operator cares about changed (and a new error once)."""
+        if not self._announced:
+            return
         if len(self._queue) <= self.soft_limit:
             self._behind_flagged = False
         error = self._writer.error

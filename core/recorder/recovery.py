@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from core.envelope import Envelope
 from core.recorder.history import overlapping, recorded_seqs
 from core.recorder.layout import SegmentPaths, closed_files, fsync_dir, partial_files, stem_for, wal_segments
 from core.recorder.segment import ParquetSink

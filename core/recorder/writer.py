@@ -149,6 +149,7 @@ class RecordingWriter(threading.Thread):
                 pending.popleft()
             if self.segment is not None:
                 self.segment.wal.flush()
+            self._sync_if_due()  # also while the queue never runs dry
 
     def _take(self) -> None:
         queue, pending = self.queue, self._pending

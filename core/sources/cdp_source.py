@@ -116,7 +116,6 @@ class _Attachment:
     """One DevTools session on one tab; lives exactly as long as its pychrome `Tab`."""
 
     def __init__(self, target: dict[str, Any], loop: asyncio.AbstractEventLoop, call_timeout: float) -> None:
-        self.target_id = target["id"]
         self.url: str = target.get("url", "")
         self.events: asyncio.Queue[tuple[str, dict[str, Any], int]] = asyncio.Queue()
         self._tab = QuietTab(**target)
@@ -174,13 +173,10 @@ class CdpSource(FeedSource):
         self.settings = settings
         self.chrome = chrome
         self.url: str | None = None
-        self.frames_received = 0
-        self.frames_sent = 0
         self._game_socket: str | None = None
         self._other_sockets: set[str] = set()
         self._polls: set[str] = set()
         self._last_frame = time.monotonic()
-        self._attachment: _Attachment | None = None
         self._wake = asyncio.Event()
         self._shown: tuple[str, str | None] | None = None
         # pychrome logs a traceback for every lost DevTools socket; the source reports it itself.
@@ -214,7 +210,6 @@ class CdpSource(FeedSource):
             try:
                 reason = await self._follow(attachment)
             finally:
-                self._attachment = None
                 await asyncio.to_thread(attachment.close)
             self._forget_sockets()
             self._status("reconnecting", 0, reason)
@@ -223,7 +218,7 @@ class CdpSource(FeedSource):
         port, timeout = self.settings.cdp_port, self.settings.cdp_call_timeout_s
         if await browser_version(port, timeout) is None:
             gone = f"no browser answers on CDP port {port}"
-            raise CdpUnavailable(gone + ("; waiting for the Chrome manager to relaunch it" if self.chrome else ""))
+            raise CdpUnavailable(gone + ("; the Chrome manager starts it" if self.chrome else ""))
         target, navigate = self._pick_tab(await list_pages(port, timeout))
         if target is None:
             target, navigate = await open_page(port, self.settings.game_url, timeout), False
@@ -241,7 +236,6 @@ class CdpSource(FeedSource):
         except TabGone:
             await asyncio.to_thread(attachment.close)
             raise
-        self._attachment = attachment
         self._note_tab(attachment.url)
         self._forget_sockets()
         self._status("connecting", 0, f"attached to tab {attachment.url or target['id']}; waiting for the game socket")
@@ -310,8 +304,7 @@ class CdpSource(FeedSource):
             if self._is_game_socket(request_id, params):
                 self._on_frame(params.get("response") or {}, received_ms)
         elif name == "Network.webSocketFrameSent":
-            if self._is_game_socket(request_id, params):
-                self.frames_sent += 1
+            self._is_game_socket(request_id, params)  # the page's own packets identify its game socket too
         elif name == "Network.requestWillBeSent":
             request = params.get("request") or {}
             url = request.get("url", "")
@@ -417,7 +410,6 @@ class CdpSource(FeedSource):
         # open, close, ping/pong (probes included), upgrade and noop carry no game data
 
     def _deliver(self, message: str | bytes, received_ms: int) -> None:
-        self.frames_received += 1
         self._last_frame = time.monotonic()
         self.sink.frame(self.name, message, received_ms)
 

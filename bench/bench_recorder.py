@@ -27,7 +27,7 @@ from core.envelope import Envelope  # noqa: E402
 from core.foundation import Foundation  # noqa: E402
 from core.framing import FeedEvent  # noqa: E402
 from core.normalizer import Normalizer  # noqa: E402
-from core.recorder import install_recorder  # noqa: E402
+from core.recorder.recorder import install_recorder  # noqa: E402
 from core.recorder.layout import closed_files  # noqa: E402
 from tests.conftest import fixtures_dir  # noqa: E402
 

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any
 
 import orjson
 
@@ -22,7 +21,7 @@ from core.foundation import Foundation
 from core.sources.socketio_source import SocketIOSource
 from core.sources.cdp_source import add_cdp_source
 from core.sources.replay_source import ReplaySource
-from core.recorder import install_recorder
+from core.recorder.recorder import install_recorder
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ import aiohttp
 import pytest
 import socketio
 
-from core.sim import SimOptions, Simulator, World
+from core.sim.server import SimOptions, Simulator
+from core.sim.world import World
 from core.sim.frames import render
 from core.sim.world import COOLDOWN_MS
 

@@ -86,18 +86,6 @@ class TailProcess:
             self.proc.wait(timeout=10)
 
 
-class KillableDaemon(DaemonProcess):
-    """A daemon that may be SIGKILLed (by a test, or by the cleanup): its last stdout line may be cut."""
-
-    def _read_stdout(self) -> None:
-        for line in self.proc.stdout:
-            if not line.endswith("\n"):
-                return
-            with self._changed:
-                self.events.append(json.loads(line))
-                self._changed.notify_all()
-
-
 def daemon_env(data_dir: Path, sim: SimProcess) -> dict[str, str]:
     return {
         "VECTRA_SOURCE": "socketio",  # beats a stray `.env` in the working directory
@@ -157,7 +145,7 @@ def started():
 def live(sim, tmp_path_factory):
     """One daemon for the tests that only watch it (each leaves it running as it found it)."""
     env = daemon_env(tmp_path_factory.mktemp("live"), sim)
-    daemon = KillableDaemon(env).start()
+    daemon = DaemonProcess(env).start()
     try:
         wait_until_serving(daemon, env)
         yield daemon, env
@@ -207,7 +195,7 @@ def test_a_subscriber_carries_on_across_restarts_of_the_foundation(sim, tmp_path
     started(tail)
     daemons = []
     for stop in ("terminate", "kill", None):
-        daemon = KillableDaemon(env).start()
+        daemon = DaemonProcess(env).start()
         started(daemon)
         daemons.append(daemon)
         daemon.wait_for(lambda events: len(events) > 80)

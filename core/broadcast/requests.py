@@ -7,15 +7,20 @@ disagree on who may do what.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
-from typing import Any, Iterator, Protocol
+from itertools import islice
+from typing import Any, AsyncIterator, Iterator, Protocol
 
-from core.broadcast.patterns import ChannelFilter
+import orjson
+
+from core.broadcast.patterns import ChannelFilter, valid_patterns
 from core.envelope import Envelope
 from core.foundation import CommandError, Foundation
 
 READ_ACTIONS = frozenset({"replay", "snapshot", "ping", "health", "subscribe", "unsubscribe"})
+HISTORY_BATCH = 2000  # envelopes read from disk per trip to the worker thread
 
 
 class History(Protocol):
@@ -31,6 +36,33 @@ def error_reply(code: str, message: str) -> dict[str, Any]:
 
 def gap_message(first: int, last: int) -> dict[str, Any]:
     return {"type": "gap", "from_seq": first, "to_seq": last}
+
+
+def parse_request(payload: bytes | str, max_bytes: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The request, or the error reply that explains why it is not one."""
+    size = len(payload.encode() if isinstance(payload, str) else payload)
+    if size > max_bytes:
+        return None, error_reply("too_large", f"request of {size} bytes; the limit is {max_bytes}")
+    try:
+        request = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return None, error_reply("bad_json", f"request is not JSON: {exc}")
+    if not isinstance(request, dict):
+        return None, error_reply("bad_request", "a request is a JSON object with an `action` field")
+    if not isinstance(request.get("action"), str):
+        return request, error_reply("bad_request", 'missing `action` (a string), e.g. {"action": "ping"}')
+    return request, None
+
+
+def parse_stream(request: dict[str, Any], default_channels: list[str] | None) -> tuple[int | None, list[str]] | dict[str, Any]:
+    """`from_seq` and channel patterns of a `subscribe` or `replay` request, or the error reply."""
+    from_seq = request.get("from_seq")
+    if from_seq is not None and (type(from_seq) is not int or from_seq < 0):
+        return error_reply("bad_request", "`from_seq` must be a non-negative integer")
+    patterns = valid_patterns(request.get("channels", default_channels))
+    if patterns is None:
+        return error_reply("bad_request", "`channels` must be a non-empty list of channel patterns")
+    return from_seq, patterns
 
 
 def with_id(request: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
@@ -60,25 +92,29 @@ class Requests:
             return True
         return isinstance(presented, str) and hmac.compare_digest(presented.encode(), self._token)
 
-    def replay(self, from_seq: int, wanted: ChannelFilter) -> Iterator[Envelope | dict[str, Any]]:
-        """Every matching event with seq >= from_seq, oldest first; an explicit gap for a hole."""
-        ring = self.foundation.bus.ring
+    async def replay(self, from_seq: int, wanted: ChannelFilter) -> AsyncIterator[Envelope | dict[str, Any]]:
+        """Every matching event with seq >= from_seq, oldest first; an explicit gap for a hole.
+
+        Events older than the ring come from the recordings, read in a worker thread a batch at a
+        time so that a resume spanning hours never stalls the loop. The ring moves on meanwhile,
+        so the history is read again up to the ring's new start until it has nothing more.
+        """
         cursor = max(1, from_seq)
-        # The ring moves on while the history is read (the consumer sends between items), so the
-        # history is read again up to the ring's new start until it has nothing more.
         while self.history is not None and cursor < self._ring_start():
             before = cursor
-            for envelope in self.history.read_range(cursor, self._ring_start() - 1):
-                if envelope.seq < cursor:
-                    continue
-                if envelope.seq > cursor:
-                    yield gap_message(cursor, envelope.seq - 1)
-                cursor = envelope.seq + 1
-                if wanted(envelope.type):
-                    yield envelope
+            reader = self.history.read_range(cursor, self._ring_start() - 1)
+            while batch := await asyncio.to_thread(_take, reader, HISTORY_BATCH):
+                for envelope in batch:
+                    if envelope.seq < cursor:
+                        continue
+                    if envelope.seq > cursor:
+                        yield gap_message(cursor, envelope.seq - 1)
+                    cursor = envelope.seq + 1
+                    if wanted(envelope.type):
+                        yield envelope
             if cursor == before:
                 break
-        held = ring.since(cursor)
+        held = self.foundation.bus.ring.since(cursor)
         first_held = held[0].seq if held else self.foundation.bus.last_seq + 1
         if cursor < first_held:
             yield gap_message(cursor, first_held - 1)
@@ -109,3 +145,7 @@ class Requests:
             return await self.foundation.command(request)
         except CommandError as exc:
             return error_reply(exc.code, exc.message)
+
+
+def _take(reader: Iterator[Envelope], count: int) -> list[Envelope]:
+    return list(islice(reader, count))

@@ -27,8 +27,8 @@ from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from core.broadcast.patterns import ChannelFilter, valid_patterns
-from core.broadcast.requests import READ_ACTIONS, Requests, error_reply
+from core.broadcast.patterns import ChannelFilter
+from core.broadcast.requests import READ_ACTIONS, Requests, error_reply, parse_request, parse_stream, with_id
 from core.envelope import Envelope
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,9 @@ class WsSession:
             pass
 
     async def _send_replay(self, job: ReplayJob) -> None:
-        for sent, item in enumerate(self.requests.replay(job.from_seq, job.wanted), start=1):
+        sent = 0
+        async for item in self.requests.replay(job.from_seq, job.wanted):
+            sent += 1
             if self._closing:
                 return
             if sent % REPLAY_YIELD_EVERY == 0:  # a fast reader never makes send() wait
@@ -171,7 +173,7 @@ class WsSession:
         """Answer one command: exactly one reply, queued in order with the events."""
         request, problem = self._parse(message)
         if problem is not None:
-            self._reply(_with_id(request, problem))
+            self._reply(with_id(request, problem))
         elif request["action"] == "subscribe":
             self._subscribe(request)
         elif request["action"] == "unsubscribe":
@@ -182,23 +184,15 @@ class WsSession:
             except Exception:
                 log.exception("command %r failed", request["action"])
                 reply = error_reply("internal", f"{request['action']!r} failed inside the foundation (logged)")
-            self._reply(_with_id(request, reply))
+            self._reply(with_id(request, reply))
 
     def _parse(self, message: str | bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:
         if isinstance(message, bytes):
             return {}, error_reply("binary_not_supported", "commands are JSON text frames, not binary")
-        size = len(message.encode())
-        if size > self._max_message_bytes:
-            return {}, error_reply("too_large", f"command of {size} bytes; the limit is {self._max_message_bytes}")
-        try:
-            request = orjson.loads(message)
-        except orjson.JSONDecodeError as exc:
-            return {}, error_reply("bad_json", f"not JSON: {exc}")
-        if not isinstance(request, dict):
-            return {}, error_reply("bad_request", "a command is a JSON object with an `action` field")
-        action = request.get("action")
-        if not isinstance(action, str):
-            return request, error_reply("bad_request", "`action` must be a string")
+        request, problem = parse_request(message, self._max_message_bytes)
+        if problem is not None:
+            return request or {}, problem
+        action = request["action"]
         known = READ_ACTIONS | set(self.requests.foundation.commands)
         if action not in known or action == "replay":
             return request, error_reply(
@@ -209,36 +203,24 @@ class WsSession:
     def _subscribe(self, request: dict[str, Any]) -> None:
         """Reply, queue the replay, widen the live filter: synchronous, so that no event can
         arrive between the `seq` the replay stops at and the first live event."""
-        patterns = valid_patterns(request.get("channels"))
-        from_seq = request.get("from_seq")
-        if patterns is None:
-            self._reply(_with_id(request, _bad_channels()))
+        parsed = parse_stream(request, None)
+        if isinstance(parsed, dict):
+            self._reply(with_id(request, parsed))
             return
-        if from_seq is not None and (type(from_seq) is not int or from_seq < 0):
-            self._reply(_with_id(request, error_reply("bad_request", "`from_seq` must be a non-negative integer")))
-            return
+        from_seq, patterns = parsed
         already = ChannelFilter(self.filter.patterns)
         added = ChannelFilter(patterns)
         self.filter.add(patterns)
         current = self.requests.foundation.bus.last_seq
-        self._reply(_with_id(request, {"type": "subscribed", "channels": list(self.filter.patterns), "seq": current}))
+        self._reply(with_id(request, {"type": "subscribed", "channels": list(self.filter.patterns), "seq": current}))
         if from_seq is not None:
             self._enqueue(ReplayJob(from_seq, current, lambda channel: added(channel) and not already(channel)))
 
     def _unsubscribe(self, request: dict[str, Any]) -> None:
-        patterns = valid_patterns(request.get("channels"))
-        if patterns is None:
-            self._reply(_with_id(request, _bad_channels()))
+        parsed = parse_stream(request, None)
+        if isinstance(parsed, dict):
+            self._reply(with_id(request, parsed))
             return
-        self.filter.remove(patterns)
-        self._reply(_with_id(request, {"type": "unsubscribed", "channels": list(self.filter.patterns)}))
+        self.filter.remove(parsed[1])
+        self._reply(with_id(request, {"type": "unsubscribed", "channels": list(self.filter.patterns)}))
 
-
-def _bad_channels() -> dict[str, Any]:
-    return error_reply("bad_request", "`channels` must be a non-empty list of channel patterns")
-
-
-def _with_id(request: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
-    """Echo the command's `id`, so a client can match replies to commands."""
-    request_id = request.get("id")
-    return {**reply, "id": request_id} if isinstance(request_id, (str, int)) else reply

@@ -36,8 +36,8 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import recv_monitor_message
 
-from core.broadcast.patterns import ChannelFilter, valid_patterns
-from core.broadcast.requests import Requests, error_reply, with_id
+from core.broadcast.patterns import ChannelFilter
+from core.broadcast.requests import Requests, error_reply, parse_request, parse_stream, with_id
 from core.config import ConfigError
 from core.envelope import Envelope, now_ms
 from core.foundation import Foundation
@@ -52,32 +52,6 @@ REPLAY_YIELD_EVERY = 256  # events sent before a replay lets the loop serve live
 LINGER_MS = 1000  # on stop, queued messages get this long to leave
 FIRST_FRAME_FLAGS = int(zmq.NOBLOCK | zmq.SNDMORE)
 LAST_FRAME_FLAGS = int(zmq.NOBLOCK)
-
-
-def parse_request(payload: bytes) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The request, or the error reply that explains why it is not one."""
-    if len(payload) > MAX_REQUEST_BYTES:
-        return None, error_reply("too_large", f"requests are limited to {MAX_REQUEST_BYTES} bytes")
-    try:
-        request = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        return None, error_reply("bad_json", f"request is not JSON: {exc}")
-    if not isinstance(request, dict):
-        return None, error_reply("bad_request", "a request is a JSON object with an `action` field")
-    if not isinstance(request.get("action"), str):
-        return None, error_reply("bad_request", "missing `action` (a string), e.g. {\"action\": \"ping\"}")
-    return request, None
-
-
-def parse_replay(request: dict[str, Any]) -> tuple[int, ChannelFilter] | dict[str, Any]:
-    """`from_seq` and the channel filter of a replay request, or the error reply."""
-    from_seq = request.get("from_seq")
-    if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0:
-        return error_reply("bad_request", "`from_seq` must be a non-negative integer")
-    patterns = valid_patterns(request.get("channels", ["*"]))
-    if patterns is None:
-        return error_reply("bad_request", "`channels` must be a non-empty list of channel patterns")
-    return from_seq, ChannelFilter(patterns)
 
 
 class ZmqTransport:
@@ -204,9 +178,9 @@ class ZmqTransport:
             frames = await self._router.recv_multipart()
             route, payload = frames[:-1], frames[-1]
             self.requests_served += 1
-            request, problem = parse_request(payload)
+            request, problem = parse_request(payload, MAX_REQUEST_BYTES)
             if problem is not None:
-                self._reply_at_once(route, orjson.dumps(problem))
+                self._reply_at_once(route, orjson.dumps(with_id(request or {}, problem)))
             elif len(self._pending) >= MAX_PENDING_REQUESTS:
                 self._reply_at_once(route, orjson.dumps(error_reply("busy", "too many requests in progress; retry")))
             else:
@@ -231,16 +205,20 @@ class ZmqTransport:
             self.replies_abandoned += 1
 
     async def _replay(self, route: list[bytes], request: dict[str, Any]) -> None:
-        parsed = parse_replay(request)
+        parsed = parse_stream(request, ["*"])
+        if isinstance(parsed, tuple) and parsed[0] is None:
+            parsed = error_reply("bad_request", "`from_seq` (a non-negative integer) is required")
         if isinstance(parsed, dict):
             await self._reply(route, orjson.dumps(with_id(request, parsed)))
             return
-        from_seq, wanted = parsed
+        from_seq, patterns = parsed
         # Events published while the replay streams reach the client live; stopping at `upto`
         # keeps `replay.end.last_seq` exact.
         upto = self.foundation.bus.last_seq
         self.replays += 1
-        for sent, item in enumerate(self.requests.replay(from_seq, wanted), start=1):
+        sent = 0
+        async for item in self.requests.replay(from_seq, ChannelFilter(patterns)):
+            sent += 1
             if isinstance(item, Envelope):
                 if item.seq > upto:
                     break

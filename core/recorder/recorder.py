@@ -210,3 +210,12 @@ class Recorder:
         while True:
             await asyncio.sleep(WATCH_S)
             self.refresh()
+
+
+def install_recorder(foundation: Foundation) -> Recorder:
+    """Plug the recorder into the foundation: component, subscriber, and history for resume."""
+    recorder = Recorder(foundation)
+    foundation.add_component(recorder)
+    foundation.bus.subscribe(recorder)
+    foundation.history = recorder.history
+    return recorder

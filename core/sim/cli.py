@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 from core.sim.faults import KINDS
-from core.sim.server import SimOptions, run_simulator
+from core.sim.options import SimOptions
 
 
 def add_sim_parser(subparsers) -> None:
@@ -48,6 +48,8 @@ def run_sim_command(args: argparse.Namespace) -> int:
         fault_every_s=args.fault_every_s,
         fault_kinds=tuple(k.strip() for k in args.fault_kinds.split(",") if k.strip()),
     )
+    from core.sim.server import run_simulator  # socketio and aiohttp load only when a simulator runs
+
     try:
         asyncio.run(run_simulator(options))
     except ValueError as e:

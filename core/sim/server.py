@@ -14,13 +14,13 @@ import signal
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
 
 import socketio
 from aiohttp import web
 
 from core.sim.faults import KINDS, Fault, FaultError, parse_fault
 from core.sim.frames import render, tick_frame
+from core.sim.options import SimOptions
 from core.sim.page import add_page_routes
 from core.sim.world import World, position_at
 
@@ -28,19 +28,6 @@ EMITTED_LOG_SIZE = 10_000
 MAX_SLEEP_S = 0.05
 BINARY_GARBAGE = b"\x00\xff\xfe\xfd\x80\x81garbage"
 MALFORMED_PACKET = '2["gameStateUpdate", {"broken'
-
-
-@dataclass
-class SimOptions:
-    host: str = "127.0.0.1"
-    port: int = 8700
-    speed: float = 1.0
-    seed: int = 1
-    anchor_ms: int | None = None  # None = now at start
-    max_ticks: int | None = None  # cap game length (forced rug)
-    trades_per_s: float = 3.0
-    fault_every_s: float | None = None  # inject the next of `fault_kinds` this often
-    fault_kinds: tuple[str, ...] = ("drop", "silence", "malformed", "duplicate", "reorder")
 
 
 class Simulator:

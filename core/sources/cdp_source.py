@@ -149,10 +149,8 @@ class _Attachment:
         if not self.alive:
             raise TabGone(f"{method}: the tab's DevTools session is gone")
         try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(self._tab.call_method, method, _timeout=self._timeout, **params),
-                timeout=self._timeout + 1,
-            )
+            async with asyncio.timeout(self._timeout + 1):
+                return await asyncio.to_thread(self._tab.call_method, method, _timeout=self._timeout, **params)
         except (pychrome.PyChromeException, websocket.WebSocketException, OSError, asyncio.TimeoutError) as exc:
             raise TabGone(f"{method} failed: {exc or type(exc).__name__}") from None
 
@@ -224,7 +222,8 @@ class CdpSource(FeedSource):
             target, navigate = await open_page(port, self.settings.game_url, timeout), False
         attachment = _Attachment(target, asyncio.get_running_loop(), timeout)
         try:
-            await asyncio.wait_for(asyncio.to_thread(attachment.open), timeout=timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.to_thread(attachment.open)
         except (pychrome.PyChromeException, websocket.WebSocketException, OSError, asyncio.TimeoutError) as exc:
             await asyncio.to_thread(attachment.close)
             raise CdpUnavailable(f"cannot open the DevTools session of tab {target['id']}: {exc}") from None
@@ -275,7 +274,10 @@ class CdpSource(FeedSource):
             name, params, received_ms = attachment.events.get_nowait()
         except asyncio.QueueEmpty:
             try:
-                name, params, received_ms = await asyncio.wait_for(attachment.events.get(), LIVENESS_CHECK_S)
+                # asyncio.timeout, never wait_for: on Python 3.11 wait_for swallows a cancellation that
+                # lands as the awaited event arrives, and this loop then outlives the shutdown.
+                async with asyncio.timeout(LIVENESS_CHECK_S):
+                    name, params, received_ms = await attachment.events.get()
             except asyncio.TimeoutError:
                 silence_s = self.settings.cdp_silence_reload_s
                 if time.monotonic() - self._last_frame >= silence_s:
@@ -422,7 +424,8 @@ class CdpSource(FeedSource):
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
         except asyncio.TimeoutError:
             pass
 

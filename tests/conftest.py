@@ -51,3 +51,23 @@ def vectra_env(tmp_path, monkeypatch) -> dict[str, str]:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+@pytest.fixture
+def daemon_for(vectra_env):
+    """Start `vectra --daemon --stdout` processes on a simulator, quick to notice a dead feed;
+    every one is killed when the test ends."""
+    from tests.processes import DaemonProcess
+
+    started = []
+
+    def start(sim, **extra_env: str):
+        env = {**vectra_env, "VECTRA_FEED_URL": sim.url, "VECTRA_STALE_AFTER_S": "2",
+               "VECTRA_RECONNECT_INITIAL_S": "0.1", "VECTRA_RECONNECT_MAX_S": "0.5", **extra_env}
+        daemon = DaemonProcess(env).start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill()

@@ -23,8 +23,10 @@ from core.channels import model_for
 from core.chrome.devtools import close_page, list_pages
 from core.chrome.manager import terminate_group
 from core.config import Settings
+from core.dedup import FrameDeduplicator
 from core.envelope import Envelope
 from core.foundation import Foundation
+from core.framing import FeedEvent
 from core.runtime import build_foundation
 from core.sources.cdp_source import QuietTab
 from tests.conftest import free_port
@@ -308,3 +310,17 @@ async def test_two_sources_give_one_stream_when_one_path_dies(tmp_path, slow_sim
     assert_frames_are_a_slice_of_emitted(events, sim)
     assert {e["source"] for e in game_frames(events)} == {"cdp", "socketio"}
     assert_valid_envelopes(events)
+
+
+def test_each_copy_is_counted_per_source_so_a_servers_own_repeat_survives():
+    """A frame the server really sends twice is published twice; the other path's copies never are."""
+    tick = FeedEvent("gameStateUpdate", {"gameId": "g1", "tickCount": 7, "active": True, "rugged": False, "price": 1.2})
+    chat = FeedEvent("newChatMessage", {"text": "gm"})
+    dedup = FrameDeduplicator(window_s=30)
+    admitted = [dedup.admit(source, event) for source, event in [
+        ("socketio", tick), ("cdp", tick),            # one broadcast, two paths: once
+        ("cdp", chat), ("cdp", chat),                 # the server repeats itself: twice
+        ("socketio", chat), ("socketio", chat),       # ...and the other path's two copies: dropped
+    ]]
+    assert admitted == [True, False, True, True, False, False]
+    assert dedup.dropped == 3

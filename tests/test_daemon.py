@@ -18,22 +18,6 @@ def sim():
     process.kill()
 
 
-@pytest.fixture
-def daemon_for(vectra_env):
-    started: list[DaemonProcess] = []
-
-    def start(sim: SimProcess, **extra_env: str) -> DaemonProcess:
-        env = {**vectra_env, "VECTRA_FEED_URL": sim.url, "VECTRA_STALE_AFTER_S": "2",
-               "VECTRA_RECONNECT_INITIAL_S": "0.1", "VECTRA_RECONNECT_MAX_S": "0.5", **extra_env}
-        daemon = DaemonProcess(env).start()
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.kill()
-
-
 def games_ended(events: list[dict]) -> int:
     return sum(1 for event in events if event["type"] == "game.end")
 

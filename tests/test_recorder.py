@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import json
 import subprocess
 import time
@@ -87,20 +89,9 @@ def sim():
 
 
 @pytest.fixture
-def daemon_for(vectra_env):
-    started: list[DaemonProcess] = []
-
-    def start(sim: SimProcess, **extra_env: str) -> DaemonProcess:
-        env = {**vectra_env, "VECTRA_FEED_URL": sim.url, "VECTRA_STALE_AFTER_S": "2",
-               "VECTRA_RECONNECT_INITIAL_S": "0.1", "VECTRA_RECONNECT_MAX_S": "0.5",
-               "VECTRA_RECORD_FLUSH_S": "0.2", "VECTRA_RECORD_RETRY_S": "0.5", **extra_env}
-        daemon = DaemonProcess(env).start()
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.kill()
+def daemon_for(daemon_for):
+    """Daemons that flush and retry quickly, so the tests see the recorder act within a second."""
+    return functools.partial(daemon_for, VECTRA_RECORD_FLUSH_S="0.2", VECTRA_RECORD_RETRY_S="0.5")
 
 
 @pytest.fixture

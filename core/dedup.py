@@ -5,6 +5,11 @@ and per source keeps the rule exact: a frame is new when its source has now seen
 than any other source has. So the first copy wins, the other source's copy is dropped, a source that
 goes down leaves the other one carrying every frame (no gap), and a frame the server itself sends
 twice is still published twice, as it would be with one source.
+
+Frames are never held back to wait for the slower path. So when the faster source comes back from an
+outage while the other still lags by more than one frame interval (milliseconds at the real rate, but
+possible at simulator speeds of 10x and more), its first frame overtakes the lagging copies: the
+normalizer declares those ticks a `game.gap`, and their `raw.*` frames still go out, late.
 """
 
 from __future__ import annotations

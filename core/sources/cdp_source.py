@@ -13,6 +13,8 @@ A socket the page opened before Vectra attached is never announced (`webSocketCr
 before `Network.enable`); it shows up only through its frames. It is *adopted* (no page reload, so no
 frame is lost on attach): the first unannounced socket of the game tab that carries Socket.IO packets
 becomes the game socket, until an announced socket matching `VECTRA_CDP_SOCKET_MATCH` replaces it.
+Before its WebSocket upgrade the page's client long-polls over HTTP (as the real site does on every
+reconnect); those responses are read too (`Network.getResponseBody`), so no frame of that phase is lost.
 
 When the feed goes wrong the source escalates, one step at a time, each on `connection.status`:
 no frame for `VECTRA_CDP_SILENCE_RELOAD_S` → reload the page; renderer crashed → navigate again;
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import pychrome
 import websocket
 
-from core.chrome.devtools import DevToolsError, browser_version, list_pages, open_page
+from core.chrome.devtools import DevToolsError, browser_version, close_page, list_pages, open_page
 from core.chrome.manager import ChromeManager, chrome_command
 from core.config import Settings
 from core.envelope import now_ms
@@ -174,6 +176,7 @@ class CdpSource(FeedSource):
         self._game_socket: str | None = None
         self._other_sockets: set[str] = set()
         self._polls: set[str] = set()
+        self._browser_id: str | None = None
         self._last_frame = time.monotonic()
         self._wake = asyncio.Event()
         self._shown: tuple[str, str | None] | None = None
@@ -214,7 +217,8 @@ class CdpSource(FeedSource):
 
     async def _attach(self) -> _Attachment:
         port, timeout = self.settings.cdp_port, self.settings.cdp_call_timeout_s
-        if await browser_version(port, timeout) is None:
+        version = await browser_version(port, timeout)
+        if version is None:
             gone = f"no browser answers on CDP port {port}"
             raise CdpUnavailable(gone + ("; the Chrome manager starts it" if self.chrome else ""))
         target, navigate = self._pick_tab(await list_pages(port, timeout))
@@ -233,8 +237,11 @@ class CdpSource(FeedSource):
             if navigate:
                 await attachment.call("Page.navigate", url=self.settings.game_url)
         except TabGone:
+            # a tab that cannot even be instrumented is wedged: close it, the next attempt opens a fresh one
             await asyncio.to_thread(attachment.close)
+            await close_page(port, target["id"], timeout)
             raise
+        self._browser_id = version["webSocketDebuggerUrl"]
         self._note_tab(attachment.url)
         self._forget_sockets()
         self._status("connecting", 0, f"attached to tab {attachment.url or target['id']}; waiting for the game socket")
@@ -265,11 +272,15 @@ class CdpSource(FeedSource):
                 return outcome
 
     async def _step(self, attachment: _Attachment) -> str | None:
-        """Handle the next DevTools event, or run the watchdog when none came for a second."""
+        """Run the watchdog, then handle the next DevTools event (waiting for one at most a moment)."""
         if self._wake.is_set():
             return "reconnect requested"
         if not attachment.alive:
             return await self._why_gone()
+        silence_s = self.settings.cdp_silence_reload_s
+        if time.monotonic() - self._last_frame >= silence_s:  # checked on every step: other events may flow
+            await self._recover(attachment, f"no frame for {silence_s:g} s: reloading the page", "Page.reload")
+            return None
         try:
             name, params, received_ms = attachment.events.get_nowait()
         except asyncio.QueueEmpty:
@@ -279,14 +290,13 @@ class CdpSource(FeedSource):
                 async with asyncio.timeout(LIVENESS_CHECK_S):
                     name, params, received_ms = await attachment.events.get()
             except asyncio.TimeoutError:
-                silence_s = self.settings.cdp_silence_reload_s
-                if time.monotonic() - self._last_frame >= silence_s:
-                    await self._recover(attachment, f"no frame for {silence_s:g} s: reloading the page", "Page.reload")
                 return None
         return await self._handle(attachment, name, params, received_ms)
 
     async def _why_gone(self) -> str:
-        if await browser_version(self.settings.cdp_port, self.settings.cdp_call_timeout_s) is None:
+        """Tab or browser? A browser relaunched meanwhile has a new DevTools id, so it counts as gone."""
+        version = await browser_version(self.settings.cdp_port, self.settings.cdp_call_timeout_s)
+        if version is None or version["webSocketDebuggerUrl"] != self._browser_id:
             return "the browser is gone"
         return "the game tab is gone"
 
@@ -331,7 +341,8 @@ class CdpSource(FeedSource):
         elif name == "Inspector.targetCrashed":
             await self._recover(attachment, "the renderer crashed: opening the game page again", "Page.navigate")
         elif name == "Inspector.detached":
-            return f"the tab was detached ({params.get('reason')})"
+            why = await self._why_gone()  # a dying browser detaches its tabs first
+            return why if why == "the browser is gone" else f"the tab was detached ({params.get('reason')})"
         elif name == "Page.frameNavigated":
             frame = params.get("frame") or {}
             if not frame.get("parentId"):

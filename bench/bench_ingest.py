@@ -101,7 +101,7 @@ import asyncio, sys
 import socketio
 from aiohttp import web
 packets = sys.stdin.read().split("\\n")
-sio = socketio.AsyncServer(async_mode="aiohttp")
+sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*")
 app = web.Application()
 sio.attach(app)
 

@@ -4,6 +4,8 @@ python-socketio does not reconnect after a server-initiated disconnect and knows
 that is connected but silent, so its reconnection is off and this loop owns the whole life cycle:
 connect, watch for silence, reconnect forever with jittered backoff, and say so at every step.
 Event packets are taken straight from the Engine.IO layer (see `_FrameTap`), undecoded.
+Waits use `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` can swallow the
+cancellation that shutdown sends, and the daemon would hang.
 """
 
 from __future__ import annotations
@@ -76,15 +78,13 @@ class SocketIOSource(FeedSource):
             self._status("connecting" if attempt == 1 and reason is None else "reconnecting", attempt, reason)
             client = self._new_client()
             try:
-                await asyncio.wait_for(
-                    client.connect(
+                async with asyncio.timeout(self.settings.connect_timeout_s + 1):
+                    await client.connect(
                         self.url,
                         headers={"Origin": self.settings.feed_origin},
                         transports=["websocket"],
                         wait_timeout=self.settings.connect_timeout_s,
-                    ),
-                    timeout=self.settings.connect_timeout_s + 1,
-                )
+                    )
             except asyncio.CancelledError:
                 await self._close(client)
                 raise
@@ -129,8 +129,9 @@ class SocketIOSource(FeedSource):
         while True:
             silent_for = time.monotonic() - self._last_frame
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, stale_after - silent_for))
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(max(0.05, stale_after - silent_for)):
+                    await self._wake.wait()
+            except TimeoutError:
                 if time.monotonic() - self._last_frame >= stale_after:
                     return f"no frame for {stale_after:g} s"
                 continue
@@ -138,7 +139,8 @@ class SocketIOSource(FeedSource):
 
     async def _close(self, client: _FrameTap) -> None:
         try:
-            await asyncio.wait_for(client.disconnect(), timeout=2)
+            async with asyncio.timeout(2):
+                await client.disconnect()
         except Exception:
             log.debug("disconnect of a dead client failed", exc_info=True)
 
@@ -146,8 +148,9 @@ class SocketIOSource(FeedSource):
         """Back off, but wake at once for an operator's reconnect request."""
         self._wake.clear()
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
             pass
 
 

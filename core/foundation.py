@@ -174,6 +174,10 @@ class Foundation:
         else:
             entry["connected_since"] = None
         entry.update(state=state, url=url, attempt=attempt, reason=reason)
+        log.log(
+            logging.WARNING if state == "failed" else logging.INFO,
+            "%s %s %s (attempt %d)%s", source, state, url, attempt, f": {reason}" if reason else "",
+        )
         decoder = self._decoders.get(source)
         if decoder is not None:
             decoder.reset()

@@ -193,7 +193,7 @@ class Normalizer:
         ticking = phase in (ACTIVE, RUGGED) and tick is not None and (game.started or starts_now)
 
         if ticking and not starts_now:
-            self._refill(game, tick, frame, received_ms, out)
+            self._refill(game, tick, frame, out)
         if phase_changed:
             out.append(Draft("game.phase", game_id, {"from": self.phase, "to": phase}))
             self.phase = phase
@@ -201,7 +201,7 @@ class Normalizer:
         if starts_now:
             self._start(game, tick, price, received_ms, out)
             if tick is not None:
-                self._refill(game, tick, frame, received_ms, out)
+                self._refill(game, tick, frame, out)
         if phase in (COOLDOWN, PRESALE):
             game.seen_before_active = True
             game.last_timer = _num(frame.get("cooldownTimer"))
@@ -243,7 +243,8 @@ class Normalizer:
     def _infer_end(self, game: GameState, history: Any, out: list[Draft]) -> None:
         """The rug was missed (disconnected): close the game from `gameHistory` or what was seen.
 
-        History entries carry `peakMultiplier` and, in some captures, the full `prices` list."""
+        History entries carry `peakMultiplier` and, in some captures, the full `prices` list; with
+        the prices, the ticks missed since the disconnect are published as backfilled ticks."""
         entry = None
         if isinstance(history, list):
             entry = next(
@@ -252,7 +253,11 @@ class Normalizer:
             )
         prices = entry.get("prices") if entry else None
         if isinstance(prices, list) and prices and all(_num(p) is not None for p in prices):
-            game.last_tick = len(prices) - 1
+            final = len(prices) - 1
+            if game.last_tick is not None and final > game.last_tick:
+                window = {str(tick): prices[tick] for tick in range(game.last_tick + 1, final + 1)}
+                self._refill(game, final + 1, {"partialPrices": {"values": window}}, out)
+            game.last_tick = final
             game.last_price = prices[-1]
             game.peak_price = max(prices)
         elif entry and _num(entry.get("peakMultiplier")) is not None:
@@ -279,9 +284,7 @@ class Normalizer:
             )
         )
 
-    def _refill(
-        self, game: GameState, tick: int, frame: dict[str, Any], now: int, out: list[Draft]
-    ) -> None:
+    def _refill(self, game: GameState, tick: int, frame: dict[str, Any], out: list[Draft]) -> None:
         """Publish missed ticks from the `partialPrices` window; declare the rest a `game.gap`."""
         if game.last_tick is None or tick <= game.last_tick + 1:
             return

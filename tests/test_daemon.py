@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import defaultdict
 
@@ -125,12 +126,15 @@ def test_restart_continues_the_sequence_and_announces_it(sim, daemon_for):
     assert start["data"]["previous_last_seq"] == last_seq and start["data"]["skipped"] is None
 
 
-def test_sigterm_exits_cleanly_within_five_seconds(sim, daemon_for):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_exit_cleanly_within_five_seconds(sim, daemon_for, signum):
     daemon = daemon_for(sim)
     daemon.wait_for(lambda evs: any(e["type"] == "game.tick" for e in evs))
     began = time.monotonic()
-    assert daemon.terminate(timeout=10) == 0
+    daemon.proc.send_signal(signum)
+    assert daemon.proc.wait(timeout=10) == 0, "".join(daemon.stderr[-5:])
     assert time.monotonic() - began < 5
+    assert not any("Traceback" in line for line in daemon.stderr)
 
 
 @pytest.mark.parametrize("fault, reason", [({"kind": "drop", "seconds": 1}, "server disconnected"),

@@ -203,6 +203,23 @@ def test_missed_rug_is_closed_from_a_history_entry_with_prices(key_samples):
     assert (end.data["finalTick"], end.data["peakPrice"], end.data["finalPrice"]) == (3, 3.5, 0.002)
 
 
+def test_ticks_missed_before_an_unseen_rug_are_backfilled_from_the_history_prices(key_samples):
+    normalizer = Normalizer()
+    for name in LIVE_ORDER[:4]:
+        feed(normalizer, key_samples[name])  # the game starts: tick 0 seen
+    prices = [1.0, 1.1, 1.3, 1.25, 0.003]
+    entry = key_samples["11_postrug_final"]["data"]["gameHistory"][0] | {"prices": prices}
+    out = feed(normalizer, _genesis_of_next_game(key_samples, entry))
+    old_game = [d for d in out if d.gameId == GAME]
+    assert [(d.type, d.data.get("tickCount"), d.data.get("backfilled")) for d in old_game] == [
+        ("game.tick", 1, True), ("game.tick", 2, True), ("game.tick", 3, True), ("game.tick", 4, True),
+        ("game.end", None, None),
+    ]
+    assert [d.data["price"] for d in old_game[:4]] == prices[1:]
+    end = old_game[-1].data
+    assert (end["finalTick"], end["ticksSeen"], end["ticksExpected"], end["inferred"]) == (4, 5, 5, True)
+
+
 @pytest.mark.parametrize(
     "name, payload",
     [

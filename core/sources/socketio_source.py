@@ -37,7 +37,9 @@ class _FrameTap(socketio.AsyncClient):
     """
 
     def __init__(self, on_message: Callable[[str | bytes], None], **kwargs) -> None:
-        super().__init__(reconnection=False, **kwargs)
+        # No SIGINT handling of its own: python-socketio would replace the daemon's handler and
+        # turn Ctrl-C into a cancelled main task instead of a clean shutdown.
+        super().__init__(reconnection=False, handle_sigint=False, **kwargs)
         self._on_message = on_message
 
     async def _handle_eio_message(self, data):  # noqa: ANN001 - python-socketio's signature
@@ -155,5 +157,14 @@ class SocketIOSource(FeedSource):
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    """The most specific message in the exception chain: python-socketio says only "Connection
+    error" and keeps the real cause (DNS failure, refused, TLS) further down the chain."""
+    messages = []
+    current: BaseException | None = exc
+    while current is not None and len(messages) < 5:
+        text = str(current) or type(current).__name__
+        if text not in messages:
+            messages.append(text)
+        current = current.__cause__ or current.__context__
+    text = ": ".join(messages)
     return text if len(text) < 300 else text[:300] + "..."

@@ -66,7 +66,7 @@ async def test_unreachable_feed_and_daemon_are_said_plainly(fake):
     app = VectraConsole(fake)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        assert "socketio unreachable, retrying (attempt 3)" in shown(app, "connection")
+        assert "socketio unreachable: Connection refused" in shown(app, "connection")
         fake.current = replace(
             fake.current,
             connection=replace(fake.current.connection, unreachable="daemon unreachable, retrying in 1.0 s: ws://x/ws refused"),

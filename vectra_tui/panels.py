@@ -105,7 +105,7 @@ class ConnectionPanel(Panel):
             if source.state != "connected" and source.reason:
                 lines.append(
                     self.text(
-                        (f"{source.name} unreachable, retrying (attempt {source.attempt}): {source.reason}", "warn")
+                        (f"{source.name} unreachable: {source.reason} (attempt {source.attempt}, retrying)", "warn")
                     )
                 )
         lines.append(self.text(("url ", "label"), view.url or "—"))

@@ -157,14 +157,15 @@ class SocketIOSource(FeedSource):
 
 
 def _describe(exc: BaseException) -> str:
-    """The most specific message in the exception chain: python-socketio says only "Connection
-    error" and keeps the real cause (DNS failure, refused, TLS) further down the chain."""
+    """The exception chain, most specific first: python-socketio says only "Connection error" and
+    keeps the real cause (DNS failure, refused, TLS) further down, and a narrow console panel
+    shows only the start of the line."""
     messages = []
     current: BaseException | None = exc
     while current is not None and len(messages) < 5:
-        text = str(current) or type(current).__name__
+        text = (current.strerror if isinstance(current, OSError) and current.strerror else str(current)) or type(current).__name__
         if text not in messages:
             messages.append(text)
         current = current.__cause__ or current.__context__
-    text = ": ".join(messages)
+    text = "; ".join(reversed(messages))
     return text if len(text) < 300 else text[:300] + "..."

@@ -40,9 +40,14 @@ class FeedSink(Protocol):
 
 class FeedSource(ABC):
     name: str
+    url: str | None = None
 
     def __init__(self, sink: FeedSink) -> None:
         self.sink = sink
+
+    def report(self, state: str, attempt: int = 0, reason: str | None = None) -> None:
+        """Tell the core this source's connection state (it goes out on `connection.status`)."""
+        self.sink.status(self.name, state, url=self.url, attempt=attempt, reason=reason)
 
     @abstractmethod
     async def run(self) -> None:

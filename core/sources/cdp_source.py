@@ -190,7 +190,7 @@ class CdpSource(FeedSource):
         if (state, reason) == self._shown:
             return
         self._shown = (state, reason)
-        self.sink.status(self.name, state, url=self.url, attempt=attempt, reason=reason)
+        self.report(state, attempt, reason)
 
     # --- the attach / follow / reattach loop ----------------------------------------------------
 

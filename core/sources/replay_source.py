@@ -84,34 +84,31 @@ class ReplaySource(FeedSource):
         """For a replay, reconnecting means starting again from the beginning."""
         self._restart = True
 
-    def _status(self, state: str, reason: str | None = None) -> None:
-        self.sink.status(self.name, state, url=self.url, reason=reason)
-
     async def run(self) -> None:
         if self.path is None:
-            self._status("failed", "no recording to replay: set VECTRA_REPLAY_PATH")
+            self.report("failed", reason="no recording to replay: set VECTRA_REPLAY_PATH")
             return
         while True:
-            self._status("connecting")
+            self.report("connecting")
             try:
                 files = await asyncio.to_thread(closed_files, self.path)
                 if not files:
-                    self._status("failed", f"no recordings at {self.path}")
+                    self.report("failed", reason=f"no recordings at {self.path}")
                     return
                 bounds = None
                 if self.settings.replay_game:
                     bounds = await asyncio.to_thread(game_bounds, files, self.settings.replay_game)
                     if bounds is None:
-                        self._status("failed", f"game {self.settings.replay_game} is not in {self.path}")
+                        self.report("failed", reason=f"game {self.settings.replay_game} is not in {self.path}")
                         return
-                self._status("connected")
+                self.report("connected")
                 finished = await self._play(files, bounds)
             except (OSError, pa.ArrowException, ValueError) as exc:
                 log.exception("replay of %s failed", self.path)
-                self._status("failed", f"cannot read {self.path}: {exc}")
+                self.report("failed", reason=f"cannot read {self.path}: {exc}")
                 return
             if finished and not self.settings.replay_loop:
-                self._status("disconnected", "replay finished")
+                self.report("disconnected", reason="replay finished")
                 return
 
     async def _play(self, files: list[Path], bounds: tuple[int, int] | None) -> bool:

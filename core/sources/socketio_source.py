@@ -59,7 +59,6 @@ class SocketIOSource(FeedSource):
         self._last_frame = time.monotonic()
         self._wake = asyncio.Event()
         self._reason: str | None = None
-        self._client: _FrameTap | None = None
 
     def _on_message(self, data: str | bytes) -> None:
         self._last_frame = time.monotonic()
@@ -69,15 +68,12 @@ class SocketIOSource(FeedSource):
         self._reason = "reconnect requested"
         self._wake.set()
 
-    def _status(self, state: str, attempt: int, reason: str | None = None) -> None:
-        self.sink.status(self.name, state, url=self.url, attempt=attempt, reason=reason)
-
     async def run(self) -> None:
         attempt = 0
         reason: str | None = None
         while True:
             attempt += 1
-            self._status("connecting" if attempt == 1 and reason is None else "reconnecting", attempt, reason)
+            self.report("connecting" if attempt == 1 and reason is None else "reconnecting", attempt, reason)
             client = self._new_client()
             try:
                 async with asyncio.timeout(self.settings.connect_timeout_s + 1):
@@ -93,15 +89,15 @@ class SocketIOSource(FeedSource):
             except Exception as exc:  # every way a connect can fail ends in the same retry
                 reason = _describe(exc)
                 await self._close(client)
-                self._status("failed", attempt, reason)
+                self.report("failed", attempt, reason)
                 await self._sleep(backoff_delay(attempt, self.settings.reconnect_initial_s, self.settings.reconnect_max_s))
                 continue
-            self._status("connected", attempt)
+            self.report("connected", attempt)
             try:
                 reason = await self._hold(client)
             finally:
                 await self._close(client)
-            self._status("disconnected", attempt, reason)
+            self.report("disconnected", attempt, reason)
             attempt = 0
             await self._sleep(0 if reason == "reconnect requested" else backoff_delay(1, self.settings.reconnect_initial_s, self.settings.reconnect_max_s))
 
@@ -119,7 +115,6 @@ class SocketIOSource(FeedSource):
             self._reason = f"server disconnected ({reason})" if reason else "server disconnected"
             dropped.set()
 
-        self._client = client
         return client
 
     async def _hold(self, client: _FrameTap) -> str:

@@ -61,7 +61,7 @@ async def bench_end_to_end(seconds: float) -> tuple[float, float]:
     """The simulator in its own process (so it does not share this loop), at a speed far beyond
     real time; returns (ticks/s Vectra published, frames/s the simulator emitted)."""
     sim_port = free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "core.cli", "sim", "--port", str(sim_port), "--speed", "1000",
+    sim = subprocess.Popen([sys.executable, "-m", "vectra_cli", "sim", "--port", str(sim_port), "--speed", "1000",
                             "--max-ticks", "5000", "--trades-per-s", "0.2"], cwd=REPO, stderr=subprocess.PIPE)
     sim.stderr.readline()
     try:
@@ -165,14 +165,14 @@ def cpu_seconds(pid: int) -> float:
 
 def bench_daemon_cpu(seconds: float) -> float:
     sim_port = free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "core.cli", "sim", "--port", str(sim_port), "--speed", "1"],
+    sim = subprocess.Popen([sys.executable, "-m", "vectra_cli", "sim", "--port", str(sim_port), "--speed", "1"],
                            cwd=REPO, stderr=subprocess.PIPE)
     sim.stderr.readline()
     with tempfile.TemporaryDirectory() as data:
         env = {**os.environ, "VECTRA_DATA_DIR": data, "VECTRA_FEED_URL": f"http://127.0.0.1:{sim_port}",
                "VECTRA_HTTP_PORT": str(free_port()), "VECTRA_ZMQ_PUB": f"tcp://127.0.0.1:{free_port()}",
                "VECTRA_ZMQ_ROUTER": f"tcp://127.0.0.1:{free_port()}"}
-        daemon = subprocess.Popen([sys.executable, "-m", "core.cli", "--daemon"], cwd=REPO, env=env,
+        daemon = subprocess.Popen([sys.executable, "-m", "vectra_cli", "--daemon"], cwd=REPO, env=env,
                                   stderr=subprocess.DEVNULL)
         try:
             time.sleep(4)

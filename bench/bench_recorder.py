@@ -23,12 +23,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from core.config import Settings  # noqa: E402
-from core.envelope import Envelope  # noqa: E402
+from core.contracts.envelope import Envelope  # noqa: E402
 from core.foundation import Foundation  # noqa: E402
-from core.framing import FeedEvent  # noqa: E402
+from core.contracts.feed import FeedEvent  # noqa: E402
 from core.normalizer import Normalizer  # noqa: E402
 from core.recorder.recorder import install_recorder  # noqa: E402
-from core.recorder.layout import closed_files  # noqa: E402
+from core.contracts.recordings import closed_files  # noqa: E402
 from tests.conftest import fixtures_dir  # noqa: E402
 
 THROUGHPUT_ROWS = 40_000

@@ -332,13 +332,13 @@ async def end_to_end(speed: float, window_s: float) -> dict:
         "VECTRA_LOG_LEVEL": "WARNING",
     }
     quiet = {"cwd": REPO, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    sim = subprocess.Popen([sys.executable, "-m", "core.sim", "--port", str(sim_port), "--speed", str(speed),
+    sim = subprocess.Popen([sys.executable, "-m", "vectra_cli", "sim", "--port", str(sim_port), "--speed", str(speed),
                             "--seed", "3"], **quiet)
     daemon = None
     arrivals: dict[tuple, float] = {}
     try:
         await wait_for_http(f"http://127.0.0.1:{sim_port}/admin/state")
-        daemon = subprocess.Popen([sys.executable, "-m", "core.cli", "--daemon"], env=env, **quiet)
+        daemon = subprocess.Popen([sys.executable, "-m", "vectra_cli", "--daemon"], env=env, **quiet)
         health_url = f"http://127.0.0.1:{http_port}/health"
         await wait_for_http(health_url)
         await asyncio.sleep(1.0)  # connected and warm

@@ -151,11 +151,11 @@ def latency_run(speed: float) -> dict:
         "VECTRA_CDP_PORT": str(free_port()),
         "VECTRA_LOG_LEVEL": "WARNING",
     }
-    sim = start_process([PYTHON, "-m", "core.sim", "--port", str(sim_port), "--speed", str(speed), "--seed", "3"])
+    sim = start_process([PYTHON, "-m", "vectra_cli", "sim", "--port", str(sim_port), "--speed", str(speed), "--seed", "3"])
     daemon = None
     try:
         wait_for_http(f"http://127.0.0.1:{sim_port}/admin/state")
-        daemon = start_process([PYTHON, "-m", "core.cli", "--daemon"], env)
+        daemon = start_process([PYTHON, "-m", "vectra_cli", "--daemon"], env)
         time.sleep(3.0)  # daemon connected and warm
         arrivals: dict = {}
         beats: list[tuple[float, int]] = []

@@ -11,20 +11,16 @@ import logging
 import time
 from collections import deque
 from itertools import islice
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable
 
-from core.envelope import Envelope, now_ms
-from core.normalizer import Draft
+from core.contracts.component import Subscriber
+from core.contracts.envelope import Envelope, now_ms
+from core.contracts.feed import Draft
 from core.seqstore import SeqStore
 
 log = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 2048
-
-
-class Subscriber(Protocol):
-    def deliver(self, envelope: Envelope) -> None:
-        """Take one envelope without blocking."""
 
 
 class Ring:

@@ -60,9 +60,9 @@ import orjson
 import zmq
 import zmq.asyncio
 
-from core.broadcast.patterns import ChannelFilter
+from core.contracts.patterns import ChannelFilter
 from core.config import Settings, load_settings
-from core.envelope import Envelope
+from core.contracts.envelope import Envelope
 
 HEARTBEAT_CHANNEL = b"sys.heartbeat"
 START_CHANNEL = b"sys.start"

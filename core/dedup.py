@@ -21,7 +21,7 @@ from typing import Any, Hashable
 
 import orjson
 
-from core.framing import FeedEvent
+from core.contracts.feed import FeedEvent
 
 MAX_KEYS = 50_000
 

@@ -10,42 +10,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable
 
 from core import __version__
 from core.bus import EventBus
 from core.config import Settings
 from core.dedup import FrameDeduplicator
-from core.envelope import now_ms
-from core.framing import FeedEvent, FrameError, PacketDecoder, unwrap_event
+from core.contracts.envelope import now_ms
+from core.contracts.feed import FeedEvent
+from core.contracts.history import History
+from core.framing import FrameError, PacketDecoder, unwrap_event
 from core.normalizer import Normalizer, error_draft
 from core.seqstore import SeqStore
-from core.sources.base import FeedSource
+from core.contracts.component import CommandError, Component
+from core.contracts.feed import FeedSource
 
 log = logging.getLogger(__name__)
 
 RAW_PREVIEW_CHARS = 2000
 CommandHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-class Component(Protocol):
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def health(self) -> dict[str, Any] | None:
-        """This component's section of `/health` (None: nothing to report)."""
-
-
-class CommandError(Exception):
-    """A command that cannot be carried out; `code` is the error reply's code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def preview(message: str | bytes) -> str:
@@ -67,7 +50,7 @@ class Foundation:
         self.connections: dict[str, dict[str, Any]] = {}
         self.commands: dict[str, CommandHandler] = {"reconnect": self._reconnect}
         self.read_only_commands: set[str] = set()
-        self.history: Any = None  # events older than the ring (`History` of core/broadcast/requests.py)
+        self.history: History | None = None  # events older than the ring (the recorder's)
         self._decoders: dict[str, PacketDecoder] = {}
         self.dedup = FrameDeduplicator(settings.dedup_window_s) if len(settings.sources) > 1 else None
         self._tasks: list[asyncio.Task] = []

@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from core.contracts.feed import FeedEvent
+
 CONNECT, DISCONNECT, EVENT, ACK, CONNECT_ERROR, BINARY_EVENT, BINARY_ACK = range(7)
 PACKET_KINDS = {
     CONNECT: "connect",
@@ -46,18 +48,6 @@ class Packet:
     namespace: str = "/"
     ack_id: int | None = None
     data: Any = None
-
-
-@dataclass(slots=True)
-class FeedEvent:
-    """One Socket.IO event, unwrapped: name, payload (the last argument) and the trace, if any."""
-
-    name: str
-    payload: Any
-    trace: dict[str, Any] | None = None
-    extra_args: list[Any] = field(default_factory=list)
-    ack_id: int | None = None
-    namespace: str = "/"
 
 
 def split_engineio(frame: str) -> tuple[str, str]:

@@ -14,8 +14,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from core.channels import PASSTHROUGH_EVENTS
-from core.framing import FeedEvent
+from core.contracts.channels import PASSTHROUGH_EVENTS
+from core.contracts.feed import Draft, FeedEvent
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +23,6 @@ COOLDOWN, PRESALE, ACTIVE, RUGGED, UNKNOWN = "COOLDOWN", "PRESALE", "ACTIVE", "R
 PHASE_RANK = {COOLDOWN: 0, PRESALE: 1, ACTIVE: 2, RUGGED: 3}
 REMEMBERED_GAMES = 64
 REMEMBERED_TRADES = 20_000
-
-
-@dataclass(slots=True)
-class Draft:
-    """An event before the bus gives it a sequence number and a timestamp."""
-
-    type: str
-    gameId: str | None
-    data: dict[str, Any]
 
 
 def _int(value: Any) -> int | None:

@@ -16,7 +16,7 @@ import orjson
 from core.broadcast.http_ws import HttpWsServer
 from core.broadcast.zmq_transport import ZmqTransport
 from core.config import Settings
-from core.envelope import Envelope
+from core.contracts.envelope import Envelope
 from core.foundation import Foundation
 from core.sources.socketio_source import SocketIOSource
 from core.sources.cdp_source import add_cdp_source

@@ -16,7 +16,7 @@ from typing import Callable
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-VECTRA = [sys.executable, "-m", "core.cli"]
+VECTRA = [sys.executable, "-m", "vectra_cli"]
 
 
 class SimProcess:

@@ -19,14 +19,14 @@ from typing import Any, AsyncIterator, Callable
 import pychrome
 import pytest
 
-from core.channels import model_for
+from tests.protocol_models import model_for
 from core.chrome.devtools import close_page, list_pages
 from core.chrome.manager import terminate_group
 from core.config import Settings
 from core.dedup import FrameDeduplicator
-from core.envelope import Envelope
+from core.contracts.envelope import Envelope
 from core.foundation import Foundation
-from core.framing import FeedEvent
+from core.contracts.feed import FeedEvent
 from core.runtime import build_foundation
 from core.sources.cdp_source import QuietTab
 from tests.conftest import free_port

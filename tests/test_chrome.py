@@ -21,8 +21,9 @@ from core.chrome.devtools import browser_version, list_pages
 from core.chrome.manager import ChromeError, ChromeManager, chrome_command, terminate_group
 from core.chrome.profile import ProfileInUse
 from core.config import Settings
-from core.envelope import Envelope
-from core.foundation import CommandError, Foundation
+from core.contracts.envelope import Envelope
+from core.contracts.component import CommandError
+from core.foundation import Foundation
 from core.seqstore import SeqStore
 from core.sources.cdp_source import QuietTab, add_cdp_source
 from tests.conftest import free_port
@@ -192,7 +193,7 @@ async def test_a_profile_held_by_another_chromium_gives_one_clear_line(tmp_path)
         env = {**os.environ, "VECTRA_DATA_DIR": str(settings.data_dir), "VECTRA_CHROME_PROFILE": str(settings.chrome_profile),
                "VECTRA_CDP_PORT": str(settings.cdp_port), "VECTRA_CHROME_HEADLESS": "true"}
         started = time.monotonic()
-        result = subprocess.run([sys.executable, "-m", "core.cli", "chrome", "launch"], cwd=REPO, env=env,
+        result = subprocess.run([sys.executable, "-m", "vectra_cli", "chrome", "launch"], cwd=REPO, env=env,
                                 capture_output=True, text=True, timeout=30)
         async with managed(settings) as (manager, recorder, bus):
             with pytest.raises(ProfileInUse):

@@ -31,7 +31,7 @@ CONTRACT = {
 
 def vectra(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VECTRA_")}
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=cwd, env={**clean, **(env or {})},
+    return subprocess.run([sys.executable, "-m", "vectra_cli", *args], cwd=cwd, env={**clean, **(env or {})},
                           capture_output=True, text=True, timeout=60)
 
 

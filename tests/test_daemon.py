@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from core.channels import EnvelopeModel, model_for
+from tests.protocol_models import EnvelopeModel, model_for
 from tests.processes import DaemonProcess, SimProcess
 
 

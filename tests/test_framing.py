@@ -120,7 +120,7 @@ def test_decoder_never_raises_anything_but_frame_errors(message):
     )
 )
 def test_normalizer_never_raises_on_random_frames(frames):
-    from core.framing import FeedEvent
+    from core.contracts.feed import FeedEvent
 
     normalizer = Normalizer()
     for name, payload in frames:
@@ -132,7 +132,7 @@ def test_normalizer_never_raises_on_random_frames(frames):
 @settings(max_examples=80, deadline=None)
 @given(st.data())
 def test_normalizer_never_raises_on_mutated_real_frames(key_samples, data):
-    from core.framing import FeedEvent
+    from core.contracts.feed import FeedEvent
 
     normalizer = Normalizer()
     for name in sorted(key_samples):

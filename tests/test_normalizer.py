@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
-from core.channels import EnvelopeModel, model_for
-from core.envelope import Envelope
-from core.framing import FeedEvent
+from tests.protocol_models import EnvelopeModel, model_for
+from core.contracts.envelope import Envelope
+from core.contracts.feed import FeedEvent
 from core.normalizer import Normalizer, derive_phase
 
 GAME = "20260206-003482fbeaae4ad5"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core.channels import CHANNELS, EnvelopeModel, model_for
+from core.contracts.channels import CHANNELS
+from tests.protocol_models import EnvelopeModel, model_for
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = (REPO / "docs" / "PROTOCOL.md").read_text()

@@ -19,8 +19,8 @@ import pytest
 
 from core.client import request, subscribe_blocking
 from core.config import Settings
-from core.envelope import Envelope
-from core.recorder.layout import closed_files, partial_files, recordings_dir, wal_segments
+from core.contracts.envelope import Envelope
+from core.contracts.recordings import closed_files, partial_files, recordings_dir, wal_segments
 from core.recorder.recovery import recover
 from core.recorder.schema import SCHEMA_VERSION, schema_version
 from core.recorder.segment import Segment

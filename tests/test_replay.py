@@ -13,9 +13,9 @@ import pyarrow as pa
 import pytest
 
 from core.config import Settings
-from core.envelope import Envelope
+from core.contracts.envelope import Envelope
 from core.foundation import Foundation
-from core.recorder.layout import recordings_dir
+from core.contracts.recordings import recordings_dir
 from core.recorder.segment import Segment
 from core.sources.replay_source import ReplaySource
 from tests.conftest import free_port

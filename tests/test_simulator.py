@@ -329,7 +329,7 @@ async def test_scheduled_faults_fire_on_their_own():
 
 async def test_cli_prints_where_it_listens_and_stops_on_sigterm():
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.sim", "--port", "0", "--speed", "20", "--seed", "4",
+        sys.executable, "-m", "vectra_cli", "sim", "--port", "0", "--speed", "20", "--seed", "4",
         stderr=asyncio.subprocess.PIPE,
     )
     try:

@@ -7,10 +7,10 @@ from textual.geometry import Region
 
 from dataclasses import replace
 
-from core.envelope import Envelope
+from core.contracts.envelope import Envelope
 from vectra_tui.digest import EventDigest
 from vectra_tui.app import HelpScreen, VectraConsole
-from vectra_tui.fake import FROZEN_NOW_MS, FakeFoundation
+from tests.fakes import FROZEN_NOW_MS, FakeFoundation
 from vectra_tui.panels import Panel
 from vectra_tui.view import SourceLink
 

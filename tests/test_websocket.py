@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from core.broadcast.http_ws import HttpWsServer
-from core.channels import CHANNELS
+from core.contracts.channels import CHANNELS
 from core.config import Settings
 from core.foundation import Foundation
 

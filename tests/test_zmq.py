@@ -25,7 +25,7 @@ import zmq
 import zmq.asyncio
 
 from core.broadcast.zmq_transport import ZmqTransport
-from core.channels import EnvelopeModel
+from tests.protocol_models import EnvelopeModel
 from core.client import Status, request, subscribe
 from core.config import load_settings
 from core.foundation import Foundation

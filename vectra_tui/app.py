@@ -21,7 +21,7 @@ from textual.containers import Horizontal
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, Input, Static
 
-from vectra_tui import themes
+import themes
 from vectra_tui.event_log import EventLog
 from vectra_tui.panels import (
     ChromePanel,
@@ -60,7 +60,7 @@ class VectraConsole(App[int]):
     TITLE = "Vectra"
     AUTO_FOCUS = None
     ENABLE_COMMAND_PALETTE = False
-    CSS_PATH = themes.stylesheets()
+    CSS_PATH = [Path(__file__).resolve().parent / "console.tcss", *themes.stylesheets()]
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
     BINDINGS = [

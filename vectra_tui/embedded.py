@@ -7,7 +7,7 @@ from typing import Any
 
 from core.broadcast.requests import Requests
 from core.config import Settings
-from core.envelope import Envelope, now_ms
+from core.contracts.envelope import Envelope, now_ms
 from core.foundation import Foundation
 from core.runtime import build_foundation
 from vectra_tui.digest import EventDigest

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 import orjson
 
-from core.broadcast.patterns import ChannelFilter, valid_patterns
+from core.contracts.patterns import ChannelFilter, valid_patterns
 from vectra_tui.drawing import clip, clock
 from vectra_tui.view import LoggedEvent
 

@@ -21,8 +21,8 @@ import orjson
 import websockets
 
 from core.broadcast.requests import error_reply
-from core.envelope import Envelope, now_ms
-from core.sources.base import backoff_delay
+from core.contracts.envelope import Envelope, now_ms
+from core.supervisor import backoff_delay
 from vectra_tui.digest import EventDigest
 from vectra_tui.health_view import console_snapshot
 from vectra_tui.view import ConsoleSnapshot

@@ -14,7 +14,7 @@ FAMILIES = ("game", "player", "raw", "errors")
 
 
 class LoggedEvent(Protocol):
-    """The fields of an event the log shows (a `core.envelope.Envelope` has them)."""
+    """The fields of an event the log shows (a `core.contracts.envelope.Envelope` has them)."""
 
     seq: int
     type: str

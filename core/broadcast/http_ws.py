@@ -23,7 +23,7 @@ from websockets.http11 import Request, Response
 from core.broadcast.http_routes import WS_PATH, HttpRoutes, OriginPolicy, plain
 from core.broadcast.requests import Requests
 from core.broadcast.ws_session import WsSession
-from core.envelope import Envelope
+from core.contracts.envelope import Envelope
 from core.foundation import Foundation
 
 log = logging.getLogger(__name__)

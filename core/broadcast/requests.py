@@ -11,23 +11,18 @@ import asyncio
 import hmac
 import time
 from itertools import islice
-from typing import Any, AsyncIterator, Iterator, Protocol
+from typing import Any, AsyncIterator, Iterator
 
 import orjson
 
-from core.broadcast.patterns import ChannelFilter, valid_patterns
-from core.envelope import Envelope
-from core.foundation import CommandError, Foundation
+from core.contracts.patterns import ChannelFilter, valid_patterns
+from core.contracts.envelope import Envelope
+from core.contracts.component import CommandError
+from core.contracts.history import History
+from core.foundation import Foundation
 
 READ_ACTIONS = frozenset({"replay", "snapshot", "ping", "health", "subscribe", "unsubscribe"})
 HISTORY_BATCH = 2000  # envelopes read from disk per trip to the worker thread
-
-
-class History(Protocol):
-    """Older events than the memory ring holds (the recorder provides this)."""
-
-    def read_range(self, first_seq: int, last_seq: int) -> Iterator[Envelope]:
-        """Envelopes with first_seq <= seq <= last_seq that are on disk, in seq order."""
 
 
 def error_reply(code: str, message: str) -> dict[str, Any]:

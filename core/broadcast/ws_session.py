@@ -27,9 +27,9 @@ from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from core.broadcast.patterns import ChannelFilter
+from core.contracts.patterns import ChannelFilter
 from core.broadcast.requests import READ_ACTIONS, Requests, error_reply, parse_request, parse_stream, with_id
-from core.envelope import Envelope
+from core.contracts.envelope import Envelope
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,10 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import recv_monitor_message
 
-from core.broadcast.patterns import ChannelFilter
+from core.contracts.patterns import ChannelFilter
 from core.broadcast.requests import Requests, error_reply, parse_request, parse_stream, with_id
 from core.config import ConfigError
-from core.envelope import Envelope, now_ms
+from core.contracts.envelope import Envelope, now_ms
 from core.foundation import Foundation
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ from core.bus import EventBus
 from core.chrome.devtools import browser_version
 from core.chrome.profile import PROFILE_IN_USE_EXIT, ProfileInUse, claim_profile, lock_holder
 from core.config import Settings
-from core.envelope import Envelope
-from core.foundation import CommandError
-from core.sources.base import backoff_delay
+from core.contracts.envelope import Envelope
+from core.contracts.component import CommandError
+from core.supervisor import backoff_delay
 
 log = logging.getLogger(__name__)
 

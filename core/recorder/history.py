@@ -14,8 +14,8 @@ from typing import Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.envelope import Envelope
-from core.recorder.layout import closed_files, first_seq_of, wal_segments
+from core.contracts.envelope import Envelope
+from core.contracts.recordings import closed_files, first_seq_of, wal_segments
 from core.recorder.schema import envelopes_from_table
 from core.recorder.wal import read_wal
 

@@ -12,10 +12,11 @@ import logging
 from collections import deque
 from typing import Any
 
-from core.envelope import Envelope, now_ms
-from core.foundation import CommandError, Foundation
+from core.contracts.envelope import Envelope, now_ms
+from core.contracts.component import CommandError
+from core.foundation import Foundation
 from core.recorder.history import RecordingHistory
-from core.recorder.layout import recordings_dir
+from core.contracts.recordings import recordings_dir
 from core.recorder.writer import CLOSE, Item, RecordingWriter
 
 log = logging.getLogger(__name__)

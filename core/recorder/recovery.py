@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 
 from core.recorder.history import overlapping, recorded_seqs
-from core.recorder.layout import SegmentPaths, closed_files, fsync_dir, partial_files, stem_for, wal_segments
-from core.recorder.segment import ParquetSink
+from core.contracts.recordings import SegmentPaths, closed_files, partial_files, stem_for, wal_segments
+from core.recorder.segment import ParquetSink, fsync_dir
 from core.recorder.wal import read_wal
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import orjson
 import pyarrow as pa
 
-from core.envelope import Envelope
+from core.contracts.envelope import Envelope
 
 SCHEMA_VERSION = 1
 SCHEMA_VERSION_KEY = b"vectra.schema_version"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from core.envelope import Envelope
-from core.recorder.layout import SegmentPaths, fsync_dir, stem_for
+from core.contracts.envelope import Envelope
+from core.contracts.recordings import SegmentPaths, stem_for
 from core.recorder.schema import SCHEMA, to_table
 from core.recorder.wal import WalWriter
 
@@ -104,3 +104,12 @@ class Segment:
     def abandon(self) -> None:
         self.wal.abandon()
         self.parquet.abandon()
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink inside `folder` survive a power cut."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

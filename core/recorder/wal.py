@@ -14,7 +14,7 @@ from typing import Iterator
 
 import orjson
 
-from core.envelope import Envelope
+from core.contracts.envelope import Envelope
 
 log = logging.getLogger(__name__)
 

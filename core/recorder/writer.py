@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.config import Settings
-from core.envelope import Envelope
+from core.contracts.envelope import Envelope
 from core.recorder.recovery import recover
 from core.recorder.segment import HOUR_MS, Segment
 

@@ -38,9 +38,10 @@ import websocket
 from core.chrome.devtools import DevToolsError, browser_version, close_page, list_pages, open_page
 from core.chrome.manager import ChromeManager, chrome_command
 from core.config import Settings
-from core.envelope import now_ms
+from core.contracts.envelope import now_ms
 from core.framing import EIO_MESSAGE, FrameError, split_engineio
-from core.sources.base import FeedSink, FeedSource, backoff_delay
+from core.contracts.feed import FeedSink, FeedSource
+from core.supervisor import backoff_delay
 
 if TYPE_CHECKING:
     from core.foundation import Foundation

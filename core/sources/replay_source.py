@@ -19,10 +19,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.config import Settings
-from core.envelope import now_ms
-from core.framing import FeedEvent
-from core.recorder.layout import closed_files
-from core.sources.base import FeedSink, FeedSource
+from core.contracts.envelope import now_ms
+from core.contracts.feed import FeedEvent
+from core.contracts.recordings import closed_files
+from core.contracts.feed import FeedSink, FeedSource
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ from typing import Callable
 import socketio
 
 from core.config import Settings
-from core.envelope import now_ms
-from core.sources.base import FeedSink, FeedSource, backoff_delay
+from core.contracts.envelope import now_ms
+from core.contracts.feed import FeedSink, FeedSource
+from core.supervisor import backoff_delay
 
 log = logging.getLogger(__name__)
 

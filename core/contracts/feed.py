@@ -1,4 +1,5 @@
-"""The interface every feed source implements, and the sink it reports to.
+"""What a feed is made of, as every layer sees it: the decoded event, the draft the normalizer makes
+of it, the interface every source implements and the sink it reports to.
 
 A source only moves frames: it connects, reconnects and tells how that is going. Decoding,
 deduplication, normalization and sequencing happen once, in the core, whatever the source
@@ -7,13 +8,30 @@ deduplication, normalization and sequencing happen once, in the core, whatever t
 
 from __future__ import annotations
 
-import random
 from abc import ABC, abstractmethod
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from core.framing import FeedEvent
 
-STATES = ("connecting", "connected", "disconnected", "reconnecting", "failed")
+@dataclass(slots=True)
+class FeedEvent:
+    """One Socket.IO event, unwrapped: name, payload (the last argument) and the trace, if any."""
+
+    name: str
+    payload: Any
+    trace: dict[str, Any] | None = None
+    extra_args: list[Any] = field(default_factory=list)
+    ack_id: int | None = None
+    namespace: str = "/"
+
+
+@dataclass(slots=True)
+class Draft:
+    """An event before the bus gives it a sequence number and a timestamp."""
+
+    type: str
+    gameId: str | None
+    data: dict[str, Any]
 
 
 class FeedSink(Protocol):
@@ -56,9 +74,3 @@ class FeedSource(ABC):
     @abstractmethod
     def reconnect_now(self) -> None:
         """Drop the current connection and connect again at once (operator's request)."""
-
-
-def backoff_delay(attempt: int, initial: float, cap: float) -> float:
-    """Exponential backoff with jitter over the upper half, so many clients do not stampede."""
-    ceiling = min(cap, initial * (2 ** max(0, attempt - 1)))
-    return ceiling * (0.5 + random.random() / 2)

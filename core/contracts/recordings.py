@@ -13,7 +13,6 @@ suffix keeps it out of `*.parquet` globs (DuckDB, Polars): pointing any reader a
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,12 +93,3 @@ def partial_files(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     return list(root.glob(f"*/.{PREFIX}*{PARTIAL}"))
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or unlink inside `folder` survive a power cut."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,4 +1,4 @@
-"""`vectra sim`: the command-line face of the simulator, shared by the main CLI and `python -m core.sim`."""
+"""`vectra sim`: the command-line face of the simulator."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ def add_recorder_parsers(subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from core.cli import overrides
+    from vectra_cli.main import overrides
     from core.config import load_settings
     from core.runtime import run_daemon, setup_logging
 

@@ -7,7 +7,6 @@ Models allow extra fields: the contract only ever grows.
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,17 +17,6 @@ SourceName = Literal["socketio", "cdp", "replay"]
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
-
-
-class EnvelopeModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    v: Literal[1]
-    seq: int = Field(ge=1)
-    type: str
-    timestamp: int
-    gameId: str | None
-    source: SourceName
-    data: dict[str, Any]
 
 
 class Skipped(BaseModel):
@@ -174,13 +162,3 @@ PASSTHROUGH_EVENTS: dict[str, str] = {
     "currentSidebet": "sidebet.placed",
     "currentSidebetResult": "sidebet.result",
 }
-
-
-def model_for(channel: str) -> type[BaseModel] | None:
-    if channel in CHANNELS:
-        return CHANNELS[channel]
-    for pattern, model in CHANNELS.items():
-        if "*" in pattern and fnmatchcase(channel, pattern):
-            return model
-    return None
-

@@ -112,9 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     attach = sub.add_parser("attach", parents=[common], help="open the console for a running daemon (over its /ws)")
     attach.add_argument("url", nargs="?", default=None, metavar="URL", help="the daemon's WebSocket (default: ws://HTTP_HOST:HTTP_PORT/ws)")
     attach.set_defaults(settings_command=_attach)
-    from core.sim.cli import add_sim_parser
-    from core.recorder.cli import add_recorder_parsers
-    from core.chrome.cli import add_chrome_parser
+    from vectra_cli.sim import add_sim_parser
+    from vectra_cli.record import add_recorder_parsers
+    from vectra_cli.chrome import add_chrome_parser
 
     add_sim_parser(sub)
     add_recorder_parsers(sub, common)

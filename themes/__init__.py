@@ -1,7 +1,7 @@
 """The console's themes, registered here and nowhere else.
 
-Each theme is a stylesheet `themes/<name>.tcss` at the repository root (found relative to this
-package, which is how an editable install runs) whose rules are scoped to the app class
+Each theme is a stylesheet `themes/<name>.tcss` beside this module (package data, so a wheel install
+has them too) whose rules are scoped to the app class
 `-vectra-<name>`. All of them are loaded at start, so switching theme is a class change, not a reload.
 Each also names the built-in Textual theme that colours the stock widgets (footer, input) to match.
 """
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-THEMES_DIR = Path(__file__).resolve().parent.parent / "themes"
-LAYOUT = Path(__file__).resolve().parent / "console.tcss"
+THEMES_DIR = Path(__file__).resolve().parent
 
 THEMES: dict[str, str] = {
     "dark": "textual-dark",
@@ -25,11 +24,11 @@ class UnknownTheme(ValueError):
 
 
 def stylesheets() -> list[Path]:
-    """The layout first, then every theme (each scoped to its own class, so they never clash)."""
+    """Every theme's stylesheet (each scoped to its own class, so they never clash)."""
     missing = [name for name in THEMES if not (THEMES_DIR / f"{name}.tcss").is_file()]
     if missing:
         raise FileNotFoundError(f"theme files missing in {THEMES_DIR}: {', '.join(missing)}")
-    return [LAYOUT, *(THEMES_DIR / f"{name}.tcss" for name in THEMES)]
+    return [THEMES_DIR / f"{name}.tcss" for name in THEMES]
 
 
 def checked(name: str) -> str:

@@ -11,7 +11,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from core.envelope import Envelope
+from core.contracts.envelope import Envelope
 from vectra_tui.view import (
     ChromeView,
     ConnectionView,

@@ -1,0 +1,1 @@
+"""The `vectra` command line: the top of the import graph. No other package imports it."""

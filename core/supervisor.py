@@ -60,8 +60,8 @@ class ChangeGate:
     """Lets a state through only when it differs from the last one let through, so a status is
     published once per change however often the code that knows it repeats it."""
 
-    def __init__(self) -> None:
-        self.last: Hashable | None = None
+    def __init__(self, shown: Hashable | None = None) -> None:
+        self.last = shown
 
     def changed(self, state: Hashable) -> bool:
         if state == self.last:

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Hashable, Protocol
 
+from core.config import Settings
+
 # The states a supervised link goes through; they are `connection.status` states (docs/PROTOCOL.md).
 CONNECTING, RECONNECTING, FAILED, CONNECTED, DISCONNECTED = (
     "connecting", "reconnecting", "failed", "connected", "disconnected",
@@ -56,6 +58,24 @@ class Transition:
     retry_in_s: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How a link is retried: the backoff's first step and cap, how long a peer may stay silent before
+    it counts as dead (None: the link's own hold decides), how long a link must hold for its backoff to
+    start over, and whether a lost link pauses (jittered, like a first failure) before the next try."""
+
+    initial_s: float
+    max_s: float
+    stale_after_s: float | None = None
+    stable_after_s: float = 0.0
+    pause_after_loss: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **choices) -> "Policy":
+        """The operator's reconnect settings (`VECTRA_RECONNECT_INITIAL_S`, `VECTRA_RECONNECT_MAX_S`)."""
+        return cls(settings.reconnect_initial_s, settings.reconnect_max_s, **choices)
+
+
 class ChangeGate:
     """Lets a state through only when it differs from the last one let through, so a status is
     published once per change however often the code that knows it repeats it."""
@@ -74,33 +94,22 @@ class Supervisor:
     """Keeps one `Link` up forever; every step goes to `on_change` as a `Transition`.
 
     `attempt` counts tries since the link last held: after a failed try the next waits
-    `backoff_delay(attempt)`; a link that held `stable_after_s` starts counting afresh. A lost link is
-    tried again after a short jittered pause (`pause_after_loss`), or at once when `wake` ended it.
-    Exceptions of the `retry_on` types end an attempt or a hold; any other is a bug and propagates.
+    `backoff_delay(attempt)`; a link that held `policy.stable_after_s` starts counting afresh. A lost
+    link is tried again after a short jittered pause (`policy.pause_after_loss`), or at once when
+    `wake` ended it. Exceptions of the `retry_on` types end an attempt or a hold; any other is a bug
+    and propagates.
     """
 
     def __init__(
         self,
         link: Link,
         on_change: Callable[[Transition], None],
-        *,
-        initial_s: float,
-        max_s: float,
-        stale_after_s: float | None = None,
-        stable_after_s: float = 0.0,
-        pause_after_loss: bool = True,
+        policy: Policy,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         describe: Callable[[BaseException], str] = lambda exc: str(exc) or type(exc).__name__,
     ) -> None:
-        self.link = link
-        self.on_change = on_change
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self.stale_after_s = stale_after_s
-        self.stable_after_s = stable_after_s
-        self.pause_after_loss = pause_after_loss
-        self.retry_on = retry_on
-        self.describe = describe
+        self.link, self.on_change, self.policy = link, on_change, policy
+        self.retry_on, self.describe = retry_on, describe
         self._ended = asyncio.Event()  # the hold must end: dropped or woken
         self._woken = asyncio.Event()  # the operator asked: the backoff must end too
         self._end_reason: str | None = None
@@ -157,15 +166,14 @@ class Supervisor:
             finally:
                 await self.link.close()
             held = attempt
-            if time.monotonic() - up_since >= self.stable_after_s:
+            if time.monotonic() - up_since >= self.policy.stable_after_s:
                 attempt = 0
-            at_once = self._at_once or not self.pause_after_loss
-            delay = 0.0 if at_once else self._delay(max(1, attempt))
+            delay = self._delay(max(1, attempt)) if self.policy.pause_after_loss else 0.0
             self.on_change(Transition(DISCONNECTED, held, reason, delay))
             await self._pause(delay)
 
     def _delay(self, attempt: int) -> float:
-        return 0.0 if self._at_once else backoff_delay(attempt, self.initial_s, self.max_s)
+        return 0.0 if self._at_once else backoff_delay(attempt, self.policy.initial_s, self.policy.max_s)
 
     async def _hold(self) -> str:
         """The link's own hold, raced against `drop`/`wake` and against the silence watchdog."""
@@ -174,16 +182,15 @@ class Supervisor:
         ended = asyncio.create_task(self._ended.wait())
         try:
             while True:
-                timeout = None
-                if self.stale_after_s is not None:
-                    timeout = max(0.05, self.stale_after_s - (time.monotonic() - self._heard_at))
+                stale_after = self.policy.stale_after_s
+                timeout = None if stale_after is None else max(0.05, stale_after - (time.monotonic() - self._heard_at))
                 done, _ = await asyncio.wait({holding, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if holding in done:
                     return holding.result()
                 if ended in done:
                     return self._end_reason or "connection lost"
-                if time.monotonic() - self._heard_at >= self.stale_after_s:
-                    return f"no frame for {self.stale_after_s:g} s"
+                if time.monotonic() - self._heard_at >= stale_after:
+                    return f"no frame for {stale_after:g} s"
         finally:
             for task in (holding, ended):
                 task.cancel()

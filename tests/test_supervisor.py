@@ -10,7 +10,7 @@ from typing import AsyncIterator, Callable
 
 import pytest
 
-from core.supervisor import Supervisor, Transition
+from core.supervisor import Policy, Supervisor, Transition
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.timeout(30)
@@ -91,8 +91,7 @@ async def say_goodbye(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 @contextlib.asynccontextmanager
 async def supervised(link: LineLink, **options) -> AsyncIterator[list[Transition]]:
     steps: list[Transition] = []
-    options = {"initial_s": 0.05, "max_s": 0.2, **options}
-    link.supervisor = Supervisor(link, steps.append, **options)
+    link.supervisor = Supervisor(link, steps.append, Policy(**{"initial_s": 0.05, "max_s": 0.2, **options}))
     task = asyncio.create_task(link.supervisor.run())
     try:
         yield steps
@@ -113,11 +112,17 @@ def states(steps: list[Transition]) -> list[str]:
     return [step.state for step in steps]
 
 
-async def test_a_silent_peer_is_declared_dead_and_connected_to_again():
-    async with Server(talk_then_fall_silent) as server:
+async def run_until(handle: Callable, enough: Callable[[list[str]], bool], **options) -> tuple[list[Transition], Server]:
+    """Supervise a link to a server that handles each connection with `handle`, until `enough` states."""
+    async with Server(handle) as server:
         link = LineLink(server.port)
-        async with supervised(link, stale_after_s=0.3) as steps:
-            await until(lambda: states(steps).count("connected") >= 2, "a second connection")
+        async with supervised(link, **options) as steps:
+            await until(lambda: enough(states(steps)), f"enough states with {handle.__name__}")
+    return steps, server
+
+
+async def test_a_silent_peer_is_declared_dead_and_connected_to_again():
+    steps, server = await run_until(talk_then_fall_silent, lambda seen: seen.count("connected") >= 2, stale_after_s=0.3)
     dropped = [step for step in steps if step.state == "disconnected"]
     assert dropped[0].reason == "no frame for 0.3 s"
     assert states(steps)[:4] == ["connecting", "connected", "disconnected", "reconnecting"]
@@ -171,10 +176,7 @@ async def test_an_operators_wake_drops_a_live_connection_and_reconnects_at_once(
 
 
 async def test_a_server_goodbye_leads_to_a_reconnect_after_a_short_pause():
-    async with Server(say_goodbye) as server:
-        link = LineLink(server.port)
-        async with supervised(link) as steps:
-            await until(lambda: states(steps).count("connected") >= 3, "three connections")
+    steps, _ = await run_until(say_goodbye, lambda seen: seen.count("connected") >= 3)
     dropped = [step for step in steps if step.state == "disconnected"]
     assert dropped[0].reason == "server closed the connection" and dropped[0].attempt == 1
     assert 0 < dropped[0].retry_in_s <= 0.05
@@ -202,9 +204,6 @@ async def test_cancelling_during_a_hold_closes_the_link():
 
 
 async def test_a_link_held_long_enough_starts_its_backoff_over_and_a_short_one_does_not():
-    async with Server(say_goodbye) as server:
-        link = LineLink(server.port)
-        async with supervised(link, stable_after_s=3600) as steps:
-            await until(lambda: states(steps).count("disconnected") >= 3, "three short-lived connections")
+    steps, _ = await run_until(say_goodbye, lambda seen: seen.count("disconnected") >= 3, stable_after_s=3600)
     dropped = [step for step in steps if step.state == "disconnected"]
     assert [step.attempt for step in dropped[:3]] == [1, 2, 3], "a flapping peer keeps counting"

@@ -23,7 +23,7 @@ import websockets
 
 from core.broadcast.requests import error_reply
 from core.contracts.envelope import Envelope, now_ms
-from core.supervisor import Supervisor, Transition
+from core.supervisor import Policy, Supervisor, Transition
 from vectra_tui.digest import EventDigest
 from vectra_tui.health_view import console_snapshot
 from vectra_tui.view import ConsoleSnapshot
@@ -52,10 +52,7 @@ class RemoteFoundation:
         self._pending: deque[asyncio.Future] = deque()
         self._task: asyncio.Task | None = None
         self.supervisor = Supervisor(
-            self,
-            self._show,
-            initial_s=RETRY_INITIAL_S,
-            max_s=RETRY_MAX_S,
+            self, self._show, Policy(RETRY_INITIAL_S, RETRY_MAX_S),
             retry_on=(OSError, asyncio.TimeoutError, websockets.WebSocketException),
         )
 

@@ -25,7 +25,7 @@ from core.chrome.profile import PROFILE_IN_USE_EXIT, ProfileInUse, claim_profile
 from core.config import Settings
 from core.contracts.envelope import Envelope
 from core.contracts.component import CommandError
-from core.supervisor import DISCONNECTED, FAILED, ChangeGate, Supervisor, Transition
+from core.supervisor import DISCONNECTED, FAILED, ChangeGate, Policy, Supervisor, Transition
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +130,8 @@ class ChromeManager:
         self._process: subprocess.Popen | None = None
         self._task: asyncio.Task | None = None
         self._shown = ChangeGate((self.state, self.reason, self.pid))
-        self.supervisor = Supervisor(
-            self,
-            self._show,
-            initial_s=settings.reconnect_initial_s,
-            max_s=settings.reconnect_max_s,
-            stable_after_s=STABLE_AFTER_S,
-            retry_on=(ChromeError, ProfileInUse, OSError),
-        )
+        policy = Policy.from_settings(settings, stable_after_s=STABLE_AFTER_S)
+        self.supervisor = Supervisor(self, self._show, policy, retry_on=(ChromeError, ProfileInUse, OSError))
 
     # --- what the outside sees ------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from core.config import Settings
 from core.contracts.envelope import now_ms
 from core.framing import EIO_MESSAGE, FrameError, decode_polling_payload, split_engineio
 from core.contracts.feed import FeedSink, FeedSource
-from core.supervisor import CONNECTED, DISCONNECTED, ChangeGate, Supervisor, Transition
+from core.supervisor import CONNECTED, DISCONNECTED, ChangeGate, Policy, Supervisor, Transition
 
 if TYPE_CHECKING:
     from core.foundation import Foundation
@@ -150,14 +150,8 @@ class CdpSource(FeedSource):
         # A lost tab is attached to again at once (the next attempt opens a fresh one if needed); only
         # a failed attachment backs off. `connected` and the end of an attachment are told by the
         # source itself: attaching to a tab is not yet having the game socket.
-        self.supervisor = Supervisor(
-            self,
-            self._show,
-            initial_s=settings.reconnect_initial_s,
-            max_s=settings.reconnect_max_s,
-            pause_after_loss=False,
-            retry_on=(CdpUnavailable, TabGone, DevToolsError),
-        )
+        policy = Policy.from_settings(settings, pause_after_loss=False)
+        self.supervisor = Supervisor(self, self._show, policy, retry_on=(CdpUnavailable, TabGone, DevToolsError))
 
     def reconnect_now(self) -> None:
         self.supervisor.wake()

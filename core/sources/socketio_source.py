@@ -15,7 +15,7 @@ from core.config import Settings
 from core.contracts.envelope import now_ms
 from core.contracts.feed import FeedSink, FeedSource
 from core.sources.socketio_tap import FrameTap
-from core.supervisor import Supervisor, Transition
+from core.supervisor import Policy, Supervisor, Transition
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,8 @@ class SocketIOSource(FeedSource):
         self.settings = settings
         self.url = settings.feed_url
         self._client: FrameTap | None = None
-        self.supervisor = Supervisor(
-            self,
-            self._show,
-            initial_s=settings.reconnect_initial_s,
-            max_s=settings.reconnect_max_s,
-            stale_after_s=settings.stale_after_s,
-            describe=_describe,
-        )
+        policy = Policy.from_settings(settings, stale_after_s=settings.stale_after_s)
+        self.supervisor = Supervisor(self, self._show, policy, describe=_describe)
 
     def _show(self, step: Transition) -> None:
         self.report(step.state, step.attempt, step.reason)

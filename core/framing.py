@@ -6,7 +6,8 @@ own decoder would swallow a malformed frame with a log line; a feed handler must
 
 Socket.IO packet text: ``<type>[<attachments>-][<namespace>,][<ack id>][<JSON>]``.
 Engine.IO frame text (what a browser's WebSocket carries): ``<eio type><payload>``; ``4`` is a
-message whose payload is one Socket.IO packet.
+message whose payload is one Socket.IO packet. An Engine.IO v4 long-polling response carries several
+such packets separated by ``\x1e``, binary ones as ``b<base64>``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ PACKET_KINDS = {
 }
 
 EIO_OPEN, EIO_CLOSE, EIO_PING, EIO_PONG, EIO_MESSAGE, EIO_UPGRADE, EIO_NOOP = "0123456"
+EIO_PACKET_SEPARATOR = "\x1e"  # between the packets of one long-polling payload
 
 
 class FrameError(Exception):
@@ -55,6 +57,22 @@ def split_engineio(frame: str) -> tuple[str, str]:
     if not frame or frame[0] not in "0123456":
         raise FrameError("bad_engineio_frame", f"not an Engine.IO frame: {frame[:40]!r}")
     return frame[0], frame[1:]
+
+
+def decode_polling_payload(body: str) -> list[str | bytes]:
+    """The Engine.IO packets of one long-polling response body, in order: text packets as they are
+    (for `split_engineio`), binary attachments decoded to bytes. A binary packet that is not base64
+    stays text, so `split_engineio` rejects it and the core reports it, raw, with the rest intact."""
+    packets: list[str | bytes] = []
+    for packet in body.split(EIO_PACKET_SEPARATOR):
+        if packet.startswith("b"):
+            try:
+                packets.append(base64.b64decode(packet[1:], validate=True))
+            except ValueError:
+                packets.append(packet)
+        elif packet:
+            packets.append(packet)
+    return packets
 
 
 ASCII_DIGITS = frozenset("0123456789")

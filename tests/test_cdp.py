@@ -28,7 +28,7 @@ from core.contracts.envelope import Envelope
 from core.foundation import Foundation
 from core.contracts.feed import FeedEvent
 from core.runtime import build_foundation
-from core.sources.cdp_source import QuietTab
+from core.chrome.pychrome_tab import QuietTab
 from tests.conftest import free_port
 from tests.processes import SimProcess
 from tests.test_chrome import no_browser_outlives_the_test  # noqa: F401 - autouse fixture

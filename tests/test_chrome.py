@@ -25,7 +25,8 @@ from core.contracts.envelope import Envelope
 from core.contracts.component import CommandError
 from core.foundation import Foundation
 from core.seqstore import SeqStore
-from core.sources.cdp_source import QuietTab, add_cdp_source
+from core.chrome.pychrome_tab import QuietTab
+from core.sources.cdp_source import add_cdp_source
 from tests.conftest import free_port
 from tests.processes import REPO, SimProcess
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.framing import FrameError, PacketDecoder, split_engineio, unwrap_event
+from core.framing import FrameError, PacketDecoder, decode_polling_payload, split_engineio, unwrap_event
 from core.normalizer import Normalizer
 
 LIMIT = 1024 * 1024
@@ -53,6 +53,25 @@ def test_engineio_split():
     assert split_engineio("3probe") == ("3", "probe")
     with pytest.raises(FrameError):
         split_engineio("x")
+
+
+def test_polling_payload_splits_into_engineio_packets_in_order_with_binary_decoded():
+    attachment = b"\x00\x01\xff"
+    body = "\x1e".join(['0{"sid":"abc"}', '451-["upload",{"_placeholder":true,"num":0}]',
+                        "b" + base64.b64encode(attachment).decode(), "2", '42["x",{}]'])
+    packets = decode_polling_payload(body)
+    assert packets == ['0{"sid":"abc"}', '451-["upload",{"_placeholder":true,"num":0}]', attachment, "2", '42["x",{}]']
+    decoder = PacketDecoder(LIMIT)
+    assert decoder.feed(split_engineio(packets[1])[1]) is None
+    assert unwrap_event(decoder.feed(packets[2])).payload == {"_binary": base64.b64encode(attachment).decode()}
+
+
+def test_polling_payload_keeps_a_bad_binary_packet_as_text_so_it_is_reported():
+    packets = decode_polling_payload('42["a",1]\x1ebnot base64!\x1e42["b",2]')
+    assert packets == ['42["a",1]', "bnot base64!", '42["b",2]']
+    with pytest.raises(FrameError):
+        split_engineio(packets[1])
+    assert decode_polling_payload("") == []
 
 
 @pytest.mark.parametrize(

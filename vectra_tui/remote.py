@@ -5,7 +5,8 @@ the rates), a `health` request once a second (for the rest), and the operator's 
 daemon answers requests in order, one reply each, so command replies are matched to commands
 first-in first-out; events are told apart by their envelope fields, and the replies to the
 console's own requests by their type. When the daemon cannot be reached the
-console keeps its last picture, says so, and keeps retrying.
+console keeps its last picture, says so, and keeps retrying (the `Supervisor` keeps the connection
+up: this port is its `Link`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import websockets
 
 from core.broadcast.requests import error_reply
 from core.contracts.envelope import Envelope, now_ms
-from core.supervisor import backoff_delay
+from core.supervisor import Policy, Supervisor, Transition
 from vectra_tui.digest import EventDigest
 from vectra_tui.health_view import console_snapshot
 from vectra_tui.view import ConsoleSnapshot
@@ -47,11 +48,16 @@ class RemoteFoundation:
         self._health: dict[str, Any] = {}
         self._unreachable: str | None = f"connecting to {url}"
         self._socket: websockets.ClientConnection | None = None
+        self._connection: websockets.ClientConnection | None = None
         self._pending: deque[asyncio.Future] = deque()
         self._task: asyncio.Task | None = None
+        self.supervisor = Supervisor(
+            self, self._show, Policy(RETRY_INITIAL_S, RETRY_MAX_S),
+            retry_on=(OSError, asyncio.TimeoutError, websockets.WebSocketException),
+        )
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._stay_connected(), name="attach")
+        self._task = asyncio.create_task(self.supervisor.run(), name="attach")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -83,24 +89,30 @@ class RemoteFoundation:
 
     # --- the connection -------------------------------------------------------------------------
 
-    async def _stay_connected(self) -> None:
-        attempt = 0
+    async def open(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
-        while True:
-            try:
-                async with websockets.connect(
-                    self.url, additional_headers=headers, max_size=MAX_MESSAGE_BYTES, open_timeout=5
-                ) as socket:
-                    attempt = 0
-                    await self._attached(socket)
-                    reason = f"closed the connection ({socket.close_code}: {socket.close_reason or 'no reason'})"
-            except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
-                reason = str(exc) or type(exc).__name__
-            attempt += 1
-            delay = backoff_delay(attempt, RETRY_INITIAL_S, RETRY_MAX_S)
-            self._unreachable = f"daemon unreachable, retrying in {delay:.1f} s: {self.url} {reason}"
-            log.warning("%s", self._unreachable)
-            await asyncio.sleep(delay)
+        self._connection = await websockets.connect(
+            self.url, additional_headers=headers, max_size=MAX_MESSAGE_BYTES, open_timeout=5
+        )
+
+    async def hold(self) -> str:
+        socket = self._connection
+        assert socket is not None, "hold without a connection"
+        await self._attached(socket)
+        return f"closed the connection ({socket.close_code}: {socket.close_reason or 'no reason'})"
+
+    async def close(self) -> None:
+        socket, self._connection = self._connection, None
+        if socket is not None:
+            with contextlib.suppress(OSError, websockets.WebSocketException):
+                await socket.close()
+
+    def _show(self, step: Transition) -> None:
+        """Only the ends matter here: the console shows the daemon unreachable until it answers again."""
+        if step.retry_in_s is None:
+            return
+        self._unreachable = f"daemon unreachable, retrying in {step.retry_in_s:.1f} s: {self.url} {step.reason}"
+        log.warning("%s", self._unreachable)
 
     async def _attached(self, socket: websockets.ClientConnection) -> None:
         self._socket = socket

@@ -3,7 +3,8 @@
 The feed that matters most only flows to a browser logged in with the bot's wallet, so that browser is
 part of Vectra: found on the CDP port (attached, never killed) or started by Vectra itself on the
 dedicated profile (never the system's default one, where Chrome ignores remote debugging), watched,
-and started again with backoff when it dies. Every change of state goes out on `chrome.status`.
+and started again with backoff when it dies (the `Supervisor` keeps it up: the manager is its `Link`).
+Every change of state goes out on `chrome.status`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from core.chrome.profile import PROFILE_IN_USE_EXIT, ProfileInUse, claim_profile
 from core.config import Settings
 from core.contracts.envelope import Envelope
 from core.contracts.component import CommandError
-from core.supervisor import backoff_delay
+from core.supervisor import DISCONNECTED, FAILED, ChangeGate, Policy, Supervisor, Transition
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ STATES = ("stopped", "launching", "running", "attached", "crashed")
 LAUNCH_TIMEOUT_S = 20.0
 POLL_S = 0.25
 ATTACHED_POLL_S = 2.0
-STABLE_AFTER_S = 60.0
+STABLE_AFTER_S = 60.0  # a browser that lived this long crashed afresh: its backoff starts over
+RELAUNCH_REQUESTED = "relaunch requested"
 TERMINATE_GRACE_S = 3.0
 STATUS_SOURCE = "cdp"
 # Quiet, offline-safe defaults: no first-run UI, no background traffic to Google's services.
@@ -127,7 +129,9 @@ class ChromeManager:
         self.launches = 0
         self._process: subprocess.Popen | None = None
         self._task: asyncio.Task | None = None
-        self._relaunch = asyncio.Event()
+        self._shown = ChangeGate((self.state, self.reason, self.pid))
+        policy = Policy.from_settings(settings, stable_after_s=STABLE_AFTER_S)
+        self.supervisor = Supervisor(self, self._show, policy, retry_on=(ChromeError, ProfileInUse, OSError))
 
     # --- what the outside sees ------------------------------------------------------------------
 
@@ -151,10 +155,19 @@ class ChromeManager:
         return {"chrome": self.status()}
 
     def _set(self, state: str, *, reason: str | None = None, pid: int | None = None) -> None:
-        if (state, reason, pid) == (self.state, self.reason, self.pid):
-            return
         self.state, self.reason, self.pid = state, reason, pid
-        self._publish()
+        if self._shown.changed((state, reason, pid)):
+            self._publish()
+
+    def _show(self, step: Transition) -> None:
+        """The supervisor's steps: launching and running are told by `ensure`, every end is a crash."""
+        if step.state == FAILED:
+            log.error("%s", step.reason)
+        elif step.state == DISCONNECTED:
+            log.warning("browser gone: %s", step.reason)
+        else:
+            return
+        self._set("crashed", reason=step.reason)
 
     def _publish(self) -> None:
         if self.bus is not None:
@@ -177,7 +190,7 @@ class ChromeManager:
     # --- life cycle (as a component) -------------------------------------------------------------
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._keep_alive(), name="chrome-manager")
+        self._task = asyncio.create_task(self.supervisor.run(), name="chrome-manager")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -189,13 +202,12 @@ class ChromeManager:
         self._set("stopped")
 
     async def relaunch(self) -> dict[str, Any]:
-        """Stop the browser Vectra started; the keep-alive loop starts it again at once."""
+        """Stop the browser Vectra started (the supervisor's `close`) and start it again at once."""
         if not self.owns_browser:
             raise ChromeError(
                 f"the browser on CDP port {self.settings.cdp_port} was not started by Vectra; it is left alone"
             )
-        self._relaunch.set()
-        await asyncio.to_thread(self._terminate_own)
+        self.supervisor.wake(RELAUNCH_REQUESTED)
         return self.status()
 
     # --- attach or launch -----------------------------------------------------------------------
@@ -268,39 +280,18 @@ class ChromeManager:
         except FileNotFoundError:
             pass
 
-    # --- keeping it alive -----------------------------------------------------------------------
+    # --- the supervisor's Link: attach or launch, watch, stop what is left -------------------------
 
-    async def _keep_alive(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                await self.ensure()
-            except (ChromeError, ProfileInUse, OSError) as exc:
-                attempt += 1
-                log.error("%s", exc)
-                self._set("crashed", reason=str(exc))
-                await asyncio.sleep(backoff_delay(attempt, self.settings.reconnect_initial_s, self.settings.reconnect_max_s))
-                continue
-            up_since = time.monotonic()
-            reason = await self._watch()
-            log.warning("browser gone: %s", reason)
-            self._set("crashed", reason=reason)
-            if self._relaunch.is_set():
-                self._relaunch.clear()
-                attempt = 0
-                continue
-            attempt = 1 if time.monotonic() - up_since > STABLE_AFTER_S else attempt + 1
-            await asyncio.sleep(backoff_delay(attempt, self.settings.reconnect_initial_s, self.settings.reconnect_max_s))
+    async def open(self) -> None:
+        await self.ensure()
 
-    async def _watch(self) -> str:
+    async def hold(self) -> str:
         """Wait until the browser is gone; say how it went."""
         process = self._process
         if process is not None:
             while (code := process.poll()) is None:
                 await asyncio.sleep(POLL_S)
             self._process = None
-            if self._relaunch.is_set():
-                return "relaunch requested"
             return f"browser exited with code {code}"
         misses = 0
         while misses < 2:
@@ -308,6 +299,11 @@ class ChromeManager:
             answered = await browser_version(self.settings.cdp_port, self.settings.cdp_call_timeout_s)
             misses = 0 if answered is not None else misses + 1
         return f"the attached browser stopped answering on port {self.settings.cdp_port}"
+
+    async def close(self) -> None:
+        """A browser of ours still running (a relaunch, a shutdown) is stopped before the next launch."""
+        if self.owns_browser:
+            await asyncio.to_thread(self._terminate_own)
 
 
 CHROME_OPS = ("status", "relaunch")

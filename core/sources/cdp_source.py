@@ -7,7 +7,8 @@ WebSocket instead of opening its own connection.
 pychrome is synchronous: its threads only stamp each DevTools event and hand it to the asyncio loop
 (`call_soon_threadsafe`); every DevTools call runs in a worker thread with a timeout. A pychrome
 `Tab` dies silently (its receive thread ends, its status stays "started") and cannot be restarted,
-so each attachment builds a fresh `Tab` from `/json/list` and the liveness of that thread is watched.
+so each attachment builds a fresh `Tab` from `/json/list` and the liveness of that thread is watched
+(`core.chrome.pychrome_tab`, the one place pychrome's internals are touched).
 
 A socket the page opened before Vectra attached is never announced (`webSocketCreated` happened
 before `Network.enable`); it shows up only through its frames. It is *adopted* (no page reload, so no
@@ -37,11 +38,12 @@ import websocket
 
 from core.chrome.devtools import DevToolsError, browser_version, close_page, list_pages, open_page
 from core.chrome.manager import ChromeManager, chrome_command
+from core.chrome.pychrome_tab import QuietTab
 from core.config import Settings
 from core.contracts.envelope import now_ms
-from core.framing import EIO_MESSAGE, FrameError, split_engineio
+from core.framing import EIO_MESSAGE, FrameError, decode_polling_payload, split_engineio
 from core.contracts.feed import FeedSink, FeedSource
-from core.supervisor import backoff_delay
+from core.supervisor import CONNECTED, DISCONNECTED, ChangeGate, Policy, Supervisor, Transition
 
 if TYPE_CHECKING:
     from core.foundation import Foundation
@@ -66,7 +68,6 @@ SOCKET_IO_PACKET_PREFIXES = ("40", "42", "43", "45", "46")  # connect, event, ac
 TEXT_OPCODE, BINARY_OPCODE = 1, 2
 LIVENESS_CHECK_S = 0.25
 POLLING_MARK = "transport=polling"
-EIO_PACKET_SEPARATOR = "\x1e"
 BLANK_PAGES = ("about:blank", "chrome://newtab/", "chrome://new-tab-page/")
 
 
@@ -76,43 +77,6 @@ class CdpUnavailable(Exception):
 
 class TabGone(Exception):
     """The DevTools session of the game tab ended."""
-
-
-class QuietTab(pychrome.Tab):
-    """A pychrome `Tab` that keeps up with a fast feed and ends quietly when the browser goes away.
-
-    pychrome opens its DevTools socket with websocket-client's default UTF-8 validation, a pure
-    Python loop over every byte of every message (about 2 ms per 7 KB tick frame), which left the
-    browser feed seconds behind at a few hundred frames per second; `json.loads` rejects bad UTF-8
-    anyway, so it is skipped here. pychrome also reads a socket closed by a dying browser as an
-    empty message and lets the `JSONDecodeError` kill its thread with a traceback; the thread
-    ending is the signal this source watches, so the traceback is only noise.
-    """
-
-    connect_timeout: float = 5.0
-
-    def start(self) -> bool:
-        if self._started:
-            return False
-        self._started = True
-        self.status = self.status_started
-        self._stopped.clear()
-        self._ws = websocket.create_connection(
-            self._websocket_url,
-            enable_multithread=True,
-            suppress_origin=True,
-            skip_utf8_validation=True,
-            timeout=self.connect_timeout,
-        )
-        self._recv_th.start()
-        self._handle_event_th.start()
-        return True
-
-    def _recv_loop(self) -> None:
-        try:
-            super()._recv_loop()
-        except ValueError:
-            self._stopped.set()
 
 
 class _Attachment:
@@ -145,7 +109,7 @@ class _Attachment:
     @property
     def alive(self) -> bool:
         # pychrome's only sign of a lost DevTools socket is its receive thread ending.
-        return not self._closed.is_set() and self._tab._recv_th.is_alive()
+        return not self._closed.is_set() and self._tab.receiving
 
     async def call(self, method: str, **params: Any) -> dict[str, Any]:
         """One DevTools call, off the loop, bounded by the call timeout."""
@@ -179,42 +143,44 @@ class CdpSource(FeedSource):
         self._polls: set[str] = set()
         self._browser_id: str | None = None
         self._last_frame = time.monotonic()
-        self._wake = asyncio.Event()
-        self._shown: tuple[str, str | None] | None = None
+        self._attachment: _Attachment | None = None
+        self._shown = ChangeGate()
         # pychrome logs a traceback for every lost DevTools socket; the source reports it itself.
         logging.getLogger("pychrome").setLevel(logging.CRITICAL + 1)
+        # A lost tab is attached to again at once (the next attempt opens a fresh one if needed); only
+        # a failed attachment backs off. `connected` and the end of an attachment are told by the
+        # source itself: attaching to a tab is not yet having the game socket.
+        policy = Policy.from_settings(settings, pause_after_loss=False)
+        self.supervisor = Supervisor(self, self._show, policy, retry_on=(CdpUnavailable, TabGone, DevToolsError))
 
     def reconnect_now(self) -> None:
-        self._wake.set()
+        self.supervisor.wake()
+
+    def _show(self, step: Transition) -> None:
+        if step.state not in (CONNECTED, DISCONNECTED):
+            self._status(step.state, step.attempt, step.reason)
 
     def _status(self, state: str, attempt: int = 0, reason: str | None = None) -> None:
-        if (state, reason) == self._shown:
-            return
-        self._shown = (state, reason)
-        self.report(state, attempt, reason)
-
-    # --- the attach / follow / reattach loop ----------------------------------------------------
+        if self._shown.changed((state, reason)):
+            self.report(state, attempt, reason)
 
     async def run(self) -> None:
-        attempt = 0
-        reason: str | None = None
-        while True:
-            attempt += 1
-            self._status("connecting" if reason is None else "reconnecting", attempt, reason)
-            try:
-                attachment = await self._attach()
-            except (CdpUnavailable, TabGone, DevToolsError) as exc:
-                reason = str(exc)
-                self._status("failed", attempt, reason)
-                await self._sleep(backoff_delay(attempt, self.settings.reconnect_initial_s, self.settings.reconnect_max_s))
-                continue
-            attempt = 0
-            try:
-                reason = await self._follow(attachment)
-            finally:
-                await asyncio.to_thread(attachment.close)
-            self._forget_sockets()
-            self._status("reconnecting", 0, reason)
+        await self.supervisor.run()
+
+    # --- the supervisor's Link: attach, follow, let go ------------------------------------------
+
+    async def open(self) -> None:
+        self._attachment = await self._attach()
+
+    async def hold(self) -> str:
+        assert self._attachment is not None, "hold without an attachment"
+        return await self._follow(self._attachment)
+
+    async def close(self) -> None:
+        attachment, self._attachment = self._attachment, None
+        if attachment is not None:
+            await asyncio.to_thread(attachment.close)
+        self._forget_sockets()
 
     async def _attach(self) -> _Attachment:
         port, timeout = self.settings.cdp_port, self.settings.cdp_call_timeout_s
@@ -263,7 +229,6 @@ class CdpSource(FeedSource):
     async def _follow(self, attachment: _Attachment) -> str:
         """Hand the game socket's frames to the core until the tab is gone; returns why."""
         self._last_frame = time.monotonic()
-        self._wake.clear()
         while True:
             try:
                 outcome = await self._step(attachment)
@@ -274,8 +239,6 @@ class CdpSource(FeedSource):
 
     async def _step(self, attachment: _Attachment) -> str | None:
         """Run the watchdog, then handle the next DevTools event (waiting for one at most a moment)."""
-        if self._wake.is_set():
-            return "reconnect requested"
         if not attachment.alive:
             return await self._why_gone()
         silence_s = self.settings.cdp_silence_reload_s
@@ -358,7 +321,7 @@ class CdpSource(FeedSource):
         if self.settings.cdp_socket_match in url:
             self._game_socket = request_id
             self.url = url
-            if self._shown is None or self._shown[0] != "connected":  # not yet connected by long-polling
+            if self._shown.last is None or self._shown.last[0] != CONNECTED:  # not yet connected by long-polling
                 self._status("connected", 0, None)
         else:
             self._other_sockets.add(request_id)
@@ -400,10 +363,10 @@ class CdpSource(FeedSource):
             body = base64.b64decode(body).decode("utf-8", "replace")
         if self._game_socket is None:
             self._status("connected", 0, "long-polling (before the page's WebSocket upgrade)")
-        for packet in body.split(EIO_PACKET_SEPARATOR):
-            if packet.startswith("b"):  # a binary attachment, base64 on a polling transport
-                self._deliver(base64.b64decode(packet[1:]), received_ms)
-            elif packet:
+        for packet in decode_polling_payload(body):
+            if isinstance(packet, bytes):
+                self._deliver(packet, received_ms)
+            else:
                 self._on_text(packet, received_ms)
 
     def _on_frame(self, response: dict[str, Any], received_ms: int) -> None:
@@ -432,14 +395,6 @@ class CdpSource(FeedSource):
     def _note_tab(self, url: str | None) -> None:
         if self.chrome is not None:
             self.chrome.note_tab(url)
-
-    async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
-        try:
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        except asyncio.TimeoutError:
-            pass
 
 
 def add_cdp_source(foundation: "Foundation", settings: Settings) -> CdpSource:

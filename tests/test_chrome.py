@@ -25,7 +25,8 @@ from core.contracts.envelope import Envelope
 from core.contracts.component import CommandError
 from core.foundation import Foundation
 from core.seqstore import SeqStore
-from core.sources.cdp_source import QuietTab, add_cdp_source
+from core.assembly import add_cdp_source
+from core.sources.cdp_source import QuietTab
 from tests.conftest import free_port
 from tests.processes import REPO, SimProcess
 
@@ -248,7 +249,7 @@ def test_without_a_browser_on_path_the_error_says_what_to_set(tmp_path):
 
 def test_username_status_on_the_browser_feed_marks_the_session_authenticated(tmp_path):
     foundation = Foundation(chrome_settings(tmp_path, source="cdp"))
-    add_cdp_source(foundation, foundation.settings)
+    add_cdp_source(foundation)
     recorder = Recorder()
     foundation.bus.subscribe(recorder)
     trace = {"__trace": True, "traceparent": "00-c37856d5e5c8910e2f87852550c88ff0-4cd4a0f578f1091c-01"}

@@ -29,6 +29,7 @@ from core.contracts.recordings import PREFIX, WAL, WAL_DIR, recordings_dir
 from core.foundation import Foundation
 from core.recorder.history import RecordingHistory
 from tests.conftest import free_port
+from tests.test_websocket import documented_exchanges
 from vectra_tui.remote import RemoteFoundation
 
 pytestmark = pytest.mark.timeout(60)
@@ -105,13 +106,13 @@ async def test_a_repeated_key_is_refused_and_runs_nothing_on_both_transports(tmp
 
 
 async def test_an_unknown_action_lists_the_same_commands_on_both_transports(tmp_path):
+    documented = next(replies[0] for _, request, replies in documented_exchanges() if request["action"] == "launch_rocket")
     async with both_transports(tmp_path) as (foundation, server, client, dealer):
-        on_ws = await ws_ask(client, '{"action": "launch_rockets"}')
-        on_zmq = await zmq_ask(dealer, '{"action": "launch_rockets"}')
-    assert on_ws == on_zmq
-    assert on_ws["data"]["code"] == "unknown_action"
+        on_ws = await ws_ask(client, '{"action": "launch_rocket"}')
+        on_zmq = await zmq_ask(dealer, '{"action": "launch_rocket"}')
+    assert on_ws == on_zmq == documented
     assert on_ws["data"]["message"] == (
-        "unknown action 'launch_rockets'; known: health, ping, reconnect, replay, snapshot, subscribe, unsubscribe"
+        "unknown action 'launch_rocket'; known: health, ping, reconnect, replay, snapshot, subscribe, unsubscribe"
     )
 
 

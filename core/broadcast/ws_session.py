@@ -32,7 +32,7 @@ from websockets.frames import CloseCode
 from core.broadcast.requests import Requests
 from core.contracts.envelope import Envelope
 from core.contracts.patterns import ChannelFilter
-from core.contracts.requests import RequestError, Subscribe, Unsubscribe, error_reply, with_id
+from core.contracts.requests import RequestError, Subscribe, Unsubscribe, error_reply, internal_error, with_id
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +209,7 @@ class WsSession:
                 self._reply(await self.requests.handle(request, authorized=self.authorized))
         except Exception:
             log.exception("command %r failed", request.action)
-            failed = error_reply("internal", f"{request.action!r} failed inside the foundation (logged)")
-            self._reply(with_id(request.id, failed))
+            self._reply(internal_error(request))
 
     def _subscribe(self, request: Subscribe) -> None:
         """Reply, queue the replay, widen the live filter: synchronous, so that no event can

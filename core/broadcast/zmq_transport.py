@@ -17,10 +17,10 @@ control message, on the same socket as the events and after them, so a subscribe
 events than `last_seq` says knows it lost some.
 
 ROUTER (`settings.zmq_router`): one JSON request per message (the last frame; frames before it, e.g. a
-REQ socket's empty delimiter, are echoed back), parsed by `Requests.parse`. `replay` streams one message
-per event then `replay.end`; everything else gets one reply from `Requests.handle`. Every reply queue is bounded
-(`zmq_router_hwm`); a replay whose reader stays that far behind for `REPLAY_STALL_S` is abandoned and the
-client asks again.
+REQ socket's empty delimiter, are echoed back), parsed by `Requests.parse`. `replay` streams one
+message per event then `replay.end`; everything else gets one reply from `Requests.handle`. Every reply
+queue is bounded (`zmq_router_hwm`); a replay whose reader stays that far behind for `REPLAY_STALL_S` is
+abandoned and the client asks again.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from core.broadcast.requests import Requests
 from core.config import ConfigError
 from core.contracts.envelope import Envelope
 from core.contracts.patterns import ChannelFilter
-from core.contracts.requests import Replay, Request, RequestError, error_reply, with_id
+from core.contracts.requests import Replay, Request, RequestError, error_reply, internal_error, with_id
 from core.foundation import Foundation
 
 log = logging.getLogger(__name__)
@@ -186,8 +186,7 @@ class ZmqTransport:
                 raise
             except Exception:
                 log.exception("ZeroMQ request %r failed", request.action)
-                failed = error_reply("internal", f"{request.action!r} failed inside the foundation (logged)")
-                await self._reply(route, orjson.dumps(with_id(request.id, failed)))
+                await self._reply(route, orjson.dumps(internal_error(request)))
         except ReplyAbandoned:
             self.replies_abandoned += 1
 

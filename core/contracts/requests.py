@@ -38,7 +38,7 @@ FIELD_RULES = {
     "from_seq": f"`from_seq` must be a non-negative integer (at most {MAX_SEQ})",
     "channels": f"`channels` must be a non-empty list of channel patterns (each 1 to {MAX_PATTERN_CHARS} characters)",
     "on": '"record" needs "on": true or false',
-    "op": 'unknown chrome op; known: "status", "relaunch"',
+    "op": '`op` must be "status" or "relaunch"',
     "id": "`id` must be a string or an integer",
     "token": "`token` must be a string",
 }
@@ -142,6 +142,11 @@ def with_id(request_id: str | int | None, reply: dict[str, Any]) -> dict[str, An
     return reply if request_id is None else {**reply, "id": request_id}
 
 
+def internal_error(request: Request) -> dict[str, Any]:
+    """The reply to a request that failed inside the foundation (the log has the traceback)."""
+    return with_id(request.id, error_reply("internal", f"{request.action!r} failed inside the foundation (logged)"))
+
+
 def unknown_action(action: str, served: Collection[str]) -> str:
     """The one wording of an unknown action, listing what this daemon answers, on every transport."""
     return f"unknown action {action!r}; known: {', '.join(sorted(served))}"
@@ -179,12 +184,19 @@ def validate_request(fields: object, served: Collection[str]) -> Request:
 
 
 def _explain(exc: ValidationError) -> str:
+    """Each wrong field's rule and what was given instead; a client fixes it without the docs."""
     problems = []
     for error in exc.errors(include_url=False):
         field = str(error["loc"][1]) if len(error["loc"]) > 1 else ""
         rule = FIELD_RULES.get(field, f"`{field}`: {error['msg']}")
-        problems.append(f"{rule} (missing)" if error["type"] == "missing" else rule)
+        given = "missing" if error["type"] == "missing" else f"got {_shortened(error['input'])}"
+        problems.append(f"{rule} ({given})")
     return "; ".join(dict.fromkeys(problems))
+
+
+def _shortened(value: object, limit: int = 60) -> str:
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class _RepeatedKey(ValueError):

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.config import Settings  # noqa: E402
 from core.contracts.envelope import Envelope  # noqa: E402
-from core.runtime import build_foundation  # noqa: E402
+from core.assembly import build_foundation  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.processes import SimProcess  # noqa: E402
 

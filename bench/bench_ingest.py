@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from core.config import load_settings  # noqa: E402
-from core.runtime import build_foundation  # noqa: E402
+from core.assembly import build_foundation  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 

@@ -27,7 +27,7 @@ from core.contracts.envelope import Envelope  # noqa: E402
 from core.foundation import Foundation  # noqa: E402
 from core.contracts.feed import FeedEvent  # noqa: E402
 from core.normalizer import Normalizer  # noqa: E402
-from core.recorder.recorder import install_recorder  # noqa: E402
+from core.assembly import install_recorder  # noqa: E402
 from core.contracts.recordings import closed_files  # noqa: E402
 from tests.conftest import fixtures_dir  # noqa: E402
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.contracts.channels import SourceName
+
 ENV_PREFIX = "VECTRA_"
-SOURCES = ("socketio", "cdp", "replay")
+SOURCES: tuple[str, ...] = get_args(SourceName)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 

@@ -22,13 +22,14 @@ from core.contracts.history import History
 from core.framing import FrameError, PacketDecoder, unwrap_event
 from core.normalizer import Normalizer, error_draft
 from core.seqstore import SeqStore
-from core.contracts.component import CommandError, Component
+from core.contracts.component import Component
 from core.contracts.feed import FeedSource
+from core.contracts.requests import ACTIONS, Request
 
 log = logging.getLogger(__name__)
 
 RAW_PREVIEW_CHARS = 2000
-CommandHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+CommandHandler = Callable[[Any], Awaitable[dict[str, Any]]]  # takes its action's model (contracts.requests)
 
 
 def preview(message: str | bytes) -> str:
@@ -49,7 +50,6 @@ class Foundation:
         self.components: list[Component] = []
         self.connections: dict[str, dict[str, Any]] = {}
         self.commands: dict[str, CommandHandler] = {"reconnect": self._reconnect}
-        self.read_only_commands: set[str] = set()
         self.history: History | None = None  # events older than the ring (the recorder's)
         self._decoders: dict[str, PacketDecoder] = {}
         self.dedup = FrameDeduplicator(settings.dedup_window_s) if len(settings.sources) > 1 else None
@@ -67,11 +67,11 @@ class Foundation:
     def add_component(self, component: Component) -> None:
         self.components.append(component)
 
-    def add_command(self, action: str, handler: CommandHandler, *, changes_state: bool = True) -> None:
-        """Register an operator verb; one that changes state needs the token when one is set."""
+    def add_command(self, action: str, handler: CommandHandler) -> None:
+        """Register an operator verb; its request model (contracts.requests) says whether it needs the token."""
+        if action not in ACTIONS:
+            raise ValueError(f"no request model for action {action!r} in core/contracts/requests.py")
         self.commands[action] = handler
-        if not changes_state:
-            self.read_only_commands.add(action)
 
     @property
     def primary_source(self) -> str:
@@ -97,6 +97,23 @@ class Foundation:
             await component.start()
         for source in self.sources:
             self._tasks.append(asyncio.create_task(source.run(), name=f"source:{source.name}"))
+        self._tasks.append(asyncio.create_task(self._heartbeats(), name="heartbeat"))
+
+    async def _heartbeats(self) -> None:
+        """`sys.heartbeat` every `heartbeat_s` through `bus.control()`: every transport forwards the
+        same message, after the events it counts, so a subscriber holding fewer than `last_seq` knows
+        it lost some even on a quiet channel."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            self.bus.control(
+                {
+                    "type": "sys.heartbeat",
+                    "last_seq": self.bus.last_seq,
+                    "first_seq": self.bus.ring.first_seq,
+                    "ts": now_ms(),
+                    "uptime_s": round(time.monotonic() - self.started_monotonic, 1),
+                }
+            )
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -176,14 +193,11 @@ class Foundation:
 
     # --- operator verbs -------------------------------------------------------------------------
 
-    async def command(self, request: dict[str, Any]) -> dict[str, Any]:
-        action = request.get("action")
-        handler = self.commands.get(action) if isinstance(action, str) else None
-        if handler is None:
-            raise CommandError("unknown_action", f"unknown action {action!r}; known: {', '.join(sorted(self.commands))}")
-        return await handler(request)
+    async def command(self, request: Request) -> dict[str, Any]:
+        """Run a parsed command (`Requests` checked that this foundation serves its action)."""
+        return await self.commands[request.action](request)
 
-    async def _reconnect(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _reconnect(self, request: Request) -> dict[str, Any]:
         for source in self.sources:
             source.reconnect_now()
         return {"type": "reconnecting", "sources": [source.name for source in self.sources]}

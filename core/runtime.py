@@ -1,7 +1,6 @@
-"""Assembling the foundation from settings, and running it headless.
+"""Running the foundation headless (`vectra --daemon`): signals, the `--stdout` sink, the log format.
 
-`build_foundation` is the one place that decides which sources and components exist for a given
-configuration; the console and the daemon both call it, so they cannot drift apart.
+What the foundation is made of is decided in `core.assembly`, which the console uses too.
 """
 
 from __future__ import annotations
@@ -13,35 +12,14 @@ import sys
 
 import orjson
 
-from core.broadcast.http_ws import HttpWsServer
-from core.broadcast.zmq_transport import ZmqTransport
+from core.assembly import build_foundation
 from core.config import Settings
 from core.contracts.envelope import Envelope
-from core.foundation import Foundation
-from core.sources.socketio_source import SocketIOSource
-from core.sources.cdp_source import add_cdp_source
-from core.sources.replay_source import ReplaySource
-from core.recorder.recorder import install_recorder
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 5.0
 STDOUT_BUFFER_LIMIT = 64 * 1024 * 1024
-
-
-def build_foundation(settings: Settings) -> Foundation:
-    foundation = Foundation(settings)
-    for name in settings.sources:
-        if name == "socketio":
-            foundation.add_source(SocketIOSource(foundation, settings))
-        elif name == "cdp":
-            add_cdp_source(foundation, settings)
-        elif name == "replay":
-            foundation.add_source(ReplaySource(foundation, settings))
-    install_recorder(foundation)
-    foundation.add_component(ZmqTransport(foundation))
-    foundation.add_component(HttpWsServer(foundation))
-    return foundation
 
 
 class StdoutSink:

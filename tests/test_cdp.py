@@ -27,7 +27,7 @@ from core.dedup import FrameDeduplicator
 from core.contracts.envelope import Envelope
 from core.foundation import Foundation
 from core.contracts.feed import FeedEvent
-from core.runtime import build_foundation
+from core.assembly import build_foundation
 from core.chrome.pychrome_tab import QuietTab
 from tests.conftest import free_port
 from tests.processes import SimProcess

@@ -23,10 +23,11 @@ from core.chrome.profile import ProfileInUse
 from core.config import Settings
 from core.contracts.envelope import Envelope
 from core.contracts.component import CommandError
+from core.contracts.requests import Chrome
 from core.foundation import Foundation
 from core.seqstore import SeqStore
 from core.chrome.pychrome_tab import QuietTab
-from core.sources.cdp_source import add_cdp_source
+from core.assembly import add_cdp_source
 from tests.conftest import free_port
 from tests.processes import REPO, SimProcess
 
@@ -177,7 +178,7 @@ async def test_attaches_to_a_running_browser_and_never_kills_it(tmp_path):
         async with managed(settings) as (manager, recorder, bus):
             assert await manager.ensure() == "attached"
             with pytest.raises(CommandError) as refused:
-                await chrome_command(manager)({"action": "chrome", "op": "relaunch"})
+                await chrome_command(manager)(Chrome(action="chrome", op="relaunch"))
             assert refused.value.code == "not_owner"
             await manager.stop()
         assert operators.poll() is None, "a browser Vectra did not start must survive Vectra"
@@ -231,7 +232,7 @@ async def test_a_killed_browser_is_relaunched_and_reported(tmp_path):
         first = await running_with_new_pid(manager, {None})
         terminate_group(first, grace_s=0)
         second = await running_with_new_pid(manager, {None, first})
-        reply = await chrome_command(manager)({"action": "chrome", "op": "relaunch"})
+        reply = await chrome_command(manager)(Chrome(action="chrome", op="relaunch"))
         assert reply["type"] == "chrome"
         await running_with_new_pid(manager, {None, first, second})
     states = [status["state"] for status in recorder.statuses]
@@ -249,7 +250,7 @@ def test_without_a_browser_on_path_the_error_says_what_to_set(tmp_path):
 
 def test_username_status_on_the_browser_feed_marks_the_session_authenticated(tmp_path):
     foundation = Foundation(chrome_settings(tmp_path, source="cdp"))
-    add_cdp_source(foundation, foundation.settings)
+    add_cdp_source(foundation)
     recorder = Recorder()
     foundation.bus.subscribe(recorder)
     trace = {"__trace": True, "traceparent": "00-c37856d5e5c8910e2f87852550c88ff0-4cd4a0f578f1091c-01"}

@@ -33,8 +33,9 @@ MIXED_CHANNELS = ["game.tick", "game.phase", "player.update", "player.trade", "s
 
 @contextlib.asynccontextmanager
 async def running(tmp_path: Path, **settings):
-    """A started foundation whose only component is the HTTP/WebSocket server."""
-    values = {"data_dir": tmp_path / "data", "http_port": 0, **settings}
+    """A started foundation whose only component is the HTTP/WebSocket server; its heartbeat is slow
+    (10 s), so a test's clients see the events it publishes and the heartbeats it sends itself."""
+    values = {"data_dir": tmp_path / "data", "http_port": 0, "heartbeat_s": 10, **settings}
     foundation = Foundation(Settings(_env_file=None, **values))
     server = HttpWsServer(foundation)
     foundation.add_component(server)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from core.assembly import build_foundation
 from core.broadcast.requests import Requests
 from core.config import Settings
 from core.contracts.envelope import Envelope, now_ms
+from core.contracts.requests import RequestError
 from core.foundation import Foundation
-from core.runtime import build_foundation
 from vectra_tui.digest import EventDigest
 from vectra_tui.health_view import console_snapshot
 from vectra_tui.view import ConsoleSnapshot
@@ -48,4 +49,8 @@ class EmbeddedFoundation:
         )
 
     async def command(self, action: str, **params: Any) -> dict[str, Any]:
-        return await self._requests.handle({"action": action, **params}, authorized=True)
+        try:
+            request = self._requests.validate({"action": action, **params})
+        except RequestError as exc:
+            return exc.reply()
+        return await self._requests.handle(request, authorized=True)

@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 import websockets
 
-from core.broadcast.requests import error_reply
 from core.contracts.envelope import Envelope, now_ms
+from core.contracts.requests import ACTIONS, RequestError, error_reply, validate_request
 from core.supervisor import Policy, Supervisor, Transition
 from vectra_tui.digest import EventDigest
 from vectra_tui.health_view import console_snapshot
@@ -75,9 +75,12 @@ class RemoteFoundation:
         )
 
     async def command(self, action: str, **params: Any) -> dict[str, Any]:
-        request = {"action": action, **params}
-        if self.token:
-            request["token"] = self.token
+        """Checked here with the daemon's own request model: a malformed command is never sent."""
+        try:
+            parsed = validate_request({"action": action, **params, "token": self.token or None}, ACTIONS)
+        except RequestError as exc:
+            return exc.reply()
+        request = parsed.model_dump(exclude_none=True)
         if self._socket is None:
             return error_reply("unreachable", self._unreachable or f"not connected to {self.url}")
         reply = asyncio.get_running_loop().create_future()

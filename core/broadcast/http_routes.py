@@ -7,6 +7,7 @@ answers browsers (`/`, `/client.js`), monitoring (`/health`, `/metrics`) and sub
 from __future__ import annotations
 
 import http
+import ipaddress
 from importlib import resources
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -24,25 +25,50 @@ PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class OriginPolicy:
-    """Which browser pages may talk to this port: its own origin, localhost, and the allow-list.
+    """Which browser pages may talk to this port, and under which host names it may be reached.
 
-    Without this, any web page a person visits could open `ws://127.0.0.1:<port>/ws` in the
-    background and read the feed (or, with control commands, act on it). Requests with no
-    `Origin` come from programs, not pages, and are allowed.
+    Origin: its own, localhost, and the allow-list. Without this, any web page a person visits could
+    open `ws://127.0.0.1:<port>/ws` in the background and read the feed (or, with control commands,
+    act on it). Requests with no `Origin` come from programs, not pages, and are allowed.
+
+    Host: loopback names, `http_host`, the allow-list's hosts, and any IP address. A page whose own
+    name an attacker re-points at 127.0.0.1 (DNS rebinding) is same-origin to itself, so the origin
+    check cannot see it; its requests still carry the attacker's name in `Host`. An IP address is
+    never such a name, so reaching the service by its address (on a LAN) keeps working.
     """
 
     def __init__(self, settings: Settings, port: int) -> None:
         listed = {origin.strip().rstrip("/") for origin in settings.http_allowed_origins.split(",") if origin.strip()}
         own = {f"http://{settings.http_host}:{port}", f"http://127.0.0.1:{port}", f"http://localhost:{port}"}
         self.allowed = listed | own
+        self.hosts = {settings.http_host.lower()} | {urlsplit(origin).hostname or "" for origin in listed}
 
     def allows(self, origin: str | None) -> bool:
         if origin is None or origin.rstrip("/") in self.allowed:
             return True
         parts = urlsplit(origin)
-        host = parts.hostname or ""
-        local_name = host == "localhost" or host.endswith(".localhost")
-        return parts.scheme in ("http", "https") and (local_name or (host != "" and is_loopback(host)))
+        return parts.scheme in ("http", "https") and _local_name(parts.hostname or "")
+
+    def allows_host(self, host_header: str | None) -> bool:
+        if host_header is None:  # only browsers rebind, and every browser sends `Host`
+            return True
+        try:
+            host = (urlsplit(f"//{host_header}").hostname or "").rstrip(".")
+        except ValueError:  # a malformed port or bracket
+            return False
+        return host in self.hosts or _local_name(host) or _ip_address(host)
+
+
+def _local_name(host: str) -> bool:
+    return host == "localhost" or host.endswith(".localhost") or (host != "" and is_loopback(host))
+
+
+def _ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class HttpRoutes:

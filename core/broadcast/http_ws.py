@@ -103,6 +103,15 @@ class HttpWsServer:
         if self._origins is not None and not self._origins.allows(origin):
             log.info("refused origin %r", origin)
             return plain(http.HTTPStatus.FORBIDDEN, f"origin {origin} is not allowed (VECTRA_HTTP_ALLOWED_ORIGINS)\n")
+        hosts = request.headers.get_all("Host")
+        host = hosts[0] if len(hosts) == 1 else ", ".join(hosts) or None
+        if self._origins is not None and (len(hosts) > 1 or not self._origins.allows_host(host)):
+            log.info("refused host %r", host)
+            return plain(
+                http.HTTPStatus.MISDIRECTED_REQUEST,
+                f"host {host} is not served here (DNS rebinding protection); "
+                "reach it by IP address or localhost, or list its origin in VECTRA_HTTP_ALLOWED_ORIGINS\n",
+            )
         if request.path.split("?", 1)[0] == WS_PATH:
             return None
         return self.routes.respond(request.path)

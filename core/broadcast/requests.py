@@ -13,57 +13,20 @@ import time
 from itertools import islice
 from typing import Any, AsyncIterator, Iterator
 
-import orjson
-
-from core.contracts.patterns import ChannelFilter, valid_patterns
-from core.contracts.envelope import Envelope
 from core.contracts.component import CommandError
+from core.contracts.envelope import Envelope
 from core.contracts.history import History
+from core.contracts.patterns import ChannelFilter
+from core.contracts.requests import (
+    BUILT_IN_ACTIONS, Health, Ping, Request, Snapshot, decode_request, error_reply, validate_request, with_id,
+)
 from core.foundation import Foundation
 
-READ_ACTIONS = frozenset({"replay", "snapshot", "ping", "health", "subscribe", "unsubscribe"})
 HISTORY_BATCH = 2000  # envelopes read from disk per trip to the worker thread
-
-
-def error_reply(code: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "data": {"code": code, "message": message}}
 
 
 def gap_message(first: int, last: int) -> dict[str, Any]:
     return {"type": "gap", "from_seq": first, "to_seq": last}
-
-
-def parse_request(payload: bytes | str, max_bytes: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The request, or the error reply that explains why it is not one."""
-    size = len(payload.encode() if isinstance(payload, str) else payload)
-    if size > max_bytes:
-        return None, error_reply("too_large", f"request of {size} bytes; the limit is {max_bytes}")
-    try:
-        request = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        return None, error_reply("bad_json", f"request is not JSON: {exc}")
-    if not isinstance(request, dict):
-        return None, error_reply("bad_request", "a request is a JSON object with an `action` field")
-    if not isinstance(request.get("action"), str):
-        return request, error_reply("bad_request", 'missing `action` (a string), e.g. {"action": "ping"}')
-    return request, None
-
-
-def parse_stream(request: dict[str, Any], default_channels: list[str] | None) -> tuple[int | None, list[str]] | dict[str, Any]:
-    """`from_seq` and channel patterns of a `subscribe` or `replay` request, or the error reply."""
-    from_seq = request.get("from_seq")
-    if from_seq is not None and (type(from_seq) is not int or from_seq < 0):
-        return error_reply("bad_request", "`from_seq` must be a non-negative integer")
-    patterns = valid_patterns(request.get("channels", default_channels))
-    if patterns is None:
-        return error_reply("bad_request", "`channels` must be a non-empty list of channel patterns")
-    return from_seq, patterns
-
-
-def with_id(request: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
-    """Echo the request's `id` (a string or an integer), so a client can match replies to requests."""
-    request_id = request.get("id")
-    return {**reply, "id": request_id} if isinstance(request_id, (str, int)) else reply
 
 
 class Requests:
@@ -77,6 +40,19 @@ class Requests:
     def history(self) -> History | None:
         """The one given, else the foundation's (the recorder's, when it is installed)."""
         return self._history if self._history is not None else self.foundation.history
+
+    @property
+    def served(self) -> frozenset[str]:
+        """Every action this daemon answers: the one list an unknown action is told, on every path."""
+        return BUILT_IN_ACTIONS | self.foundation.commands.keys()
+
+    def parse(self, payload: bytes | str, max_bytes: int) -> Request:
+        """One message from a transport as a request; raises `RequestError` (its reply says why)."""
+        return decode_request(payload, max_bytes, self.served)
+
+    def validate(self, fields: dict[str, Any]) -> Request:
+        """A request built in-process (the console's commands); raises `RequestError`."""
+        return validate_request(fields, self.served)
 
     @property
     def requires_token(self) -> bool:
@@ -121,20 +97,21 @@ class Requests:
         first = self.foundation.bus.ring.first_seq
         return first if first is not None else self.foundation.bus.last_seq + 1
 
-    async def handle(self, request: dict[str, Any], *, authorized: bool = False) -> dict[str, Any]:
-        """Answer ping, snapshot, health and control commands (replay and subscribe stream, so
-        the transports handle those themselves)."""
-        action = request.get("action")
-        if action == "ping":
+    async def handle(self, request: Request, *, authorized: bool = False) -> dict[str, Any]:
+        """The one reply to ping, snapshot, health and control commands, with the request's `id`
+        (replay and subscribe stream, so the transport that answers them does it itself)."""
+        return with_id(request.id, await self._answer(request, authorized))
+
+    async def _answer(self, request: Request, authorized: bool) -> dict[str, Any]:
+        if isinstance(request, Ping):
             return {"type": "pong", "seq": self.foundation.bus.last_seq, "ts": int(time.time() * 1000)}
-        if action == "snapshot":
+        if isinstance(request, Snapshot):
             return self.foundation.snapshot()
-        if action == "health":
+        if isinstance(request, Health):
             return {"type": "health", "data": self.foundation.health()}
-        if action in READ_ACTIONS:
-            return error_reply("bad_request", f"{action!r} is not answered here")
-        needs_token = action not in self.foundation.read_only_commands
-        if needs_token and not (authorized or self.token_ok(request.get("token"))):
+        if request.only_on is not None:
+            return error_reply("bad_request", request.only_on)
+        if request.changes_state and not (authorized or self.token_ok(request.token)):
             return error_reply("unauthorized", "this command needs VECTRA_AUTH_TOKEN (field `token`)")
         try:
             return await self.foundation.command(request)

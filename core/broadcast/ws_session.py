@@ -11,6 +11,8 @@ dropping events.
 Replay after `subscribe` with `from_seq` is streamed by the writer, bounded above by the `seq`
 current when the command arrived; live events after that `seq` queue behind it. Since both happen
 without an `await` in between, no event is lost or sent twice at the switch from replay to live.
+Should the writer itself fail, the client gets an `internal` error and a close (1011) that tells it to
+resume with `from_seq`, and the log says why: a session never just goes quiet.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from core.contracts.patterns import ChannelFilter
-from core.broadcast.requests import READ_ACTIONS, Requests, error_reply, parse_request, parse_stream, with_id
+from core.broadcast.requests import Requests
 from core.contracts.envelope import Envelope
+from core.contracts.patterns import ChannelFilter
+from core.contracts.requests import RequestError, Subscribe, Unsubscribe, error_reply, internal_error, with_id
 
 log = logging.getLogger(__name__)
 
@@ -122,24 +125,42 @@ class WsSession:
     async def write(self) -> None:
         """Send queued messages until the connection closes."""
         try:
-            while not self._closing:
-                if not self._queue:
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                item = self._queue.popleft()
-                if isinstance(item, ReplayJob):
-                    self._replaying = True
-                    await self._send_replay(item)
-                    self._replaying = False
-                    continue
-                self._queued_bytes -= len(item)
-                if self._room_to_write():
-                    broadcast((self.connection,), item, text=True)
-                else:
-                    await self.connection.send(item, text=True)  # returns once the socket drains
+            await self._write()
         except ConnectionClosed:
             pass
+        except Exception:
+            log.exception("WebSocket writer for %s failed", self.connection.remote_address)
+            await self._fail()
+
+    async def _fail(self) -> None:
+        """Say so and close: what was queued is lost to this connection, so the client must resume."""
+        self._closing = True
+        self._queue.clear()
+        failed = error_reply("internal", "sending to this client failed inside the foundation (logged)")
+        reason = "internal error; resubscribe with from_seq"
+        try:
+            await self.connection.send(orjson.dumps(failed), text=True)
+            await self.connection.close(CloseCode.INTERNAL_ERROR, reason)
+        except ConnectionClosed:
+            pass
+
+    async def _write(self) -> None:
+        while not self._closing:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            item = self._queue.popleft()
+            if isinstance(item, ReplayJob):
+                self._replaying = True
+                await self._send_replay(item)
+                self._replaying = False
+                continue
+            self._queued_bytes -= len(item)
+            if self._room_to_write():
+                broadcast((self.connection,), item, text=True)
+            else:
+                await self.connection.send(item, text=True)  # returns once the socket drains
 
     async def _send_replay(self, job: ReplayJob) -> None:
         sent = 0
@@ -171,56 +192,33 @@ class WsSession:
 
     async def receive(self, message: str | bytes) -> None:
         """Answer one command: exactly one reply, queued in order with the events."""
-        request, problem = self._parse(message)
-        if problem is not None:
-            self._reply(with_id(request, problem))
-        elif request["action"] == "subscribe":
-            self._subscribe(request)
-        elif request["action"] == "unsubscribe":
-            self._unsubscribe(request)
-        else:
-            try:
-                reply = await self.requests.handle(request, authorized=self.authorized)
-            except Exception:
-                log.exception("command %r failed", request["action"])
-                reply = error_reply("internal", f"{request['action']!r} failed inside the foundation (logged)")
-            self._reply(with_id(request, reply))
+        try:
+            if isinstance(message, bytes):
+                raise RequestError("binary_not_supported", "commands are JSON text frames, not binary")
+            request = self.requests.parse(message, self._max_message_bytes)
+        except RequestError as exc:
+            self._reply(exc.reply())
+            return
+        try:
+            if isinstance(request, Subscribe):
+                self._subscribe(request)
+            elif isinstance(request, Unsubscribe):
+                self.filter.remove(request.channels)
+                self._reply(with_id(request.id, {"type": "unsubscribed", "channels": list(self.filter.patterns)}))
+            else:
+                self._reply(await self.requests.handle(request, authorized=self.authorized))
+        except Exception:
+            log.exception("command %r failed", request.action)
+            self._reply(internal_error(request))
 
-    def _parse(self, message: str | bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        if isinstance(message, bytes):
-            return {}, error_reply("binary_not_supported", "commands are JSON text frames, not binary")
-        request, problem = parse_request(message, self._max_message_bytes)
-        if problem is not None:
-            return request or {}, problem
-        action = request["action"]
-        known = READ_ACTIONS | set(self.requests.foundation.commands)
-        if action not in known or action == "replay":
-            return request, error_reply(
-                "unknown_action", f"unknown action {action!r}; known: {', '.join(sorted(known - {'replay'}))}"
-            )
-        return request, None
-
-    def _subscribe(self, request: dict[str, Any]) -> None:
+    def _subscribe(self, request: Subscribe) -> None:
         """Reply, queue the replay, widen the live filter: synchronous, so that no event can
         arrive between the `seq` the replay stops at and the first live event."""
-        parsed = parse_stream(request, None)
-        if isinstance(parsed, dict):
-            self._reply(with_id(request, parsed))
-            return
-        from_seq, patterns = parsed
         already = ChannelFilter(self.filter.patterns)
-        added = ChannelFilter(patterns)
-        self.filter.add(patterns)
+        added = ChannelFilter(request.channels)
+        self.filter.add(request.channels)
         current = self.requests.foundation.bus.last_seq
-        self._reply(with_id(request, {"type": "subscribed", "channels": list(self.filter.patterns), "seq": current}))
-        if from_seq is not None:
-            self._enqueue(ReplayJob(from_seq, current, lambda channel: added(channel) and not already(channel)))
-
-    def _unsubscribe(self, request: dict[str, Any]) -> None:
-        parsed = parse_stream(request, None)
-        if isinstance(parsed, dict):
-            self._reply(with_id(request, parsed))
-            return
-        self.filter.remove(parsed[1])
-        self._reply(with_id(request, {"type": "unsubscribed", "channels": list(self.filter.patterns)}))
-
+        reply = {"type": "subscribed", "channels": list(self.filter.patterns), "seq": current}
+        self._reply(with_id(request.id, reply))
+        if request.from_seq is not None:
+            self._enqueue(ReplayJob(request.from_seq, current, lambda channel: added(channel) and not already(channel)))

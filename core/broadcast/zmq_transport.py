@@ -12,16 +12,15 @@ subscriber lose the same messages. A loss is never silent for a `core.client` su
 are contiguous and the heartbeat carries `last_seq`, so the client sees the hole and replays it from the
 ROUTER. What the server can observe and count is how often that happens (`replays`, `replayed`).
 
-Heartbeat: `sys.heartbeat` every `heartbeat_s`, a control message without `seq`. It is published
-through `bus.control()`, so every transport that listens with `bus.on_control()` (the WebSocket too)
-sends the same message; this component only owns the timer. It is sent on the same socket as the events
-and after them, so a subscriber that holds fewer events than `last_seq` says knows it lost some.
+Heartbeat: the foundation's `sys.heartbeat` (a control message without `seq`) is forwarded like every
+control message, on the same socket as the events and after them, so a subscriber that holds fewer
+events than `last_seq` says knows it lost some.
 
 ROUTER (`settings.zmq_router`): one JSON request per message (the last frame; frames before it, e.g. a
-REQ socket's empty delimiter, are echoed back). `replay` streams one message per event then
-`replay.end`; everything else gets one reply from `Requests.handle`. Every reply queue is bounded
-(`zmq_router_hwm`); a replay whose reader stays that far behind for `REPLAY_STALL_S` is abandoned and the
-client asks again.
+REQ socket's empty delimiter, are echoed back), parsed by `Requests.parse`. `replay` streams one
+message per event then `replay.end`; everything else gets one reply from `Requests.handle`. Every reply
+queue is bounded (`zmq_router_hwm`); a replay whose reader stays that far behind for `REPLAY_STALL_S` is
+abandoned and the client asks again.
 """
 
 from __future__ import annotations
@@ -36,10 +35,11 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import recv_monitor_message
 
-from core.contracts.patterns import ChannelFilter
-from core.broadcast.requests import Requests, error_reply, parse_request, parse_stream, with_id
+from core.broadcast.requests import Requests
 from core.config import ConfigError
-from core.contracts.envelope import Envelope, now_ms
+from core.contracts.envelope import Envelope
+from core.contracts.patterns import ChannelFilter
+from core.contracts.requests import Replay, Request, RequestError, error_reply, internal_error, with_id
 from core.foundation import Foundation
 
 log = logging.getLogger(__name__)
@@ -100,10 +100,7 @@ class ZmqTransport:
             raise ConfigError(f"cannot bind ZeroMQ ({settings.zmq_pub}, {settings.zmq_router}): {exc}") from None
         self.foundation.bus.subscribe(self)
         self.foundation.bus.on_control(self._send_control)
-        self._tasks = [
-            asyncio.create_task(self._heartbeats(), name="zmq:heartbeat"),
-            asyncio.create_task(self._serve_router(), name="zmq:router"),
-        ]
+        self._tasks = [asyncio.create_task(self._serve_router(), name="zmq:router")]
 
     async def stop(self) -> None:
         self.foundation.bus.unsubscribe(self)
@@ -132,6 +129,8 @@ class ZmqTransport:
         self._publish(envelope.type.encode(), envelope.to_json())
 
     def _send_control(self, message: dict[str, Any]) -> None:
+        if message["type"] == "sys.heartbeat":
+            self._drain_subscriptions()
         self._publish(str(message["type"]).encode(), orjson.dumps(message))
 
     def _publish(self, channel: bytes, body: bytes) -> None:
@@ -139,21 +138,6 @@ class ZmqTransport:
         if self._pub is not None:
             self._pub.send(channel, FIRST_FRAME_FLAGS)
             self._pub.send(body, LAST_FRAME_FLAGS)
-
-    async def _heartbeats(self) -> None:
-        bus = self.foundation.bus
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_s)
-            self._drain_subscriptions()
-            bus.control(
-                {
-                    "type": "sys.heartbeat",
-                    "last_seq": bus.last_seq,
-                    "first_seq": bus.ring.first_seq,
-                    "ts": now_ms(),
-                    "uptime_s": round(time.monotonic() - self.foundation.started_monotonic, 1),
-                }
-            )
 
     def _drain_subscriptions(self) -> None:
         """Subscribe/unsubscribe messages and connect/disconnect events wait in their sockets until
@@ -178,46 +162,41 @@ class ZmqTransport:
             frames = await self._router.recv_multipart()
             route, payload = frames[:-1], frames[-1]
             self.requests_served += 1
-            request, problem = parse_request(payload, MAX_REQUEST_BYTES)
-            if problem is not None:
-                self._reply_at_once(route, orjson.dumps(with_id(request or {}, problem)))
-            elif len(self._pending) >= MAX_PENDING_REQUESTS:
-                self._reply_at_once(route, orjson.dumps(error_reply("busy", "too many requests in progress; retry")))
+            try:
+                request = self.requests.parse(payload, MAX_REQUEST_BYTES)
+            except RequestError as exc:
+                self._reply_at_once(route, orjson.dumps(exc.reply()))
+                continue
+            if len(self._pending) >= MAX_PENDING_REQUESTS:
+                busy = error_reply("busy", "too many requests in progress; retry")
+                self._reply_at_once(route, orjson.dumps(with_id(request.id, busy)))
             else:
                 task = asyncio.create_task(self._answer(route, request))
                 self._pending.add(task)
                 task.add_done_callback(self._pending.discard)
 
-    async def _answer(self, route: list[bytes], request: dict[str, Any]) -> None:
+    async def _answer(self, route: list[bytes], request: Request) -> None:
         try:
             try:
-                if request["action"] == "replay":
+                if isinstance(request, Replay):
                     await self._replay(route, request)
                 else:
-                    await self._reply(route, orjson.dumps(with_id(request, await self.requests.handle(request))))
+                    await self._reply(route, orjson.dumps(await self.requests.handle(request)))
             except ReplyAbandoned:
                 raise
             except Exception:
-                log.exception("ZeroMQ request %r failed", request.get("action"))
-                failed = error_reply("internal", "the request failed; see the log")
-                await self._reply(route, orjson.dumps(with_id(request, failed)))
+                log.exception("ZeroMQ request %r failed", request.action)
+                await self._reply(route, orjson.dumps(internal_error(request)))
         except ReplyAbandoned:
             self.replies_abandoned += 1
 
-    async def _replay(self, route: list[bytes], request: dict[str, Any]) -> None:
-        parsed = parse_stream(request, ["*"])
-        if isinstance(parsed, tuple) and parsed[0] is None:
-            parsed = error_reply("bad_request", "`from_seq` (a non-negative integer) is required")
-        if isinstance(parsed, dict):
-            await self._reply(route, orjson.dumps(with_id(request, parsed)))
-            return
-        from_seq, patterns = parsed
+    async def _replay(self, route: list[bytes], request: Replay) -> None:
         # Events published while the replay streams reach the client live; stopping at `upto`
         # keeps `replay.end.last_seq` exact.
         upto = self.foundation.bus.last_seq
         self.replays += 1
         sent = 0
-        async for item in self.requests.replay(from_seq, ChannelFilter(patterns)):
+        async for item in self.requests.replay(request.from_seq, ChannelFilter(request.channels)):
             sent += 1
             if isinstance(item, Envelope):
                 if item.seq > upto:
@@ -225,10 +204,10 @@ class ZmqTransport:
                 await self._reply(route, item.to_json())
                 self.replayed += 1
             else:
-                await self._reply(route, orjson.dumps(with_id(request, item)))
+                await self._reply(route, orjson.dumps(with_id(request.id, item)))
             if sent % REPLAY_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-        await self._reply(route, orjson.dumps(with_id(request, {"type": "replay.end", "last_seq": upto})))
+        await self._reply(route, orjson.dumps(with_id(request.id, {"type": "replay.end", "last_seq": upto})))
 
     def _reply_at_once(self, route: list[bytes], body: bytes) -> None:
         """For the receiving loop, which must never wait on one peer: send now or drop the reply."""

@@ -26,6 +26,7 @@ from core.config import Settings
 from core.contracts.envelope import Envelope
 from core.contracts.component import CommandError
 from core.supervisor import DISCONNECTED, FAILED, ChangeGate, Policy, Supervisor, Transition
+from core.contracts.requests import Chrome
 
 log = logging.getLogger(__name__)
 
@@ -306,21 +307,15 @@ class ChromeManager:
             await asyncio.to_thread(self._terminate_own)
 
 
-CHROME_OPS = ("status", "relaunch")
-
-
 def chrome_command(manager: ChromeManager):
     """The `chrome` action of `Foundation.command`: `{"action": "chrome", "op": "status"|"relaunch"}`."""
 
-    async def handle(request: dict[str, Any]) -> dict[str, Any]:
-        op = request.get("op")
-        if op == "status":
+    async def handle(request: Chrome) -> dict[str, Any]:
+        if request.op == "status":
             return {"type": "chrome", "data": manager.status()}
-        if op == "relaunch":
-            try:
-                return {"type": "chrome", "data": await manager.relaunch()}
-            except ChromeError as exc:
-                raise CommandError("not_owner", str(exc)) from None
-        raise CommandError("bad_request", f"unknown chrome op {op!r}; known: {', '.join(CHROME_OPS)}")
+        try:
+            return {"type": "chrome", "data": await manager.relaunch()}
+        except ChromeError as exc:
+            raise CommandError("not_owner", str(exc)) from None
 
     return handle

@@ -1,2 +1,2 @@
 """The ground floor: the shapes every other layer agrees on (envelope, channels, feed interfaces,
-components, history). Nothing here imports anything else of Vectra; import-linter holds it so."""
+components, history, requests). Nothing here imports anything else of Vectra; import-linter holds it so."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Iterable
 
+MAX_PATTERN_CHARS = 200
+
 
 class ChannelFilter:
     """Matches channel names against a set of patterns, remembering answers per channel name.
@@ -43,6 +45,6 @@ def valid_patterns(value: object) -> list[str] | None:
         value = [value]
     if not isinstance(value, list) or not value:
         return None
-    if not all(isinstance(item, str) and item and len(item) <= 200 for item in value):
+    if not all(isinstance(item, str) and item and len(item) <= MAX_PATTERN_CHARS for item in value):
         return None
     return value

@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any
 
 from core.contracts.envelope import Envelope, now_ms
-from core.contracts.component import CommandError
+from core.contracts.requests import Record, RecordStatus
 from core.foundation import Foundation
 from core.recorder.history import RecordingHistory
 from core.contracts.recordings import recordings_dir
@@ -52,7 +52,7 @@ class Recorder:
         self._base_rows = 0
         self._base_bytes = 0
         foundation.add_command("record", self._record_command)
-        foundation.add_command("record_status", self._status_command, changes_state=False)
+        foundation.add_command("record_status", self._status_command)
 
     # --- life cycle ------------------------------------------------------------------------------
 
@@ -127,13 +127,10 @@ class Recorder:
         self._base_rows, self._base_bytes = self._writer.rows_total, self._writer.bytes_total
         self._dropped = []
 
-    async def _record_command(self, request: dict[str, Any]) -> dict[str, Any]:
-        on = request.get("on")
-        if not isinstance(on, bool):
-            raise CommandError("bad_request", '"record" needs "on": true or false')
-        return {"type": STATUS_CHANNEL, "data": self.switch(on)}
+    async def _record_command(self, request: Record) -> dict[str, Any]:
+        return {"type": STATUS_CHANNEL, "data": self.switch(request.on)}
 
-    async def _status_command(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _status_command(self, request: RecordStatus) -> dict[str, Any]:
         return {"type": STATUS_CHANNEL, "data": self.status()}
 
     # --- status ----------------------------------------------------------------------------------
@@ -211,12 +208,3 @@ class Recorder:
         while True:
             await asyncio.sleep(WATCH_S)
             self.refresh()
-
-
-def install_recorder(foundation: Foundation) -> Recorder:
-    """Plug the recorder into the foundation: component, subscriber, and history for resume."""
-    recorder = Recorder(foundation)
-    foundation.add_component(recorder)
-    foundation.bus.subscribe(recorder)
-    foundation.history = recorder.history
-    return recorder

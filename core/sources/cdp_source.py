@@ -31,22 +31,19 @@ import logging
 import threading
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pychrome
 import websocket
 
 from core.chrome.devtools import DevToolsError, browser_version, close_page, list_pages, open_page
-from core.chrome.manager import ChromeManager, chrome_command
+from core.chrome.manager import ChromeManager
 from core.chrome.pychrome_tab import QuietTab
 from core.config import Settings
 from core.contracts.envelope import now_ms
 from core.framing import EIO_MESSAGE, FrameError, decode_polling_payload, split_engineio
 from core.contracts.feed import FeedSink, FeedSource
 from core.supervisor import CONNECTED, DISCONNECTED, ChangeGate, Policy, Supervisor, Transition
-
-if TYPE_CHECKING:
-    from core.foundation import Foundation
 
 log = logging.getLogger(__name__)
 
@@ -396,13 +393,3 @@ class CdpSource(FeedSource):
         if self.chrome is not None:
             self.chrome.note_tab(url)
 
-
-def add_cdp_source(foundation: "Foundation", settings: Settings) -> CdpSource:
-    """The CDP source with its Chrome manager: a component, a bus subscriber (identity) and the `chrome` command."""
-    manager = ChromeManager(settings, foundation.bus)
-    foundation.add_component(manager)
-    foundation.bus.subscribe(manager)
-    foundation.add_command("chrome", chrome_command(manager))
-    source = CdpSource(foundation, settings, manager)
-    foundation.add_source(source)
-    return source

@@ -1,0 +1,87 @@
+"""The one place that decides what a foundation is made of, for a given configuration.
+
+Two small registries: `SOURCES` says which source names exist and how each is plugged in (keyed by
+the contract's `SourceName`, so `VECTRA_SOURCE`, `sys.start` and this table name the same sources),
+`COMPONENTS` which components every foundation gets, in start order. The console and the daemon both
+call `build_foundation`, so they cannot drift apart; a new source, sink or transport is one function
+and one line here.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from core.broadcast.http_ws import HttpWsServer
+from core.broadcast.zmq_transport import ZmqTransport
+from core.chrome.manager import ChromeManager, chrome_command
+from core.config import Settings
+from core.contracts.channels import SourceName
+from core.contracts.component import Component
+from core.contracts.feed import FeedSource
+from core.foundation import Foundation
+from core.recorder.recorder import Recorder
+from core.sources.cdp_source import CdpSource
+from core.sources.replay_source import ReplaySource
+from core.sources.socketio_source import SocketIOSource
+
+
+def add_socketio_source(foundation: Foundation) -> FeedSource:
+    source = SocketIOSource(foundation, foundation.settings)
+    foundation.add_source(source)
+    return source
+
+
+def add_cdp_source(foundation: Foundation) -> FeedSource:
+    """The CDP source with its Chrome manager: a component, a bus subscriber (identity) and the `chrome` command."""
+    manager = ChromeManager(foundation.settings, foundation.bus)
+    foundation.add_component(manager)
+    foundation.bus.subscribe(manager)
+    foundation.add_command("chrome", chrome_command(manager))
+    source = CdpSource(foundation, foundation.settings, manager)
+    foundation.add_source(source)
+    return source
+
+
+def add_replay_source(foundation: Foundation) -> FeedSource:
+    source = ReplaySource(foundation, foundation.settings)
+    foundation.add_source(source)
+    return source
+
+
+def install_recorder(foundation: Foundation) -> Recorder:
+    """The recorder: a component, a subscriber that never drops, and the history replays read from."""
+    recorder = Recorder(foundation)
+    foundation.add_component(recorder)
+    foundation.bus.subscribe(recorder)
+    foundation.history = recorder.history
+    return recorder
+
+
+def install_zmq(foundation: Foundation) -> Component:
+    transport = ZmqTransport(foundation)
+    foundation.add_component(transport)
+    return transport
+
+
+def install_http(foundation: Foundation) -> Component:
+    server = HttpWsServer(foundation)
+    foundation.add_component(server)
+    return server
+
+
+SOURCES: dict[SourceName, Callable[[Foundation], FeedSource]] = {
+    "socketio": add_socketio_source,
+    "cdp": add_cdp_source,
+    "replay": add_replay_source,
+}
+# The recorder starts before the transports, so it holds everything a client could be sent.
+COMPONENTS: tuple[Callable[[Foundation], Component], ...] = (install_recorder, install_zmq, install_http)
+
+
+def build_foundation(settings: Settings) -> Foundation:
+    foundation = Foundation(settings)
+    for name in settings.sources:
+        SOURCES[name](foundation)
+    for install in COMPONENTS:
+        install(foundation)
+    return foundation

@@ -43,6 +43,8 @@ def failure(refused: OrderRefused) -> dict:
 
 class OrderDesk:
     def __init__(self, seed: int, starting_cash_sol: float, require_login: bool):
+        if not math.isfinite(starting_cash_sol) or starting_cash_sol < 0:
+            raise ValueError(f"starting cash must be a number of SOL >= 0, got {starting_cash_sol!r}")
         self.starting_cash = round(starting_cash_sol * LAMPORTS)
         self.require_login = require_login
         self.books: dict[str, Book] = {}
@@ -63,7 +65,7 @@ class OrderDesk:
         if not isinstance(name, str) or not PLAYER_NAME.fullmatch(name):
             raise ValueError('auth must be {"player": "<name>"}, the name 1-32 of A-Z a-z 0-9 _ -')
         if name.startswith("guest-"):
-            raise ValueError("names starting with guest- are kept for anonymous connections")
+            raise ValueError("player names starting with guest- are kept for anonymous connections")
         return self.books.get(name) or self._open(name, guest=False)
 
     def guest(self) -> Book:

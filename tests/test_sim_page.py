@@ -9,6 +9,7 @@ The simulator's own books (`GET /admin/players/<name>`) must move with every cli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -76,6 +77,22 @@ class Page:
             await asyncio.sleep(0.1)
 
 
+@contextlib.asynccontextmanager
+async def browser_page(tmp_path: Path, url: str):
+    """The project's managed headless Chromium, showing `url`, with a DevTools session on it."""
+    async with managed(chrome_settings(tmp_path)) as (manager, _, _):
+        assert await manager.ensure() == "running"
+        target = next(p for p in await list_pages(manager.settings.cdp_port, 5) if p["type"] == "page")
+        tab = QuietTab(**target)
+        await asyncio.to_thread(tab.start)
+        try:
+            page = Page(tab)
+            await page.open(url)
+            yield page
+        finally:
+            await asyncio.to_thread(tab.stop)
+
+
 async def until(sim, condition, what: str, name: str = "carol", timeout: float = 10) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -87,48 +104,39 @@ async def until(sim, condition, what: str, name: str = "carol", timeout: float =
 
 
 async def test_a_person_clicking_buy_sell_and_sidebet_moves_the_books(tmp_path):
-    async with active_game(speed=1, min_ticks=400) as sim, managed(chrome_settings(tmp_path)) as (manager, _, _):
-        assert await manager.ensure() == "running"
-        target = next(p for p in await list_pages(manager.settings.cdp_port, 5) if p["type"] == "page")
-        tab = QuietTab(**target)
-        await asyncio.to_thread(tab.start)
-        page = Page(tab)
-        try:
-            await page.open(sim.url + "/?player=carol")
-            await page.wait_text("#player-name", "carol")
-            await page.wait_text("#player-cash", "1")
+    async with active_game(speed=1, min_ticks=400) as sim, browser_page(tmp_path, sim.url + "/?player=carol") as page:
+        await page.wait_text("#player-name", "carol")
+        await page.wait_text("#player-cash", "1")
 
-            # amount from the amount buttons: +0.01 +0.001 -> 0.011, X2 -> 0.022, 1/2 -> 0.011
-            for selector in ('[data-amount-add="0.01"]', '[data-amount-add="0.001"]', "#amount-double", "#amount-half"):
-                await page.click(selector)
-            assert await page.evaluate("document.querySelector('#amount-input').value") == "0.011"
-            await page.click('[data-order="buy"]')
-            bought = await until(sim, lambda b: b["positionQty"] > 0, "a position")
-            assert bought["cash"] == 989_000_000 and bought["totalInvested"] == 11_000_000
-            await page.wait_text("#last-ack", 'buyOrder {"success":true}')
-            await page.wait_text("#player-cash", "0.989")
+        # amount from the amount buttons: +0.01 +0.001 -> 0.011, X2 -> 0.022, 1/2 -> 0.011
+        for selector in ('[data-amount-add="0.01"]', '[data-amount-add="0.001"]', "#amount-double", "#amount-half"):
+            await page.click(selector)
+        assert await page.evaluate("document.querySelector('#amount-input').value") == "0.011"
+        await page.click('[data-order="buy"]')
+        bought = await until(sim, lambda b: b["positionQty"] > 0, "a position")
+        assert bought["cash"] == 989_000_000 and bought["totalInvested"] == 11_000_000
+        await page.wait_text("#last-ack", 'buyOrder {"success":true}')
+        await page.wait_text("#player-cash", "0.989")
 
-            await page.click('[data-sell-percent="50"]')
-            await page.click('[data-order="sell"]')
-            half = await until(sim, lambda b: b["positionQty"] < bought["positionQty"], "a smaller position")
-            assert half["positionQty"] == bought["positionQty"] - bought["positionQty"] * 50 // 100
+        await page.click('[data-sell-percent="50"]')
+        await page.click('[data-order="sell"]')
+        half = await until(sim, lambda b: b["positionQty"] < bought["positionQty"], "a smaller position")
+        assert half["positionQty"] == bought["positionQty"] - bought["positionQty"] * 50 // 100
 
-            await page.click('[data-amount="clear"]')
-            await page.click('[data-amount-add="0.001"]')
-            await page.click('[data-order="sidebet"]')
-            bet = await until(sim, lambda b: b["sidebet"] == 1_000_000, "a sidebet")
-            await page.wait_text("#last-ack", lambda text: text.startswith("requestSidebet") and '"success":true' in text)
+        await page.click('[data-amount="clear"]')
+        await page.click('[data-amount-add="0.001"]')
+        await page.click('[data-order="sidebet"]')
+        bet = await until(sim, lambda b: b["sidebet"] == 1_000_000, "a sidebet")
+        await page.wait_text("#last-ack", lambda text: text.startswith("requestSidebet") and '"success":true' in text)
 
-            await page.click('[data-sell-percent="100"]')
-            await page.click('[data-order="sell"]')
-            await until(sim, lambda b: b["positionQty"] == 0, "no position")
-            await page.wait_text("#player-position", "0")
+        await page.click('[data-sell-percent="100"]')
+        await page.click('[data-order="sell"]')
+        await until(sim, lambda b: b["positionQty"] == 0, "no position")
+        await page.wait_text("#player-position", "0")
 
-            # a failure ack shows too: nothing left to sell
-            await page.click('[data-order="sell"]')
-            await page.wait_text("#last-ack", lambda text: text and '"reason":"no_position"' in text)
-        finally:
-            await asyncio.to_thread(tab.stop)
+        # a failure ack shows too: nothing left to sell
+        await page.click('[data-order="sell"]')
+        await page.wait_text("#last-ack", lambda text: text and '"reason":"no_position"' in text)
 
     orders = [frame for frame in page.sent if re.match(r"42\d+\[", frame)]
     assert re.fullmatch(ORDER_FRAME.format(event="buyOrder", payload=r'\{"amount":0\.011\}'), orders[0]), orders
@@ -140,20 +148,11 @@ async def test_a_person_clicking_buy_sell_and_sidebet_moves_the_books(tmp_path):
 
 
 async def test_the_anonymous_page_trades_as_a_guest(tmp_path):
-    async with active_game(speed=1, min_ticks=400) as sim, managed(chrome_settings(tmp_path)) as (manager, _, _):
-        assert await manager.ensure() == "running"
-        target = next(p for p in await list_pages(manager.settings.cdp_port, 5) if p["type"] == "page")
-        tab = QuietTab(**target)
-        await asyncio.to_thread(tab.start)
-        page = Page(tab)
-        try:
-            await page.open(sim.url + "/")
-            await page.wait_text("#state", "connected")
-            assert await page.text("#player-name") == "anonymous"
-            await page.click('[data-amount-add="0.1"]')
-            await page.click('[data-order="buy"]')
-            await page.wait_text("#last-ack", 'buyOrder {"success":true}')
-            await until(sim, lambda b: b["totalInvested"] == 100_000_000, "the guest's buy", name="guest-1")
-            await page.wait_text("#player-cash", "0.9")
-        finally:
-            await asyncio.to_thread(tab.stop)
+    async with active_game(speed=1, min_ticks=400) as sim, browser_page(tmp_path, sim.url + "/") as page:
+        await page.wait_text("#state", "connected")
+        assert await page.text("#player-name") == "anonymous"
+        await page.click('[data-amount-add="0.1"]')
+        await page.click('[data-order="buy"]')
+        await page.wait_text("#last-ack", 'buyOrder {"success":true}')
+        await until(sim, lambda b: b["totalInvested"] == 100_000_000, "the guest's buy", name="guest-1")
+        await page.wait_text("#player-cash", "0.9")

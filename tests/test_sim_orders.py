@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import json
 import re
+import sys
 import time
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
@@ -305,6 +307,7 @@ BAD_ORDERS = [
     ("buyOrder", (TRACE, {"amount": True}), "bad_amount"),
     ("buyOrder", (TRACE, {"amount": 0.0001}), "bad_amount"),
     ("buyOrder", (TRACE, {"amount": 0.0010000001}), "bad_amount"),
+    ("buyOrder", (TRACE, {"amount": 1e300}), "bad_amount"),
     ("sellOrder", (TRACE, {"percentage": 0}), "bad_percentage"),
     ("sellOrder", (TRACE, {"percentage": 101}), "bad_percentage"),
     ("sellOrder", (TRACE, {"percentage": 33.3}), "bad_percentage"),
@@ -376,6 +379,32 @@ async def test_starting_cash_is_an_option():
         assert bob.last("playerUpdate")[0]["cash"] == 2.5
         status, reply = await admin(sim, "GET", "/admin/players/nobody")
         assert status == 404 and "nobody" in reply["error"]
+
+
+async def test_the_command_line_takes_the_trading_options():
+    speed = 2
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vectra_cli", "sim", "--port", "0", "--speed", str(speed), "--seed", str(seed_with(300)),
+        "--anchor-ms", str(active_anchor(speed, 100)), "--starting-cash", "2", "--require-login",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 10)).decode()
+        url = re.search(r"http://\S+", line).group(0)
+        sim = SimpleNamespace(url=url)
+        async with player(sim, "dana") as dana, player(sim, None) as anonymous:
+            assert dana.last("playerUpdate")[0]["cash"] == 2.0
+            refused, _ = await anonymous.order("buyOrder", TRACE, {"amount": 0.001})
+            assert refused["reason"] == "not_logged_in"
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    bad = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vectra_cli", "sim", "--port", "0", "--starting-cash", "-1",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(bad.communicate(), 10)
+    assert bad.returncode == 2 and b"starting cash" in err
 
 
 # --- ack faults ------------------------------------------------------------------------------------

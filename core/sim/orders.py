@@ -22,6 +22,7 @@ from core.sim.world import PRESALE_AT_MS, Event, Game
 
 ORDER_EVENTS = ("buyOrder", "sellOrder", "requestSidebet", "shortOpen", "shortClose")
 MIN_AMOUNT = 0.001
+MAX_AMOUNT = 1_000_000_000  # SOL; beyond it lamports stop being exact in a float
 SIDEBET_PAYOUT = 5
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 PLAYER_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -262,6 +263,8 @@ def amount_of(values: dict) -> int:
     amount = values["amount"]
     if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount):
         raise OrderRefused("bad_amount", f"amount must be a number of SOL, got {amount!r}")
+    if amount > MAX_AMOUNT:
+        raise OrderRefused("bad_amount", f"amount must be at most {MAX_AMOUNT} SOL, got {amount!r}")
     lamports = round(amount * LAMPORTS)
     if abs(lamports - amount * LAMPORTS) > 1e-3:
         raise OrderRefused("bad_amount", f"amount {amount!r} has more than 9 decimals")

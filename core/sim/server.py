@@ -82,6 +82,7 @@ class Simulator:
         print(f"vectra sim: listening on {self.url} (seed {o.seed}, speed {o.speed:g})", file=sys.stderr)
 
     async def stop(self) -> None:
+        self.trading.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -66,6 +66,10 @@ class Trading:
         self._greetings.add(task)
         task.add_done_callback(self._greetings.discard)
 
+    def stop(self) -> None:
+        for task in self._greetings:
+            task.cancel()
+
     def disconnect(self, sid: str) -> None:
         self.players.pop(sid, None)
 

@@ -561,3 +561,19 @@ async def test_the_frames_have_the_keys_of_the_captured_ones():
         same_keys(ours[1], theirs[1])
     assert list(acks[0][0]) == list(captured["sidebet ack"][0][0])
     same_keys(acks[0][0]["sidebet"], captured["sidebet ack"][0][0]["sidebet"])
+
+
+async def test_the_frames_match_the_schemas_of_the_recorded_feed(discovered_schemas):
+    """The 20 recordings' schemas: a `playerUpdate` has 27 keys; `newSideBet` and trades these fields."""
+    alice, _, _, _ = await rug_with_position_and_sidebet()
+    mine = [(e, a) for _, e, a in alice.events]
+
+    def fields_of(event: str) -> set[str]:
+        return set(discovered_schemas[event]["properties"]["data"]["items"]["properties"]) - {"__trace", "traceparent"}
+
+    assert all(len(a[0]) == 27 for e, a in mine if e == "playerUpdate")
+    assert "<object with 27 keys>" in discovered_schemas["playerUpdate"]["properties"]["data"]["examples"]
+    bet = next(a for e, a in mine if e == "newSideBet")
+    assert set(bet[0]) == {"__trace", "traceparent"} and set(bet[1]) == fields_of("newSideBet")
+    buy = next(a[1] for e, a in mine if e == "standard/newTrade" and a[1]["playerId"] == "did:sim:alice")
+    assert set(buy) == fields_of("standard/newTrade")

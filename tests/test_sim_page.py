@@ -20,7 +20,7 @@ import pytest
 from core.chrome.devtools import list_pages
 from core.sources.cdp_source import QuietTab
 from tests.test_chrome import NODE_CLIENT, chrome_settings, managed, no_browser_outlives_the_test  # noqa: F401
-from tests.test_sim_orders import active_game, books
+from tests.test_sim_orders import active_game
 from tests.test_simulator import admin
 
 CHROMIUM = Path("/usr/bin/chromium")

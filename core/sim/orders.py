@@ -110,19 +110,20 @@ class OrderDesk:
             if book is None:
                 raise OrderRefused("not_logged_in", 'this server requires login: connect with auth {"player": "<name>"}')
             trace, payload = split_args(args)
-            handler = getattr(self, "_" + event)
+            handler = {"buyOrder": self._buy, "sellOrder": self._sell, "requestSidebet": self._sidebet,
+                       "shortOpen": self._short_open, "shortClose": self._short_close}[event]
             return handler(book, trace, payload)
         except OrderRefused as refused:
             return [], failure(refused)
 
-    def _buyOrder(self, book: Book, trace: dict | None, payload: object) -> tuple[list[Outgoing], dict]:
+    def _buy(self, book: Book, trace: dict | None, payload: object) -> tuple[list[Outgoing], dict]:
         lamports = amount_of(fields(payload, "amount"))
         self._trading_open("buy")
         book.enter_game(self.game_id)
         qty = book.buy(lamports, self.price)
         return self._trade(book, trace, "buy", lamports, qty), OK
 
-    def _sellOrder(self, book: Book, trace: dict | None, payload: object) -> tuple[list[Outgoing], dict]:
+    def _sell(self, book: Book, trace: dict | None, payload: object) -> tuple[list[Outgoing], dict]:
         percent = fields(payload, "percentage")["percentage"]
         if isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 100:
             raise OrderRefused("bad_percentage", f"percentage must be an integer from 1 to 100, got {percent!r}")
@@ -131,14 +132,14 @@ class OrderDesk:
         qty, proceeds = book.sell(percent, self.price)
         return self._trade(book, trace, "sell", proceeds, qty), OK
 
-    def _shortOpen(self, book: Book, trace: dict | None, payload: object) -> tuple[list[Outgoing], dict]:
+    def _short_open(self, book: Book, trace: dict | None, payload: object) -> tuple[list[Outgoing], dict]:
         lamports = amount_of(fields(payload, "amount"))
         self._trading_open("short")
         book.enter_game(self.game_id)
         book.open_short(lamports, self.price, self.tick)
         return self._trade(book, trace, "short_open", lamports, 0), OK
 
-    def _shortClose(self, book: Book, trace: dict | None, payload: object) -> tuple[list[Outgoing], dict]:
+    def _short_close(self, book: Book, trace: dict | None, payload: object) -> tuple[list[Outgoing], dict]:
         if payload not in (None, {}):
             raise OrderRefused("malformed", f"shortClose takes no fields (or {{}}), got {payload!r}")
         self._trading_open("short close")
@@ -146,7 +147,7 @@ class OrderDesk:
         _, value = book.close_short(self.price)
         return self._trade(book, trace, "short_close", value, 0), OK
 
-    def _requestSidebet(self, book: Book, trace: dict | None, payload: object) -> tuple[list[Outgoing], dict]:
+    def _sidebet(self, book: Book, trace: dict | None, payload: object) -> tuple[list[Outgoing], dict]:
         values = fields(payload, "amount", "coinAddress", "xPayout")
         lamports = amount_of(values)
         if values["coinAddress"] != frames.SOL_ADDRESS:

@@ -149,7 +149,7 @@ class Simulator:
             await self.sio.emit(name, emit_data(args))
             payload = args[-1]
             self.record(name, payload.get("gameId"), payload.get("tickCount", payload.get("tickIndex")),
-                         payload.get("cooldownTimer"))
+                        payload.get("cooldownTimer"))
 
     def record(self, event: str, game_id: str | None, tick: int | None, timer: int | None,
                player: str | None = None) -> None:

@@ -33,6 +33,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="inject a fault this often (wall seconds), cycling through --fault-kinds")
     parser.add_argument("--fault-kinds", default=",".join(d.fault_kinds),
                         help=f"comma-separated kinds for --fault-every-s, among: {','.join(KINDS)}")
+    parser.add_argument("--starting-cash", type=float, default=d.starting_cash,
+                        help=f"SOL each new player starts with (default {d.starting_cash:g})")
+    parser.add_argument("--require-login", action="store_true",
+                        help='answer orders of connections without auth {"player": ...} with a failure ack')
     parser.set_defaults(func=run_sim_command)
 
 
@@ -47,6 +51,8 @@ def run_sim_command(args: argparse.Namespace) -> int:
         trades_per_s=args.trades_per_s,
         fault_every_s=args.fault_every_s,
         fault_kinds=tuple(k.strip() for k in args.fault_kinds.split(",") if k.strip()),
+        starting_cash=args.starting_cash,
+        require_login=args.require_login,
     )
     from core.sim.server import run_simulator  # socketio and aiohttp load only when a simulator runs
 

@@ -22,6 +22,8 @@ FIELDS: dict[str, dict[str, tuple]] = {
     "reorder": {"count": (1, 1, MAX_COUNT, True)},
 }
 KINDS = tuple(FIELDS)
+# `POST /admin/acks`: acks of orders dropped or held back, while the orders themselves still execute.
+ACK_FIELDS: dict[str, tuple] = {"drop": (0, 0, MAX_COUNT, True), "delay_ms": (0, 0, MAX_SECONDS * 1000, False)}
 
 
 class FaultError(ValueError):
@@ -48,6 +50,16 @@ def parse_fault(body: object) -> Fault:
         raise FaultError(f"unexpected field(s) for {kind}: {', '.join(extra)}")
     values = {name: _number(kind, name, body.get(name), *spec) for name, spec in fields.items()}
     return Fault(kind, **values)
+
+
+def parse_ack_fault(body: object) -> dict:
+    """Only the fields given change; `{"drop": 2}` drops the next two acks, `{"delay_ms": 0}` ends delays."""
+    if not isinstance(body, dict) or not body:
+        raise FaultError('body must be a JSON object like {"drop": 1} or {"delay_ms": 500}')
+    extra = sorted(set(body) - set(ACK_FIELDS))
+    if extra:
+        raise FaultError(f"unexpected field(s): {', '.join(extra)}; expected drop and/or delay_ms")
+    return {name: _number("acks", name, body[name], *ACK_FIELDS[name]) for name in body}
 
 
 def _number(kind: str, name: str, value: object, default, low, high, integer: bool):

@@ -16,3 +16,5 @@ class SimOptions:
     trades_per_s: float = 3.0
     fault_every_s: float | None = None  # inject the next of `fault_kinds` this often
     fault_kinds: tuple[str, ...] = ("drop", "silence", "malformed", "duplicate", "reorder")
+    starting_cash: float = 1.0  # SOL each new player starts with
+    require_login: bool = False  # anonymous connections get failure acks instead of a guest player

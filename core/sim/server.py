@@ -22,6 +22,7 @@ from core.sim.faults import KINDS, Fault, FaultError, parse_fault
 from core.sim.frames import render, tick_frame
 from core.sim.options import SimOptions
 from core.sim.page import add_page_routes
+from core.sim.trading import Trading, emit_data
 from core.sim.world import World, position_at
 
 EMITTED_LOG_SIZE = 10_000
@@ -47,6 +48,7 @@ class Simulator:
         self.app.router.add_get("/admin/state", self._get_state)
         self.app.router.add_get("/admin/emitted", self._get_emitted)
         add_page_routes(self.app)
+        self.trading = Trading(self)
         self.world: World | None = None
         self._clients: dict[str, str] = {}  # socket.io sid -> engine.io sid (raw sends need the latter)
         self._log: deque[dict] = deque(maxlen=EMITTED_LOG_SIZE)
@@ -68,6 +70,7 @@ class Simulator:
         o = self.options
         anchor = o.anchor_ms if o.anchor_ms is not None else int(time.time() * 1000)
         self.world = World(o.seed, anchor, o.speed, o.max_ticks, o.trades_per_s)
+        self.trading.start(self.world, self._sim_now())
         self._runner = web.AppRunner(self.app, shutdown_timeout=1.0, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, o.host, o.port)
@@ -79,6 +82,7 @@ class Simulator:
         print(f"vectra sim: listening on {self.url} (seed {o.seed}, speed {o.speed:g})", file=sys.stderr)
 
     async def stop(self) -> None:
+        self.trading.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -101,6 +105,7 @@ class Simulator:
         cursor = world.cursor_at(self._sim_now())
         while True:
             for cursor, game, event in world.due(cursor, self._sim_now()):
+                await self.trading.observe(game, event)
                 if time.monotonic() >= self._silent_until:
                     await self._broadcast(*render(world, game, event))
             wait_ms = (world.next_due_ms(cursor) - self._sim_now()) / world.speed
@@ -141,30 +146,34 @@ class Simulator:
             self._duplicate -= 1
             copies = 2
         for _ in range(copies):
-            await self.sio.emit(name, args if len(args) > 1 else args[0])
+            await self.sio.emit(name, emit_data(args))
             payload = args[-1]
-            self._record(name, payload.get("gameId"), payload.get("tickCount", payload.get("tickIndex")),
-                         payload.get("cooldownTimer"))
+            self.record(name, payload.get("gameId"), payload.get("tickCount", payload.get("tickIndex")),
+                        payload.get("cooldownTimer"))
 
-    def _record(self, event: str, game_id: str | None, tick: int | None, timer: int | None) -> None:
+    def record(self, event: str, game_id: str | None, tick: int | None, timer: int | None,
+               player: str | None = None) -> None:
+        """Log one frame sent (or, for `received/<order>` and `ack-dropped/<order>`, one seen or held back)."""
         self.frames_emitted += 1
         self._log.append({"n": self.frames_emitted, "event": event, "gameId": game_id, "tickCount": tick,
-                          "cooldownTimer": timer, "ts_ms": time.time() * 1000})
+                          "cooldownTimer": timer, "player": player, "ts_ms": time.time() * 1000})
 
     async def _send_raw(self, data: str | bytes, kind: str) -> None:
         """Raw Engine.IO messages bypass socket.io encoding, which is the only way to send broken packets."""
         for eio_sid in list(self._clients.values()):
             await self.sio.eio.send(eio_sid, data)
-        self._record(f"fault/{kind}", None, None, None)
+        self.record(f"fault/{kind}", None, None, None)
 
     # --- connections ------------------------------------------------------------------------------
     async def _on_connect(self, sid: str, environ: dict, auth: object = None) -> None:
         if time.monotonic() < self._refuse_until:
             raise socketio.exceptions.ConnectionRefusedError("simulated outage")
+        await self.trading.connect(sid, auth)
         self._clients[sid] = self.sio.manager.eio_sid_from_sid(sid, "/")
 
     async def _on_disconnect(self, sid: str, reason: object = None) -> None:
         self._clients.pop(sid, None)
+        self.trading.disconnect(sid)
 
     # --- faults -----------------------------------------------------------------------------------
     async def apply_fault(self, fault: Fault) -> dict:
@@ -174,10 +183,10 @@ class Simulator:
             self._refuse_until = time.monotonic() + fault.seconds
             for sid in list(self._clients):
                 await self.sio.disconnect(sid)
-            self._record("fault/drop", None, None, None)
+            self.record("fault/drop", None, None, None)
         elif kind == "silence":
             self._silent_until = time.monotonic() + fault.seconds
-            self._record("fault/silence", None, None, None)
+            self.record("fault/silence", None, None, None)
         elif kind == "malformed":
             await self._send_raw(MALFORMED_PACKET, kind)
         elif kind == "truncated":
@@ -188,7 +197,7 @@ class Simulator:
         elif kind == "oversized":
             frame = {**self._sample_tick_frame(), "padding": "x" * fault.bytes}
             await self.sio.emit("gameStateUpdate", frame)
-            self._record("fault/oversized", frame["gameId"], frame["tickCount"], None)
+            self.record("fault/oversized", frame["gameId"], frame["tickCount"], None)
         elif kind == "duplicate":
             self._duplicate += fault.count
         elif kind == "reorder":

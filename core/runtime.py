@@ -22,6 +22,7 @@ from core.sources.socketio_source import SocketIOSource
 from core.sources.cdp_source import add_cdp_source
 from core.sources.replay_source import ReplaySource
 from core.recorder.recorder import install_recorder
+from core.orders.install import install_orders
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def build_foundation(settings: Settings) -> Foundation:
         elif name == "replay":
             foundation.add_source(ReplaySource(foundation, settings))
     install_recorder(foundation)
+    install_orders(foundation)
     foundation.add_component(ZmqTransport(foundation))
     foundation.add_component(HttpWsServer(foundation))
     return foundation

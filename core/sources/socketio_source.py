@@ -60,6 +60,20 @@ class SocketIOSource(FeedSource):
         self._last_frame = time.monotonic()
         self._wake = asyncio.Event()
         self._reason: str | None = None
+        self._connected: _FrameTap | None = None  # the client while its connection is up
+
+    def send_problem(self) -> str | None:
+        """Whether an order packet can go out now (the direct executor asks before sending)."""
+        return None if self._connected is not None else "the socketio source is not connected"
+
+    async def send_packet(self, packet: str) -> None:
+        """Send one Socket.IO packet text as it is, e.g. `2900000001["buyOrder",...]`: the ack id is
+        the caller's, so python-socketio never sees (or answers for) that ack. `eio.send` is
+        python-engineio's public send of one message."""
+        client = self._connected
+        if client is None:
+            raise ConnectionError("the socketio source is not connected")
+        await client.eio.send(packet)
 
     def _on_message(self, data: str | bytes) -> None:
         self._last_frame = time.monotonic()
@@ -83,6 +97,7 @@ class SocketIOSource(FeedSource):
                         headers={"Origin": self.settings.feed_origin},
                         transports=["websocket"],
                         wait_timeout=self.settings.connect_timeout_s,
+                        auth=self.settings.feed_auth_object,
                     )
             except asyncio.CancelledError:
                 await self._close(client)
@@ -94,9 +109,11 @@ class SocketIOSource(FeedSource):
                 await self._sleep(backoff_delay(attempt, self.settings.reconnect_initial_s, self.settings.reconnect_max_s))
                 continue
             self.report("connected", attempt)
+            self._connected = client
             try:
                 reason = await self._hold(client)
             finally:
+                self._connected = None
                 await self._close(client)
             self.report("disconnected", attempt, reason)
             attempt = 0

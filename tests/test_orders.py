@@ -368,6 +368,9 @@ async def test_only_one_order_per_kind_is_in_flight_and_a_missing_ack_times_out(
             assert first["data"]["state"] == "sent" and first["data"]["dryRun"] is False, first
             await refused(bot, buy("live-2", token="s3cret"), RejectCode.IN_FLIGHT)
         await wait_until(lambda: any(e["type"] == "order.timeout" for e in published(foundation)), what="order.timeout")
+        if await takes_orders(sim):  # the trade and the player's update came: the timeout settles as filled
+            await wait_until(lambda: life_of(foundation, "live-1")[-1:] == ["order.filled"], what="live-1 settled")
+            assert life_of(foundation, "live-1") == ["order.request", "order.sent", "order.timeout", "order.filled"]
         sent = [m for m in wire.orders() if "buyOrder" in m]
         assert sent == [first["data"]["frame"]], "exactly the one frame, as published on order.sent"
         assert [e["data"]["order_id"] for e in published(foundation, "order.sent")] == ["live-1"]
@@ -547,29 +550,48 @@ async def test_every_documented_order_command_gets_the_documented_reply(tmp_path
 # --- live orders on a simulator that takes them ----------------------------------------------------
 
 
+async def fresh_active_game(foundation: Foundation, timeout: float = 60) -> None:
+    """Wait for the first ticks of a game, so a run of orders is done long before any rug."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = foundation.bus.last_by_type.get("game.tick")
+        if last is not None and last.data["phase"] == "ACTIVE" and (last.data["tickCount"] or 0) <= 2:
+            return
+        assert time.monotonic() < deadline, "no fresh ACTIVE game"
+        await asyncio.sleep(0.005)
+
+
+def life_of(foundation: Foundation, order_id: str) -> list[str]:
+    return [e["type"] for e in published(foundation) if e["data"]["order_id"] == order_id]
+
+
 async def test_live_orders_through_the_direct_executor_fill_and_match_the_simulators_books(tmp_path):
-    async with simulator() as (sim, wire):
+    async with simulator(speed=5, max_ticks=400) as (sim, wire):
         if not await takes_orders(sim):
             pytest.skip("this simulator takes no orders yet (GET /admin/players answers 404)")
         async with assembled(tmp_path, feed_url=sim.url, orders="live", auth_token="s3cret", order_executor="direct",
                              orders_unverified=True, feed_auth='{"player": "bot1"}',
                              order_max_tick_age_s=5.0) as foundation:
-            await wait_for_phase(foundation, {"ACTIVE"})
+            await fresh_active_game(foundation)
             async with connect(ws_url(foundation)) as bot:
-                reply = await ask(bot, buy("sim-buy-1", token="s3cret"))
-                assert reply["data"]["state"] in ("sent", "acked", "filled"), reply
-                await wait_until(lambda: any(e["data"]["order_id"] == "sim-buy-1" for e in published(foundation, "order.filled")),
-                                 what="order.filled")
-                again = [await ask(bot, buy("sim-buy-1", token="s3cret")) for _ in range(2)]
+                orders = [buy("sim-buy-1", token="s3cret"),
+                          {"action": "order", "kind": "sell", "percent": 50, "order_id": "sim-sell-1", "token": "s3cret"},
+                          {"action": "order", "kind": "sidebet", "amount_sol": 0.001, "order_id": "sim-sb-1",
+                           "token": "s3cret"}]
+                for order in orders:
+                    reply = await ask(bot, order)
+                    assert reply["data"]["state"] in ("sent", "acked", "filled"), reply
+                    await wait_until(lambda: life_of(foundation, order["order_id"])[-1:] == ["order.filled"],
+                                     what=f"{order['order_id']} filled")  # the player's state came before the ack
+                again = [await ask(bot, orders[0]) for _ in range(2)]
                 assert all(r["data"]["state"] == "filled" for r in again)
-            life = [e["type"] for e in published(foundation) if e["data"]["order_id"] == "sim-buy-1"]
-            assert life == ["order.request", "order.sent", "order.ack", "order.filled"]
-            filled = published(foundation, "order.filled")[-1]["data"]
-            assert filled["matchedBy"] == "trace"
-            assert len([m for m in wire.orders() if "buyOrder" in m]) == 1
-            await wait_until(lambda: (published(foundation, "player.state") or [{}])[-1].get("data", {}).get("positionQty"),
-                             what="player.state with the position")
+            for order in orders:
+                assert life_of(foundation, order["order_id"]) == ["order.request", "order.sent", "order.ack", "order.filled"]
+            assert [e["data"]["matchedBy"] for e in published(foundation, "order.filled")] == ["trace", "trace", "sidebet"]
+            assert [m.split("[", 1)[1].split(",", 1)[0] for m in wire.orders()] == [
+                '"buyOrder"', '"sellOrder"', '"requestSidebet"']
             status, books = await http(sim.url + "/admin/players/bot1")
             assert status == 200, books
-            state = published(foundation, "player.state")[-1]["data"]
-            assert round(state["cash"] * 1e9) == books["cash"]
+            state = foundation.bus.last_by_type["player.state"].data
+            for figure in ("cash", "positionQty", "totalInvested"):
+                assert round(state[figure] * 1e9) == books["lamports"][figure], figure

@@ -50,6 +50,7 @@ class Pending:
     sent_monotonic: float
     tick: int | None
     fill: tuple[str, dict[str, Any] | None, Any, Any] | None = None  # matchedBy, trade, price, tick
+    early_ack: Any = None  # an ack that came before the executor said the frame was sent
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
 
@@ -108,9 +109,9 @@ class OrderDesk:
     # --- commands -------------------------------------------------------------------------------
 
     async def _order(self, request: dict[str, Any]) -> dict[str, Any]:
-        known = self.records.get(request.get("order_id"))  # type: ignore[arg-type]
-        if known is not None:
-            return _reply(known)
+        order_id = request.get("order_id")
+        if isinstance(order_id, str) and order_id in self.records:
+            return _reply(self.records[order_id])
         try:
             order = parse_order(request)
         except BadOrder as exc:
@@ -134,8 +135,9 @@ class OrderDesk:
             self._dry_run(record, frame)
             await self._persist(record)
             return _reply(record)
+        pending = self._hold_slot(order, frame)  # before any await: the next order sees it in flight
         await self._persist(record)  # durable before the frame leaves: a crash can never send it twice
-        return _reply(await self._send(record, order, frame))
+        return _reply(await self._send(record, pending))
 
     async def _halt(self, request: dict[str, Any]) -> dict[str, Any]:
         reason = request.get("reason") if isinstance(request.get("reason"), str) else "operator"
@@ -222,12 +224,17 @@ class OrderDesk:
         self._settle_filled(record, "dry-run", None, price=tick.data.get("price") if tick else None,
                             tick=tick.data.get("tickCount") if tick else None)
 
-    async def _send(self, record: dict[str, Any], order: Order, frame: OrderFrame) -> dict[str, Any]:
-        assert self.executor is not None  # the checks refuse live orders without one
+    def _hold_slot(self, order: Order, frame: OrderFrame) -> Pending:
         tick = self.foundation.bus.last_by_type.get("game.tick")
         pending = Pending(order, frame, time.monotonic(), tick.data.get("tickCount") if tick else None)
         self._pending[order.order_id] = pending
         self._by_ack[frame.ack_id] = order.order_id
+        return pending
+
+    async def _send(self, record: dict[str, Any], pending: Pending) -> dict[str, Any]:
+        assert self.executor is not None  # the checks refuse live orders without one
+        order, frame = pending.order, pending.frame
+        pending.sent_monotonic = time.monotonic()
         try:
             sent = await self.executor.send(frame)
         except ExecutorError as exc:
@@ -242,6 +249,8 @@ class OrderDesk:
             loop.call_later(self.settings.order_ack_timeout_s, self._ack_timeout, order.order_id),
             loop.call_later(self.settings.order_settle_timeout_s, self._settle_timeout, order.order_id),
         ]
+        if pending.early_ack is not None:  # the ack beat the executor's own return (a slow CDP call)
+            self._on_ack(frame.ack_id, pending.early_ack)
         await self._persist(record)
         return record
 
@@ -285,6 +294,9 @@ class OrderDesk:
         if pending is None:
             return
         record = self.records[order_id]
+        if record["state"] == "requested":
+            pending.early_ack = args  # taken up once order.sent is out, so the channels keep their order
+            return
         args = args if isinstance(args, list) else [args]
         first = args[0] if args else None
         success = first.get("success") if isinstance(first, dict) and isinstance(first.get("success"), bool) else None
@@ -318,7 +330,7 @@ class OrderDesk:
             fill = ("trace" if trace_id is not None else "fields", trade, _number(trade.get("price")),
                     trade.get("tickIndex"))
             record = self.records[order_id]
-            if record["state"] == "sent":
+            if record["state"] in ("requested", "sent"):
                 pending.fill = fill  # the real server trades before it acks
             else:
                 self._release(order_id)

@@ -421,6 +421,27 @@ async def test_halt_refuses_every_order_until_resumed_and_survives_a_restart(tmp
             await accepted(bot, buy("h-4", token="s3cret"))
 
 
+async def test_a_live_order_in_flight_at_a_restart_is_never_sent_again(tmp_path):
+    live = {"orders": "live", "auth_token": "s3cret", "order_executor": "direct", "feed_auth": '{"player": "bot1"}',
+            "order_ack_timeout_s": 60.0, "order_max_tick_age_s": 5.0}
+    async with simulator() as (sim, wire):
+        if await takes_orders(sim):
+            status, answer = await http(sim.url + "/admin/acks", {"drop": 1})
+            assert status == 200, answer
+        async with assembled(tmp_path, feed_url=sim.url, **live) as foundation:
+            await wait_for_phase(foundation, {"PRESALE", "ACTIVE"})
+            async with connect(ws_url(foundation)) as bot:
+                first = await ask(bot, buy("crash-1", token="s3cret"))
+            assert first["data"]["state"] == "sent", first
+        async with assembled(tmp_path, feed_url=sim.url, **live) as restarted:
+            await wait_for_phase(restarted, {"PRESALE", "ACTIVE"})
+            async with connect(ws_url(restarted)) as bot:
+                again = await ask(bot, buy("crash-1", token="s3cret"))
+            assert again["data"]["state"] == "timeout" and again["data"]["frame"] == first["data"]["frame"], again
+            assert published(restarted) == []
+        assert [m for m in wire.orders() if "buyOrder" in m] == [first["data"]["frame"]]
+
+
 # --- live mode's conditions ---------------------------------------------------------------------------
 
 

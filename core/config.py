@@ -8,6 +8,7 @@ from, in rising priority: the defaults below, a `.env` file in the working direc
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -168,6 +169,41 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Timeout of every single DevTools call and /json request."
     )
 
+    # --- orders ---------------------------------------------------------------------------------
+    orders: Literal["off", "dry-run", "live"] = Field(
+        "off",
+        description="Orders from bots: `off` refuses every order, `dry-run` runs every check and publishes the "
+        "whole life with `dryRun: true` but sends nothing, `live` sends (needs VECTRA_AUTH_TOKEN).",
+    )
+    order_executor: Literal["auto", "page", "click", "direct"] = Field(
+        "auto",
+        description="How orders reach the game: `page` (the browser page's own socket), `click` (its buttons), "
+        "`direct` (Vectra's own Socket.IO connection); `auto`: `page` when the sources include `cdp`, else `direct`.",
+    )
+    orders_unverified: bool = Field(
+        False, description="In `live` mode, also send order kinds whose frame shape was never captured from the real site."
+    )
+    order_max_sol: float = Field(0.01, gt=0, description="Most SOL one order may stake.")
+    order_max_sol_per_game: float = Field(0.05, gt=0, description="Most SOL all orders of one game may stake together.")
+    order_max_per_minute: int = Field(20, ge=1, description="Most orders accepted in any 60 seconds.")
+    order_max_tick_age_s: float = Field(
+        2.0, gt=0, description="No order while Vectra's last `game.tick` is older than this (silent or stale feed)."
+    )
+    order_max_in_flight: int = Field(
+        1, ge=1, description="Orders of one kind that may wait for their outcome at the same time."
+    )
+    order_ack_timeout_s: float = Field(
+        3.0, gt=0, description="No ack this long after sending: `order.timeout`, the outcome is settled by the next `playerUpdate`."
+    )
+    order_settle_timeout_s: float = Field(
+        10.0, gt=0, description="An order still unsettled this long after sending stops counting as in flight."
+    )
+    feed_auth: SecretStr | None = Field(
+        None,
+        description='JSON object the direct source sends as Socket.IO `auth`, e.g. `{"player": "bot"}` for the '
+        "simulator (empty: none).",
+    )
+
     # --- operator -------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="Log level of the stderr log."
@@ -206,6 +242,44 @@ class Settings(BaseSettings):
                     f"set {env_name('auth_token')} to serve beyond this machine"
                 )
         return self
+
+    @field_validator("feed_auth")
+    @classmethod
+    def _auth_object(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        try:
+            parsed = json.loads(value.get_secret_value())
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ValueError('accepted: a JSON object, e.g. {"player": "bot"}')
+        return value
+
+    @model_validator(mode="after")
+    def _live_orders_need_token_and_source(self) -> "Settings":
+        if self.orders != "live":
+            return self
+        if self.auth_token is None:
+            raise ValueError(f"{env_name('orders')}=live needs {env_name('auth_token')}: set a token before sending real orders")
+        needed = {"direct": "socketio", "page": "cdp", "click": "cdp"}[self.order_executor_name]
+        if needed not in self.sources:
+            raise ValueError(
+                f"{env_name('orders')}=live: the {self.order_executor_name} executor needs the {needed} source "
+                f"({env_name('source')}={self.source} cannot place orders)"
+            )
+        return self
+
+    @property
+    def order_executor_name(self) -> str:
+        """The executor in use: `auto` resolved against the sources."""
+        if self.order_executor != "auto":
+            return self.order_executor
+        return "page" if "cdp" in self.sources else "direct"
+
+    @property
+    def feed_auth_object(self) -> dict[str, Any] | None:
+        return json.loads(self.feed_auth.get_secret_value()) if self.feed_auth is not None else None
 
     @property
     def sources(self) -> tuple[str, ...]:

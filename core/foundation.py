@@ -205,15 +205,18 @@ class Foundation:
     # --- what the outside sees ------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """What a late joiner needs: last tick, current game and phase, connection, last seq."""
+        """What a late joiner needs: last tick, current game and phase, the player's own state,
+        connection, last seq."""
         game = self.normalizer.game
         last_tick = self.bus.last_by_type.get("game.tick")
+        player = self.bus.last_by_type.get("player.state")
         return {
             "type": "snapshot",
             "seq": self.bus.last_seq,
             "gameId": game.game_id if game else None,
             "phase": self.normalizer.phase,
             "last_tick": last_tick.as_dict() if last_tick else None,
+            "player": player.data if player else None,
             "connection": {name: _public(entry) for name, entry in self.connections.items()},
         }
 

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.contracts.orders import ORDER_CHANNELS, PlayerState
+
 Phase = Literal["COOLDOWN", "PRESALE", "ACTIVE", "RUGGED", "UNKNOWN"]
 SourceName = Literal["socketio", "cdp", "replay"]
 
@@ -143,7 +145,7 @@ CHANNELS: dict[str, type[BaseModel]] = {
     "player.trade": PlayerTrade,
     "player.update": Passthrough,
     "player.identity": Passthrough,
-    "player.state": Passthrough,
+    "player.state": PlayerState,
     "sidebet.placed": Passthrough,
     "sidebet.result": Passthrough,
     "connection.status": ConnectionStatus,
@@ -151,14 +153,15 @@ CHANNELS: dict[str, type[BaseModel]] = {
     "raw.ack": RawAck,
     "chrome.status": ChromeStatus,
     "recording.status": RecordingStatus,
+    **ORDER_CHANNELS,
     "raw.*": RawEvent,
 }
 
 # Feed events whose payload is republished unchanged on a named channel of their own.
+# (`gameStatePlayerUpdate` grew into `player.state`, merged with `playerUpdate` by the orders' player book.)
 PASSTHROUGH_EVENTS: dict[str, str] = {
     "playerUpdate": "player.update",
     "usernameStatus": "player.identity",
-    "gameStatePlayerUpdate": "player.state",
     "currentSidebet": "sidebet.placed",
     "currentSidebetResult": "sidebet.result",
 }

@@ -236,7 +236,7 @@ async def test_the_page_in_a_real_browser_shows_live_events_and_health(tmp_path)
             assert "game.tick g-browser" in shown, "the page must show live events from /ws"
             assert "sidebet.placed" not in shown, "the page shows only the channels picked"
             assert health == "down", "the page shows /health (no feed source here: down)"
-            assert server.health()["subscribers"]["ws"] == 1
+            assert server.health().clients == 1
         finally:
             stop.set()
             await publisher

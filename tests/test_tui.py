@@ -5,14 +5,12 @@ from __future__ import annotations
 import pytest
 from textual.geometry import Region
 
-from dataclasses import replace
-
 from core.contracts.envelope import Envelope
+from core.contracts.health import SourceConnection
 from vectra_tui.digest import EventDigest
 from vectra_tui.app import HelpScreen, VectraConsole
 from tests.fakes import FROZEN_NOW_MS, FakeFoundation
 from vectra_tui.panels import Panel
-from vectra_tui.view import SourceLink
 
 SIZE = (100, 30)
 
@@ -58,19 +56,17 @@ async def test_panels_show_what_the_foundation_reports(fake):
 
 
 async def test_unreachable_feed_and_daemon_are_said_plainly(fake):
-    refused = SourceLink(name="socketio", state="reconnecting", url="https://backend.rugs.fun", reason="Connection refused", attempt=3)
-    fake.current = replace(
-        fake.current,
-        connection=replace(fake.current.connection, status="down", state="reconnecting", sources=(refused,)),
+    refused = SourceConnection(
+        state="reconnecting", url="https://backend.rugs.fun", reason="Connection refused", attempt=3,
+        connected_since=None, reconnects=0,
     )
+    connection = fake.report.connection.model_copy(update={"state": "reconnecting", "sources": {"socketio": refused}})
+    fake.update(status="down", connection=connection)
     app = VectraConsole(fake)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert "socketio unreachable: Connection refused" in shown(app, "connection")
-        fake.current = replace(
-            fake.current,
-            connection=replace(fake.current.connection, unreachable="daemon unreachable, retrying in 1.0 s: ws://x/ws refused"),
-        )
+        fake.unreachable = "daemon unreachable, retrying in 1.0 s: ws://x/ws refused"
         await pilot.pause(0.3)
         assert "daemon unreachable, retrying in 1.0 s" in shown(app, "connection")
 
@@ -82,7 +78,7 @@ async def test_r_flips_recording_in_the_foundation(fake):
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert fake.commands[-1] == {"action": "record", "on": True}
-        assert fake.current.recording.on
+        assert fake.report.recording.on
         assert "REC" in shown(app, "recording")
         await pilot.press("r")
         await app.workers.wait_for_complete()

@@ -130,7 +130,7 @@ class Requests:
         if action == "snapshot":
             return self.foundation.snapshot()
         if action == "health":
-            return {"type": "health", "data": self.foundation.health()}
+            return {"type": "health", "data": self.foundation.health().model_dump()}
         if action in READ_ACTIONS:
             return error_reply("bad_request", f"{action!r} is not answered here")
         needs_token = action not in self.foundation.read_only_commands

@@ -40,6 +40,7 @@ from core.contracts.patterns import ChannelFilter
 from core.broadcast.requests import Requests, error_reply, parse_request, parse_stream, with_id
 from core.config import ConfigError
 from core.contracts.envelope import Envelope, now_ms
+from core.contracts.health import ZmqHealth
 from core.foundation import Foundation
 
 log = logging.getLogger(__name__)
@@ -258,23 +259,20 @@ class ZmqTransport:
 
     # --- what the outside sees ------------------------------------------------------------------
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> ZmqHealth:
         self._drain_subscriptions()
-        return {
-            "subscribers": {"zmq": self.peers},
-            "zmq": {
-                "pub": self.settings.zmq_pub,
-                "router": self.settings.zmq_router,
-                "subscribers": self.peers,
-                "topics": sorted(topic.decode(errors="replace") for topic in self.topics),
-                "pub_hwm": self.settings.zmq_pub_hwm,
-                "router_hwm": self.settings.zmq_router_hwm,
-                "requests": self.requests_served,
-                "replays": self.replays,
-                "replayed_events": self.replayed,
-                "replies_abandoned": self.replies_abandoned,
-            },
-        }
+        return ZmqHealth(
+            pub=self.settings.zmq_pub,
+            router=self.settings.zmq_router,
+            subscribers=self.peers,
+            topics=sorted(topic.decode(errors="replace") for topic in self.topics),
+            pub_hwm=self.settings.zmq_pub_hwm,
+            router_hwm=self.settings.zmq_router_hwm,
+            requests=self.requests_served,
+            replays=self.replays,
+            replayed_events=self.replayed,
+            replies_abandoned=self.replies_abandoned,
+        )
 
 
 class ReplyAbandoned(Exception):

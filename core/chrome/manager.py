@@ -24,6 +24,7 @@ from core.chrome.profile import PROFILE_IN_USE_EXIT, ProfileInUse, claim_profile
 from core.config import Settings
 from core.contracts.envelope import Envelope
 from core.contracts.component import CommandError
+from core.contracts.health import ChromeHealth
 from core.supervisor import backoff_delay
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,8 @@ class ChromeManager:
             "launches": self.launches,
         }
 
-    def health(self) -> dict[str, Any]:
-        return {"chrome": self.status()}
+    def health(self) -> ChromeHealth:
+        return ChromeHealth(**self.status())
 
     def _set(self, state: str, *, reason: str | None = None, pid: int | None = None) -> None:
         if (state, reason, pid) == (self.state, self.reason, self.pid):

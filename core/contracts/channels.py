@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Phase = Literal["COOLDOWN", "PRESALE", "ACTIVE", "RUGGED", "UNKNOWN"]
 SourceName = Literal["socketio", "cdp", "replay"]
+LinkState = Literal["connecting", "connected", "disconnected", "reconnecting", "failed"]
 
 
 class _Open(BaseModel):
@@ -85,7 +86,7 @@ class PlayerTrade(_Open):
 
 
 class ConnectionStatus(_Open):
-    state: Literal["connecting", "connected", "disconnected", "reconnecting", "failed"]
+    state: LinkState
     source: SourceName
     url: str | None
     attempt: int
@@ -116,6 +117,7 @@ class ChromeStatus(_Open):
     tab_url: str | None
     authenticated_as: str | None
     reason: str | None
+    launches: int
 
 
 class RecordingStatus(_Open):
@@ -124,6 +126,7 @@ class RecordingStatus(_Open):
     path: str
     rows: int
     bytes: int
+    wal_bytes: int
     since: int | None
     reason: str | None
     buffered: int

@@ -37,7 +37,9 @@ LAST_SEQ = 1060
 RECORDING_PATH = "/data/recordings/2025-11-24/vectra-160000.parquet"
 # Games that ended before the current one, oldest first: (id, final tick, peak, final price).
 ENDED = (("20251124-9f", 480, 14.9, 0.003), ("20251124-a0", 37, 1.21, 0.001), ("20251124-a1", 212, 5.83, 0.002))
-ACTIVE_TICKS = 140  # the current game's ticks so far, four a second
+STEPS = (1.0,) * 33 + (2.0,)  # seconds between the console's rate samples while it watched this game
+TICKS_PER_S = 4
+ACTIVE_TICKS = int(sum(STEPS) * TICKS_PER_S)  # the current game's ticks so far
 CURRENT_PRICE = 3.41
 
 
@@ -102,43 +104,57 @@ def _price(tick: int) -> float:
     return round(1.0 + 0.6 * math.sin(tick / 9) + tick / 60, 3)
 
 
-def _second(second: int, last: bool) -> list[tuple[str, str | None, dict[str, Any]]]:
-    """(channel, game, data) of one second of feed (the last one spans two): trades, then four ticks of
-    the current game, each normalized event after the raw frame it came from."""
-    items: list[tuple[str, str | None, dict[str, Any]]] = []
-    if second == 0:
+Item = tuple[str, "str | None", dict[str, Any]]  # (channel, game, data)
+
+
+def _trade(index: int) -> list[Item]:
+    buyer = ("degen42", "whale", "moonboi")[index % 3]
+    if index % 7 == 6:
+        raw = ("raw.standard/sideBetPlaced", GAME_ID, {"payload": {"username": buyer}, "trace": None})
+        return [raw, ("sidebet.placed", GAME_ID, {"username": buyer, "betAmount": 0.1})]
+    raw = ("raw.standard/newTrade", GAME_ID, {"payload": {"username": buyer}, "trace": None})
+    return [raw, ("player.trade", GAME_ID, {"username": buyer, "type": "buy", "amount": 0.05, "price": 3.38})]
+
+
+def _step(index: int, first_tick: int, seconds: float) -> list[Item]:
+    """One sampling step of feed: trades between the current game's ticks, each normalized event after
+    the raw frame it came from; the games that ended before it come first."""
+    items: list[Item] = []
+    if index == 0:
         for game, final_tick, peak, final in ENDED:
             items.append(("game.end", game, {"finalTick": final_tick, "finalPrice": final, "peakPrice": peak}))
-    trades = 25 if last else round(9 + 5 * math.sin(second / 3))
-    for index in range(trades):
-        buyer = ("degen42", "whale", "moonboi")[index % 3]
-        items.append(("raw.standard/newTrade", GAME_ID, {"payload": {"username": buyer}, "trace": None}))
-        items.append(("player.trade", GAME_ID, {"username": buyer, "type": "buy", "amount": 0.05, "price": 3.38}))
-    if second % 11 == 5:
-        items.append(("error", None, {"code": "bad_frame", "message": "not a Socket.IO packet", "raw": "xx"}))
-    for tick in range(second * 4, second * 4 + 4):
+    ticks = range(first_tick, first_tick + int(seconds * TICKS_PER_S))
+    trades = round(seconds * 12.5) if index == len(STEPS) - 1 else round(9 + 5 * math.sin(index / 3))
+    for position, tick in enumerate(ticks):
+        for trade in range(position * trades // len(ticks), (position + 1) * trades // len(ticks)):
+            items.extend(_trade(trade))
+        if tick % 45 == 20:
+            items.append(("error", None, {"code": "bad_json", "message": "packet body is not valid JSON", "raw": "2[\"x"}))
         items.append(("raw.gameStateUpdate", GAME_ID, {"payload": {"tickCount": tick}, "trace": None}))
         items.append(("game.tick", GAME_ID, {"tickCount": tick, "price": _price(tick), "phase": "ACTIVE"}))
     return items
 
 
-def feed_digest(report: HealthReport) -> EventDigest:
-    """The console's digest after watching this game for its 35 seconds, one rate sample a second."""
-    clock = ScriptedClock()
+def feed_digest(report: HealthReport, clock: ScriptedClock) -> EventDigest:
+    """The console's digest after watching the current game from its start, sampling once a second;
+    the last event is the game's latest tick, at `FROZEN_NOW_MS`, with `seq` `LAST_SEQ`."""
     digest = EventDigest(clock)
-    seconds = ACTIVE_TICKS // 4
-    script = [_second(second, second == seconds - 1) for second in range(seconds)]
-    seq = LAST_SEQ - sum(len(items) for items in script)
+    steps, tick = [], 0
+    for index, seconds in enumerate(STEPS):
+        steps.append(_step(index, tick, seconds))
+        tick += int(seconds * TICKS_PER_S)
+    seq = LAST_SEQ - sum(len(items) for items in steps)
+    start_ms = FROZEN_NOW_MS - int(sum(STEPS) * 1000)
     pipeline = report.latency_ms.pipeline
-    for second, items in enumerate(script):
-        for channel, game, data in items:
+    for index, (seconds, items) in enumerate(zip(STEPS, steps)):
+        for position, (channel, game, data) in enumerate(items, start=1):
             seq += 1
-            timestamp = FROZEN_NOW_MS - (seconds - second) * 1000 + len(data)
+            timestamp = start_ms + int(seconds * 1000 * position / len(items))
             digest.deliver(Envelope(seq=seq, type=channel, timestamp=timestamp, gameId=game, source="socketio", data=data))
-        last = second == seconds - 1
-        clock.now += 2.0 if last else 1.0
-        p99 = pipeline.p99 if last else round(1.2 + 0.4 * math.sin(second / 2.5), 2)
-        digest.latency_view(None, pipeline.p50, p99)
+        start_ms += int(seconds * 1000)
+        clock.now += seconds
+        last = index == len(STEPS) - 1
+        digest.latency_view(None, pipeline.p50, pipeline.p99 if last else round(1.2 + 0.4 * math.sin(index / 2.5), 2))
         digest.rates_view(report.events_per_s, report.events_total)
     return digest
 
@@ -146,7 +162,8 @@ def feed_digest(report: HealthReport) -> EventDigest:
 class FakeFoundation:
     def __init__(self, report: HealthReport | None = None) -> None:
         self.report = report if report is not None else fake_report()
-        self.digest = feed_digest(self.report)
+        self.clock = ScriptedClock()  # stands still unless a test moves it: screenshots stay the same
+        self.digest = feed_digest(self.report, self.clock)
         self.unreachable: str | None = None  # what a remote port says when it cannot reach the daemon
         self.commands: list[dict[str, Any]] = []
         self.started = False
@@ -169,6 +186,10 @@ class FakeFoundation:
         """Make new events appear in the next snapshot (oldest first)."""
         for envelope in events:
             self.digest.deliver(envelope)
+
+    def advance(self, seconds: float) -> None:
+        """Let time pass for the console's once-a-second samples (rates, latency)."""
+        self.clock.now += seconds
 
     def update(self, **changes: Any) -> None:
         """Change parts of the report, as the daemon's next report would."""

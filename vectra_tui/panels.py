@@ -192,9 +192,9 @@ class GamePanel(Panel):
         for result in view.recent_results:
             lines.append(
                 self.text(
-                    (drawing.price(result.peak_price), "accent"),
+                    (f"{drawing.price(result.peak_price):>8}", "accent"),
                     (" peak  rug ", "label"),
-                    f"@{result.final_tick if result.final_tick is not None else '—'}",
+                    f"@{result.final_tick if result.final_tick is not None else '—'}".ljust(5),
                     ("  final ", "label"),
                     drawing.price(result.final_price),
                 )
@@ -251,9 +251,9 @@ class SubscribersPanel(Panel):
             self.text(
                 ("cut off ", "label"),
                 (drawing.count(view.closed_slow), "bad" if view.closed_slow else None),
-                (" slow, ", "label"),
+                (" slow ", "label"),
                 (drawing.count(view.closed_flood), "bad" if view.closed_flood else None),
-                (" flooding", "label"),
+                (" flood", "label"),
             ),
         ]
 

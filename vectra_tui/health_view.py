@@ -40,14 +40,7 @@ def connection_view(report: HealthReport | None, unreachable: str | None = None)
         state=connection.state,
         url=connection.url,
         sources=tuple(
-            SourceLink(
-                name=name,
-                state=link.state,
-                url=link.url,
-                reason=link.reason,
-                attempt=link.attempt,
-                reconnects=link.reconnects,
-            )
+            SourceLink(name=name, **link.model_dump(include={"state", "url", "reason", "attempt", "reconnects"}))
             for name, link in connection.sources.items()
         ),
         reconnects=connection.reconnects,
@@ -73,15 +66,8 @@ def chrome_view(report: HealthReport) -> ChromeView | None:
     chrome = report.chrome
     if chrome is None:
         return None
-    return ChromeView(
-        state=chrome.state,
-        pid=chrome.pid,
-        profile=chrome.profile,
-        cdp_port=chrome.cdp_port,
-        tab_url=chrome.tab_url,
-        user=chrome.authenticated_as,
-        reason=chrome.reason,
-    )
+    shown = chrome.model_dump(include={"state", "pid", "profile", "cdp_port", "tab_url", "reason"})
+    return ChromeView(**shown, user=chrome.authenticated_as)
 
 
 def subscribers_view(report: HealthReport) -> SubscribersView:

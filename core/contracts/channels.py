@@ -15,6 +15,7 @@ from core.contracts.orders import ORDER_CHANNELS, PlayerState
 
 Phase = Literal["COOLDOWN", "PRESALE", "ACTIVE", "RUGGED", "UNKNOWN"]
 SourceName = Literal["socketio", "cdp", "replay"]
+LinkState = Literal["connecting", "connected", "disconnected", "reconnecting", "failed"]
 
 
 class _Open(BaseModel):
@@ -87,7 +88,7 @@ class PlayerTrade(_Open):
 
 
 class ConnectionStatus(_Open):
-    state: Literal["connecting", "connected", "disconnected", "reconnecting", "failed"]
+    state: LinkState
     source: SourceName
     url: str | None
     attempt: int
@@ -118,6 +119,7 @@ class ChromeStatus(_Open):
     tab_url: str | None
     authenticated_as: str | None
     reason: str | None
+    launches: int
 
 
 class RecordingStatus(_Open):
@@ -126,6 +128,7 @@ class RecordingStatus(_Open):
     path: str
     rows: int
     bytes: int
+    wal_bytes: int
     since: int | None
     reason: str | None
     buffered: int

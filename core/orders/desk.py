@@ -24,6 +24,7 @@ from typing import Any
 
 from core.contracts.component import CommandError
 from core.contracts.envelope import Envelope, now_ms
+from core.contracts.health import OrdersHealth
 from core.contracts.orders import FINAL_STATES, BadOrder, Order, RejectCode, order_fields, parse_order
 from core.contracts.requests import Order as OrderCommand, OrdersHalt, OrdersResume, OrdersStatus, Player as PlayerRequest
 from core.foundation import Foundation
@@ -104,8 +105,8 @@ class OrderDesk:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def health(self) -> dict[str, Any] | None:
-        return {"orders": self._summary()}
+    def health(self) -> OrdersHealth:
+        return OrdersHealth(**self._summary())
 
     # --- commands -------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from typing import Any
 from core.contracts.component import CommandError
 from core.contracts.envelope import Envelope, now_ms
 from core.contracts.health import OrdersHealth
-from core.contracts.orders import FINAL_STATES, BadOrder, Order, RejectCode, order_fields, parse_order
+from core.contracts.orders import BadOrder, Order, RejectCode, order_fields, parse_order
 from core.contracts.requests import Order as OrderCommand, OrdersHalt, OrdersResume, OrdersStatus, Player as PlayerRequest
 from core.foundation import Foundation
 from core.orders.executors.base import Executor, ExecutorError, OrderFrame

@@ -9,7 +9,7 @@ from core.config import Settings
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stdout", action="store_true", help="every event as a JSON line on stdout")
+    parser.add_argument("--stdout", action="store_true", help="headless: every event as a JSON line on stdout")
     parser.add_argument("--log-json", action="store_true", help="log JSON lines to stderr")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
 
 from core.config import ConfigError, Settings, load_settings, render
 from vectra_cli.chrome import add_chrome_parser
@@ -27,7 +26,6 @@ from vectra_cli.flags import (
 from vectra_cli.record import add_recorder_parsers
 from vectra_cli.sim import add_sim_parser
 
-SettingsCommand = Callable[[argparse.Namespace, Settings], int]
 INTRO = """\
 One rugs.fun connection, republished as a sequenced event stream. Without a command: the operator
 console (with --daemon, the headless service).
@@ -59,7 +57,6 @@ def _main_job(args: argparse.Namespace, settings: Settings) -> int:
     from vectra_tui.app import run_console
 
     setup_logging(settings.log_level, as_json=args.log_json)
-
     return run_console(settings)
 
 

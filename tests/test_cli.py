@@ -73,7 +73,9 @@ def test_a_flag_a_command_does_not_read_is_refused(tmp_path):
     assert result.returncode == 2 and "--record-rotate-mb" in result.stderr
 
 
-@pytest.mark.parametrize("given", [["--auth-token", "s3cret-token"], ["--auth-token=s3cret-token"]])
+@pytest.mark.parametrize(
+    "given", [["--auth-token", "s3cret-token"], ["--auth-token=s3cret-token"], ["--auth-tok", "s3cret-token"]]
+)
 def test_a_secret_given_as_a_flag_is_refused_naming_the_variables(tmp_path, given):
     result = vectra(*given, "config", cwd=tmp_path)
     assert result.returncode == 2

@@ -96,11 +96,12 @@ def refused_secret(argv: Iterable[str]) -> str | None:
         if arg == "--":
             return None
         name = arg.split("=", 1)[0]
-        if name in secrets:
-            field = secrets[name]
+        given = [secret for secret in secrets if len(name) > 2 and secret.startswith(name)]  # argparse takes prefixes
+        if given:
+            field = secrets[given[0]]
             instead = [env_name(each) for each in (field, field + "_file") if each in Settings.model_fields]
             return (
                 f"{name} is not accepted: a secret on the command line is visible in the process list; "
-                f"set {' or '.join(instead)} (environment or .env) instead"
+                f"set {' or '.join(instead)} (in the environment or .env) instead"
             )
     return None

@@ -9,6 +9,8 @@ import pytest
 from textual.geometry import Region
 from textual.widgets import Static
 
+import themes
+
 from dataclasses import replace
 
 from core.contracts.envelope import Envelope
@@ -217,9 +219,12 @@ def test_a_keymap_naming_no_binding_or_no_key_is_refused(text, named):
         parse_keymap(text, VectraConsole.BINDINGS)
 
 
-def test_the_documented_console_keys_are_the_bindings():
-    rows = re.findall(r"^\| `([a-z_]+)` \| `([^`]+)` \|", (REPO / "docs" / "CONFIG.md").read_text(), re.M)
+def test_the_documented_console_keys_and_themes_are_the_registered_ones():
+    document = (REPO / "docs" / "CONFIG.md").read_text()
+    rows = re.findall(r"^\| `([a-z_]+)` \| `([^`]+)` \|", document, re.M)
     assert rows == [(binding.id, binding.key_display or binding.key) for binding in VectraConsole.BINDINGS]
+    theme_row = re.search(r"^\| `VECTRA_THEME` .*$", document, re.M)[0]
+    assert set(re.findall(r"today (.*)\)", theme_row)[0].replace("`", "").split(", ")) == set(themes.THEMES)
 
 
 async def test_the_console_never_asks_for_one_update_per_event(fake):

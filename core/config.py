@@ -132,8 +132,8 @@ class Settings(BaseSettings):
     )
     auth_token_file: Path | None = Field(
         None,
-        description="A file holding the token instead (surrounding whitespace ignored). Secrets are never "
-        "flags: every user of the machine can read a command line.",
+        description="A file holding the value of VECTRA_AUTH_TOKEN (surrounding whitespace ignored); secrets "
+        "are never flags, since every user of the machine can read a command line.",
         json_schema_extra=BROADCAST,
     )
     http_allowed_origins: str = Field(

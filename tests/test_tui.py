@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from textual.geometry import Region
+from textual.widgets import Static
+
+import themes
 
 from core.contracts.envelope import Envelope
 from core.contracts.health import SourceConnection
 from vectra_tui.digest import EventDigest
 from vectra_tui.app import HelpScreen, VectraConsole
+from vectra_tui.keymap import KeymapError, parse_keymap
 from tests.fakes import FROZEN_NOW_MS, GAME_ID, FakeFoundation
 from vectra_tui.panels import Panel
 
 SIZE = (100, 30)
+REPO = Path(__file__).resolve().parent.parent
 
 
 def shown(app: VectraConsole, panel_id: str) -> str:
@@ -168,6 +176,51 @@ async def test_t_switches_theme_and_question_mark_opens_help(fake):
         await pilot.pause()
         assert not isinstance(app.screen, HelpScreen)
         assert not fake.stopped
+
+
+async def test_a_remapped_key_does_what_the_original_key_did(fake):
+    keymap = parse_keymap("record=ctrl+r, pause=p, quit=ctrl+q,f10", VectraConsole.BINDINGS)
+    app = VectraConsole(fake, keymap=keymap)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")  # the default key is given up
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert fake.commands == [] and not fake.current.recording.on
+        await pilot.press("ctrl+r")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert fake.commands[-1] == {"action": "record", "on": True}
+        assert "REC" in shown(app, "recording")
+        await pilot.press("p")
+        assert app.event_log.paused
+        await pilot.press("question_mark")
+        await pilot.pause()
+        help_text = str(app.screen.query_one("#help-body", Static).render())
+        assert "^r" in help_text and "^q f10" in help_text
+        await pilot.press("escape")
+        await pilot.press("q")  # no longer quits
+        await pilot.pause()
+        assert not fake.stopped
+        await pilot.press("f10")
+        await pilot.pause()
+        assert fake.stopped
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [("recrod=r", "recrod"), ("record=ctrl+nope", "ctrl+nope"), ("record=hyperdrive", "hyperdrive"), ("r", "'r'")],
+)
+def test_a_keymap_naming_no_binding_or_no_key_is_refused(text, named):
+    with pytest.raises(KeymapError, match=re.escape(named)):
+        parse_keymap(text, VectraConsole.BINDINGS)
+
+
+def test_the_documented_console_keys_and_themes_are_the_registered_ones():
+    document = (REPO / "docs" / "CONFIG.md").read_text()
+    rows = re.findall(r"^\| `([a-z_]+)` \| `([^`]+)` \|", document, re.M)
+    assert rows == [(binding.id, binding.key_display or binding.key) for binding in VectraConsole.BINDINGS]
+    theme_row = re.search(r"^\| `VECTRA_THEME` .*$", document, re.M)[0]
+    assert set(re.findall(r"today (.*)\)", theme_row)[0].replace("`", "").split(", ")) == set(themes.THEMES)
 
 
 async def test_the_console_never_asks_for_one_update_per_event(fake):

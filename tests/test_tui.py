@@ -185,7 +185,7 @@ async def test_a_remapped_key_does_what_the_original_key_did(fake):
         await pilot.press("r")  # the default key is given up
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert fake.commands == [] and not fake.current.recording.on
+        assert fake.commands == [] and not fake.report.recording.on
         await pilot.press("ctrl+r")
         await app.workers.wait_for_complete()
         await pilot.pause()

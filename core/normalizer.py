@@ -183,7 +183,7 @@ class Normalizer:
         starts_now = phase == ACTIVE and not game.started
         ticking = phase in (ACTIVE, RUGGED) and tick is not None and (game.started or starts_now)
 
-        if ticking and not starts_now:
+        if ticking and not starts_now and not game.ended:  # after the rug, no tick is missed
             self._refill(game, tick, frame, out)
         if phase_changed:
             out.append(Draft("game.phase", game_id, {"from": self.phase, "to": phase}))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Literal, get_origin
 
 import pytest
 
 from core.contracts.channels import CHANNELS
+from core.contracts.fields import TYPED_CHANNELS
 from tests.protocol_models import EnvelopeModel, model_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,3 +46,19 @@ def test_every_channel_name_written_in_the_code_is_catalogued():
     emitted = {name for path in (REPO / "core").rglob("*.py") for name in literal.findall(path.read_text())}
     assert emitted, "the scan found no channel names: the pattern is stale"
     assert {name for name in emitted if model_for(name) is None} == set()
+
+
+DOC_TYPE_NAMES = {int: "int", float: "number", bool: "bool", str: "string"}
+
+
+@pytest.mark.parametrize("channel", sorted(TYPED_CHANNELS))
+def test_the_field_table_of_a_typed_channel_is_its_documented_table(channel):
+    """Name, type and nullability of every field, in order, as PROTOCOL.md's table lists them."""
+    rows = re.findall(r"^\| `([^`]+)` \| ([^|]+?(?: \\\| null)?) \|", channel_sections()[channel], flags=re.M)
+
+    def documented(field) -> str:
+        name = "string" if get_origin(field.type) is Literal else DOC_TYPE_NAMES[field.type]
+        return name + (" \\| null" if field.nullable else "")
+
+    assert rows == [(field.name, documented(field)) for field in TYPED_CHANNELS[channel]]
+    assert list(CHANNELS[channel].model_fields) == [field.name for field in TYPED_CHANNELS[channel]]

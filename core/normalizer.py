@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.contracts.channels import PASSTHROUGH_EVENTS
-from core.contracts.fields import TICK_FIELDS, TRADE_FIELDS, as_float, as_int, as_str, read_fields
+from core.contracts.fields import TICK_FIELDS, TRADE_FIELDS, as_float, as_int, as_str, data_reader
 from core.contracts.feed import Draft, FeedEvent
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,8 @@ COOLDOWN, PRESALE, ACTIVE, RUGGED, UNKNOWN = "COOLDOWN", "PRESALE", "ACTIVE", "R
 PHASE_RANK = {COOLDOWN: 0, PRESALE: 1, ACTIVE: 2, RUGGED: 3}
 REMEMBERED_GAMES = 64
 REMEMBERED_TRADES = 20_000
+_tick_data = data_reader(TICK_FIELDS)
+_trade_data = data_reader(TRADE_FIELDS)
 
 
 def derive_phase(frame: dict[str, Any]) -> str:
@@ -117,7 +119,7 @@ class Normalizer:
             self._trade_ids[trade_id] = None
             if len(self._trade_ids) > REMEMBERED_TRADES:
                 self._trade_ids.popitem(last=False)
-        data = read_fields(TRADE_FIELDS, payload, {})
+        data = _trade_data(payload)
         out.append(Draft("player.trade", data["gameId"], data))
 
     # --- game state -----------------------------------------------------------------------------
@@ -158,7 +160,7 @@ class Normalizer:
         if phase in (COOLDOWN, PRESALE):
             game.seen_before_active = True
             game.last_timer = as_float(frame.get("cooldownTimer"))
-        out.append(Draft("game.tick", game_id, self._tick_data(frame, phase)))
+        out.append(Draft("game.tick", game_id, _tick_data(frame, phase=phase, backfilled=False)))
         game.last_ms = received_ms
         if ticking:
             self._count_tick(game, tick, price)
@@ -275,14 +277,10 @@ class Normalizer:
             game.peak_price = price if game.peak_price is None else max(game.peak_price, price)
 
     @staticmethod
-    def _tick_data(frame: dict[str, Any], phase: str, backfilled: bool = False) -> dict[str, Any]:
-        return read_fields(TICK_FIELDS, frame, {"phase": phase, "backfilled": backfilled})
-
-    @classmethod
-    def _backfilled(cls, tick: int, price: float) -> dict[str, Any]:
+    def _backfilled(tick: int, price: float) -> dict[str, Any]:
         """A recovered tick knows what `partialPrices` says (tick, price) and that the game ran."""
         known = {"tickCount": tick, "price": price, "active": True, "rugged": False}
-        return cls._tick_data(known, ACTIVE, backfilled=True)
+        return _tick_data(known, phase=ACTIVE, backfilled=True)
 
     @staticmethod
     def _end_data(game: GameState, inferred: bool) -> dict[str, Any]:

@@ -10,6 +10,7 @@ are the only ones: what the normalizer publishes is what the recorder stores.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from keyword import iskeyword
 from typing import Any, Callable, Literal, get_args, get_origin
 
 Phase = Literal["COOLDOWN", "PRESALE", "ACTIVE", "RUGGED", "UNKNOWN"]
@@ -60,6 +61,8 @@ def coercer_for(kind: Any) -> Callable[[Any], Any]:
 
 @dataclass(frozen=True, slots=True)
 class ChannelField:
+    """One field of a typed channel; its coercer follows from its type."""
+
     name: str  # the key in the channel's `data`
     type: Any  # int, float, bool, str or a Literal of strings
     source: str | None  # the key in the feed's payload; None: the normalizer derives the value
@@ -111,9 +114,37 @@ TYPED_CHANNELS: dict[str, tuple[ChannelField, ...]] = {
 }
 
 
-def read_fields(
-    fields: tuple[ChannelField, ...], payload: dict[str, Any], derived: dict[str, Any]
-) -> dict[str, Any]:
-    """A channel's `data` from a feed payload: each field from its source key through its coercer,
-    the derived ones (no source) from `derived`, in the table's order."""
-    return {f.name: derived[f.name] if f.source is None else f.coerce(payload.get(f.source)) for f in fields}
+def data_reader(fields: tuple[ChannelField, ...]) -> Callable[..., dict[str, Any]]:
+    """`read(payload, *, <derived fields>) -> data`: a channel's `data` from a feed payload, each
+    field from its source key through its coercer, the derived ones given by keyword, in the table's
+    order (the order subscribers see)."""
+    items = [
+        f"{f.name!r}: {f.name}" if f.source is None else f"{f.name!r}: _c{i}(get({f.source!r}))"
+        for i, f in enumerate(fields)
+    ]
+    derived = [f.name for f in fields if f.source is None]
+    return _compiled("payload", derived, "{" + ", ".join(items) + "}", fields)
+
+
+def column_reader(
+    fields: tuple[ChannelField, ...], columns: tuple[str, ...]
+) -> Callable[[dict[str, Any]], tuple]:
+    """`read(data) -> values`: for each of `columns`, the value of the field that fills it, read
+    from the channel's published `data` through the coercer that wrote it; None where none does."""
+    filled = {f.column: f"_c{i}(get({f.name!r}))" for i, f in enumerate(fields) if f.column is not None}
+    return _compiled("data", [], "(" + "".join(filled.get(c, "None") + ", " for c in columns) + ")", fields)
+
+
+def _compiled(
+    mapping: str, keywords: list[str], expression: str, fields: tuple[ChannelField, ...]
+) -> Callable[..., Any]:
+    """A reader compiled once into a single expression, as `dataclasses` compiles `__init__`:
+    readers run on every frame and every recorded row, and a loop over the table costs about twice
+    the literal it replaces. Keys enter the source only as `repr` literals, names only checked."""
+    for name in keywords:
+        if not name.isidentifier() or iskeyword(name) or name == mapping:
+            raise ValueError(f"a derived field must be named like a Python parameter, not {name!r}")
+    parameters = ", ".join([mapping, "*", *keywords]) if keywords else mapping
+    namespace: dict[str, Any] = {f"_c{i}": f.coerce for i, f in enumerate(fields)}
+    exec(f"def read({parameters}):\n    get = {mapping}.get\n    return {expression}\n", namespace)
+    return namespace["read"]

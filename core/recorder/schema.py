@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from array import array
 from itertools import accumulate
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import orjson
 import pyarrow as pa
 
 from core.contracts.envelope import Envelope
-from core.contracts.fields import TYPED_CHANNELS, ChannelField
+from core.contracts.fields import TYPED_CHANNELS, column_reader
 
 SCHEMA_VERSION = 1
 SCHEMA_VERSION_KEY = b"vectra.schema_version"
@@ -57,19 +57,8 @@ SCHEMA = pa.schema(
 )
 
 
-def _row_reader(fields: tuple[ChannelField, ...]) -> Callable[[dict[str, Any]], tuple]:
-    """A channel's typed columns from its published `data`, through the same coercers that wrote it."""
-    by_column = {f.column: f for f in fields if f.column is not None}
-    plan = tuple((by_column[c].name, by_column[c].coerce) if c in by_column else None for c in _TYPED)
-
-    def typed(data: dict[str, Any]) -> tuple:
-        return tuple([None if step is None else step[1](data.get(step[0])) for step in plan])
-
-    return typed
-
-
 _NO_FIELDS = (None,) * len(_TYPED)
-_TYPED_BY_CHANNEL = {channel: _row_reader(fields) for channel, fields in TYPED_CHANNELS.items()}
+_TYPED_BY_CHANNEL = {channel: column_reader(fields, _TYPED) for channel, fields in TYPED_CHANNELS.items()}
 
 
 def data_json(envelope: Envelope) -> memoryview:

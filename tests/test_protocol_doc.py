@@ -7,12 +7,13 @@ import json
 import re
 import urllib.request
 from pathlib import Path
-from typing import get_args, get_origin
+from typing import Literal, get_args, get_origin
 
 import pytest
 from pydantic import BaseModel
 
 from core.contracts.channels import CHANNELS, Passthrough
+from core.contracts.fields import TYPED_CHANNELS
 from core.contracts.health import HealthReport
 from tests.processes import SimProcess
 from tests.protocol_models import EnvelopeModel, model_for
@@ -160,3 +161,19 @@ def test_a_real_daemons_health_is_the_documented_model(daemon_for):
     for field, channel in sections.items():
         if body[field] is not None:
             CHANNELS[channel].model_validate(body[field])
+
+
+DOC_TYPE_NAMES = {int: "int", float: "number", bool: "bool", str: "string"}
+
+
+@pytest.mark.parametrize("channel", sorted(TYPED_CHANNELS))
+def test_the_field_table_of_a_typed_channel_is_its_documented_table(channel):
+    """Name, type and nullability of every field, in order, as PROTOCOL.md's table lists them."""
+    rows = re.findall(r"^\| `([^`]+)` \| ([^|]+?(?: \\\| null)?) \|", channel_sections()[channel], flags=re.M)
+
+    def documented(field) -> str:
+        name = "string" if get_origin(field.type) is Literal else DOC_TYPE_NAMES[field.type]
+        return name + (" \\| null" if field.nullable else "")
+
+    assert rows == [(field.name, documented(field)) for field in TYPED_CHANNELS[channel]]
+    assert list(CHANNELS[channel].model_fields) == [field.name for field in TYPED_CHANNELS[channel]]

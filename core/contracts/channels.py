@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from core.contracts.fields import TICK_FIELDS, TRADE_FIELDS, ChannelField, Phase
 
 from core.contracts.orders import ORDER_CHANNELS, PlayerState
 
-Phase = Literal["COOLDOWN", "PRESALE", "ACTIVE", "RUGGED", "UNKNOWN"]
 SourceName = Literal["socketio", "cdp", "replay"]
 LinkState = Literal["connecting", "connected", "disconnected", "reconnecting", "failed"]
 
@@ -34,17 +35,15 @@ class SysStart(_Open):
     sources: list[SourceName]
 
 
-class GameTick(_Open):
-    tickCount: int | None
-    price: float | None
-    active: bool | None
-    rugged: bool | None
-    phase: Phase
-    cooldownTimer: int | None
-    allowPreRoundBuys: bool | None
-    tradeCount: int | None
-    connectedPlayers: int | None
-    backfilled: bool
+def _table_model(name: str, fields: tuple[ChannelField, ...], doc: str) -> type[_Open]:
+    """A channel model built from its table of fields (core/contracts/fields.py): every field
+    required (the normalizer always writes it), null allowed where the table says so."""
+    definitions: dict[str, Any] = {f.name: (f.type | None if f.nullable else f.type, ...) for f in fields}
+    return create_model(name, __base__=_Open, __module__=__name__, __doc__=doc, **definitions)
+
+
+GameTick = _table_model("GameTick", TICK_FIELDS, "`game.tick`: a frame of the game, or a tick recovered.")
+PlayerTrade = _table_model("PlayerTrade", TRADE_FIELDS, "`player.trade`: one trade by any player.")
 
 
 class GamePhase(_Open):
@@ -72,19 +71,6 @@ class GameGap(_Open):
     gameId: str
     fromTick: int
     toTick: int
-
-
-class PlayerTrade(_Open):
-    id: str | None
-    playerId: str | None
-    username: str | None
-    type: str | None
-    price: float | None
-    amount: float | None
-    qty: float | None
-    tickIndex: int | None
-    leverage: float | None
-    coin: str | None
 
 
 class ConnectionStatus(_Open):

@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 ORDER_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 OrderKind = Literal["buy", "sell", "sidebet", "short_open", "short_close"]
 OrderState = Literal["requested", "sent", "acked", "filled", "rejected", "timeout"]
-FINAL_STATES = frozenset({"filled", "rejected"})
 
 
 class RejectCode(StrEnum):

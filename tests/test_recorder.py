@@ -209,17 +209,6 @@ def test_a_file_in_the_way_is_reported_and_recording_resumes_when_it_is_gone(sim
     assert set(e["seq"] for e in daemon.events) <= set(recorded)
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
 def test_a_full_disk_is_reported_and_recording_resumes_when_there_is_room(sim, daemon_for, tiny_disk, vectra_env):
     data_dir = tiny_disk / "data"
     daemon = daemon_for(sim, VECTRA_RECORD="true", VECTRA_DATA_DIR=str(data_dir))

@@ -20,7 +20,7 @@ import pytest
 from core.client import request, subscribe_blocking
 from core.config import Settings
 from core.contracts.envelope import Envelope
-from core.contracts.recordings import closed_files, partial_files, recordings_dir, wal_segments
+from core.contracts.recordings import closed_files, live_logs, partial_files, recordings_dir, wal_segments
 from core.recorder.recovery import recover
 from core.recorder.schema import SCHEMA_VERSION, schema_version
 from core.recorder.segment import Segment
@@ -49,7 +49,7 @@ def assert_readable_everywhere(root: Path) -> None:
 
 
 def assert_no_leftovers(root: Path) -> None:
-    assert partial_files(root) == [] and wal_segments(root) == []
+    assert partial_files(root) == [] and wal_segments(root) == [] and live_logs(root) == []
 
 
 def games_ended(events: list[dict]) -> int:
@@ -280,7 +280,7 @@ def test_recovery_never_records_an_event_twice(tmp_path):
     for envelope in envelopes[1500:]:
         crashed.add(envelope)
     crashed.wal.flush()  # ... and a second segment was killed mid-file
-    assert recover(tmp_path) == 2500
+    assert recover(tmp_path).highest == 2500
     assert read_recordings(tmp_path).column("seq").to_pylist() == list(range(1, 2501))
     assert_readable_everywhere(tmp_path)
     assert_no_leftovers(tmp_path)

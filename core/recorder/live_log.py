@@ -16,9 +16,10 @@ file (no syscall, GIL kept) measured ~8 µs per 5 KB line here (first-touch page
 4 MB file allocated and written through beforehand (~15 ms, on the loop or handed over by the thread):
 not worth its complexity.
 
-A file is closed ("retired") every `ROTATE_BYTES` and when recording stops; the writer thread deletes it
-once its own log or a closed Parquet file holds every event in it, usually well before the kernel
-writes the page cache back, so this second copy costs memory bandwidth rather than disk. A write that
+A file is closed ("retired") after `ROTATE_BYTES` or `MAX_AGE_S`, whichever comes first, and when
+recording stops; the writer thread deletes it once its own log or a closed Parquet file holds every
+event in it (within a poll), well before the kernel writes dirty pages back (30 s by default), so this
+second copy costs memory bandwidth rather than disk. A write that
 fails (disk full, a file in the way) retires the file, is logged once, and is tried again after
 `retry_s` with a new file, whose name carries the first event missed. Meanwhile the events are where
 they were before this log existed (memory, then the thread's log); if a kill takes some of them, the
@@ -40,6 +41,7 @@ from core.contracts.recordings import live_log_path, stem_for
 log = logging.getLogger(__name__)
 
 ROTATE_BYTES = 4 * 1024 * 1024
+MAX_AGE_S = 5.0
 NEWLINE = b"\n"
 FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 
@@ -82,7 +84,7 @@ class LiveLog:
             self.close()
 
     def close(self) -> None:
-        """Retire the current file (recording stops, or the file is full)."""
+        """Retire the current file (recording stops, or the file is full or old enough)."""
         self._missed_from = None  # what was missed before recording stopped is the writer's to keep
         fd, path = self._fd, self._path
         if fd is None:
@@ -94,6 +96,12 @@ class LiveLog:
         finally:
             self._retire(path, self._last_seq)
 
+    def _discard(self) -> None:
+        fd, path = self._fd, self._path
+        self._fd = self._path = None
+        os.close(fd)
+        path.unlink(missing_ok=True)
+
     def _open(self, first: Envelope) -> int | None:
         path = live_log_path(self.root, stem_for(first.seq, first.timestamp), self._missed_from)
         try:
@@ -104,10 +112,15 @@ class LiveLog:
             return None
         self._path = path
         self._missed_from = None
+        asyncio.get_running_loop().call_later(MAX_AGE_S, self._expire, path)
         if self.error is not None:
             log.warning("live log works again (was: %s)", self.error)
             self.error = None
         return self._fd
+
+    def _expire(self, path: Path) -> None:
+        if self._path == path:
+            self.close()
 
     def _fail(self, exc: OSError, seq: int) -> None:
         reason = f"{type(exc).__name__}: {exc}"
@@ -117,7 +130,10 @@ class LiveLog:
         self.error = reason
         missed_from = self._missed_from
         try:
-            self.close()
+            if self._fd is not None and self._bytes == 0:
+                self._discard()  # nothing in it (a torn line at most): retrying must not pile up files
+            else:
+                self.close()
         except OSError:
             pass
         self._missed_from = missed_from if missed_from is not None else seq

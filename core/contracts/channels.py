@@ -120,6 +120,13 @@ class RecordingStatus(_Open):
     buffered: int
 
 
+class RecordingGap(Skipped):
+    """Events of an earlier run that are in no recording (`from`..`to`, inclusive)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    reason: str
+
+
 class Passthrough(_Open):
     """The feed's own payload, unchanged (an object; a non-object payload sits under `payload`)."""
 
@@ -142,6 +149,7 @@ CHANNELS: dict[str, type[BaseModel]] = {
     "raw.ack": RawAck,
     "chrome.status": ChromeStatus,
     "recording.status": RecordingStatus,
+    "recording.gap": RecordingGap,
     **ORDER_CHANNELS,
     "raw.*": RawEvent,
 }

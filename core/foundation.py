@@ -170,15 +170,7 @@ class Foundation:
         """Apply the game rules afresh: a replay starting over plays games that are already over."""
         self.normalizer = Normalizer()
 
-    def status(
-        self,
-        source: str,
-        state: str,
-        *,
-        url: str | None,
-        attempt: int = 0,
-        reason: str | None = None,
-    ) -> None:
+    def status(self, source: str, state: str, *, url: str | None, attempt: int = 0, reason: str | None = None) -> None:
         entry = self.connections.setdefault(source, _new_connection(url))
         if state == "connected":
             entry["connects"] += 1

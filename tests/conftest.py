@@ -17,20 +17,22 @@ def fixtures_dir() -> Path:
     return Path(os.environ.get("VECTRA_FIXTURES", REPO.parent / "shared" / "fixtures" / "rugs"))
 
 
+def real_feed_file(name: str, what: str) -> dict:
+    """A capture of the real feed from ../shared; the test is skipped, saying why, where it is absent."""
+    path = fixtures_dir() / name
+    if not path.is_file():
+        pytest.skip(f"real-feed {what} absent: {path} (set VECTRA_FIXTURES to their folder)")
+    return json.loads(path.read_text())
+
+
 @pytest.fixture(scope="session")
 def key_samples() -> dict:
-    path = fixtures_dir() / "key-samples.json"
-    if not path.is_file():
-        pytest.skip(f"real-feed captures absent: {path} (set VECTRA_FIXTURES to their folder)")
-    return json.loads(path.read_text())
+    return real_feed_file("key-samples.json", "captures")
 
 
 @pytest.fixture(scope="session")
 def discovered_schemas() -> dict:
-    path = fixtures_dir() / "discovered_schemas.json"
-    if not path.is_file():
-        pytest.skip(f"real-feed schemas absent: {path} (set VECTRA_FIXTURES to their folder)")
-    return json.loads(path.read_text())
+    return real_feed_file("discovered_schemas.json", "schemas")
 
 
 def free_port() -> int:

@@ -182,11 +182,19 @@ def assert_valid_envelopes(events: list[dict[str, Any]]) -> None:
             model.model_validate(event["data"])
 
 
+@contextlib.contextmanager
+def sim_process(**options):
+    process = SimProcess(**options).start()
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
 @pytest.fixture
 def sim():
-    process = SimProcess(speed=20, seed=5, max_ticks=40).start()
-    yield process
-    process.kill()
+    with sim_process(speed=20, seed=5, max_ticks=40) as process:
+        yield process
 
 
 async def test_cdp_source_delivers_every_emitted_frame_in_order(tmp_path, sim):
@@ -283,9 +291,8 @@ async def test_stream_comes_back_after_every_failure(tmp_path, sim):
 @pytest.fixture
 def slow_sim():
     """2x the real rate: the two paths then differ by less than one frame interval, as they do live."""
-    process = SimProcess(speed=2, seed=9, max_ticks=16).start()
-    yield process
-    process.kill()
+    with sim_process(speed=2, seed=9, max_ticks=16) as process:
+        yield process
 
 
 async def test_two_sources_give_one_stream_when_one_path_dies(tmp_path, slow_sim):

@@ -21,6 +21,7 @@ import pytest
 import socketio
 
 from core.sim.world import World
+from tests.conftest import real_feed_file
 from tests.test_simulator import Client, active_anchor, admin, now_ms, simulator
 
 SOL = "So11111111111111111111111111111111111111112"
@@ -454,11 +455,8 @@ async def test_bad_ack_fault_requests_get_a_clear_400(body, message):
 
 
 # --- the captured wire text -------------------------------------------------------------------------
-def order_cycle(fixtures) -> list[dict]:
-    path = fixtures / "order-cycle.json"
-    if not path.is_file():
-        pytest.skip(f"order-cycle captures absent: {path}")
-    return json.loads(path.read_text())["sequences"]
+def order_cycle() -> list[dict]:
+    return real_feed_file("order-cycle.json", "order captures")["sequences"]
 
 
 def parse_frame(text: str) -> tuple[str, int | None, list]:
@@ -494,9 +492,8 @@ async def raw_session(sim, frames_to_send: list[str]) -> list[list[str]]:
 
 
 async def test_the_captured_order_frames_get_the_captured_replies():
-    from tests.conftest import fixtures_dir
 
-    sequences = {s["name"]: s for s in order_cycle(fixtures_dir())}
+    sequences = {s["name"]: s for s in order_cycle()}
     captured_buy = next(f["frame"] for f in sequences["buy_add_to_position"]["frames"] if f["direction"] == "sent")
     documented = [f["frame"] for f in sequences["buy_sell_order_documented"]["frames"] if f["direction"] == "sent"]
     async with active_game() as sim:
@@ -518,10 +515,9 @@ def keys_of(frames: list[tuple[str, tuple]], event: str) -> list[list]:
 
 
 async def test_the_frames_have_the_keys_of_the_captured_ones():
-    from tests.conftest import fixtures_dir
 
     captured: dict[str, list] = {}
-    for sequence in order_cycle(fixtures_dir()):
+    for sequence in order_cycle():
         for frame in sequence["frames"]:
             kind, _, args = parse_frame(frame["frame"])
             if frame["direction"] == "received" and kind == "42":

@@ -44,15 +44,7 @@ class FeedSink(Protocol):
     def forget_games(self) -> None:
         """Forget which games were seen (a replay starting over)."""
 
-    def status(
-        self,
-        source: str,
-        state: str,
-        *,
-        url: str | None,
-        attempt: int = 0,
-        reason: str | None = None,
-    ) -> None:
+    def status(self, source: str, state: str, *, url: str | None, attempt: int = 0, reason: str | None = None) -> None:
         """A change of the connection state; also resets the source's packet decoder."""
 
 

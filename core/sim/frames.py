@@ -102,12 +102,7 @@ def tick_frame(world: World, game: Game, tick: int) -> dict:
         "price": game.prices[tick],
         "partialPrices": partial_prices(game, tick),
         "tradeCount": trade_count(game, COOLDOWN_MS, tick),
-        "rugged": tick == game.rug_tick,
-        "tickCount": tick,
-        "cooldownTimer": 0,
-        "cooldownPaused": False,
-        "pauseMessage": "",
-        "allowPreRoundBuys": False,
+        **running_flags(game, tick),
         **stats(world, game.index),
         "leaderboard": leaderboard(world, game, tick),
         "gameId": game.game_id,
@@ -118,6 +113,18 @@ def tick_frame(world: World, game: Game, tick: int) -> dict:
     }
 
 
+def running_flags(game: Game, tick: int) -> dict:
+    """The flags of a frame while a game runs (the rug frames included), in the real frames' order."""
+    return {
+        "rugged": tick == game.rug_tick,
+        "tickCount": tick,
+        "cooldownTimer": 0,
+        "cooldownPaused": False,
+        "pauseMessage": "",
+        "allowPreRoundBuys": False,
+    }
+
+
 def rug_history_frame(world: World, game: Game) -> dict:
     """Second broadcast of the rug: the history already lists the game that just ended."""
     tick = game.rug_tick
@@ -125,12 +132,7 @@ def rug_history_frame(world: World, game: Game) -> dict:
         **history_block(world, game.index + 1),
         "active": True,
         "price": game.prices[tick],
-        "rugged": True,
-        "tickCount": tick,
-        "cooldownTimer": 0,
-        "cooldownPaused": False,
-        "pauseMessage": "",
-        "allowPreRoundBuys": False,
+        **running_flags(game, tick),
         "leaderboard": leaderboard(world, game, tick),
         "gameId": game.game_id,
         "connectedPlayers": connected_players(world, game, tick),

@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     ws_max_messages_per_s: int = Field(
         100, ge=1, description="More commands than this in one second from one WebSocket client closes it (flood)."
     )
+    max_patterns: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Channel patterns one WebSocket client may hold, and one ZeroMQ `replay` may carry; "
+        "more get a `too_many_patterns` error.",
+    )
     health_stale_s: float = Field(
         2.0, gt=0, description="`/health` says `degraded` when the feed is connected but silent this long."
     )

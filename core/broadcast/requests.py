@@ -18,7 +18,7 @@ from core.contracts.envelope import Envelope
 from core.contracts.history import History
 from core.contracts.patterns import ChannelFilter
 from core.contracts.requests import (
-    BUILT_IN_ACTIONS, Health, Ping, Request, Snapshot, decode_request, error_reply, validate_request, with_id,
+    BUILT_IN_ACTIONS, Health, Ping, Request, RequestError, Snapshot, decode_request, error_reply, validate_request, with_id,
 )
 from core.foundation import Foundation
 
@@ -53,6 +53,19 @@ class Requests:
     def validate(self, fields: dict[str, Any]) -> Request:
         """A request built in-process (the console's commands); raises `RequestError`."""
         return validate_request(fields, self.served)
+
+    def check_pattern_count(self, count: int, request: Request) -> None:
+        """Refuse a request that would hold more than `VECTRA_MAX_PATTERNS` channel patterns (raises
+        `RequestError`): every pattern is tried on every new channel, so their number is the cost a
+        client without a token could otherwise make the whole daemon pay."""
+        limit = self.foundation.settings.max_patterns
+        if count > limit:
+            raise RequestError(
+                "too_many_patterns",
+                f"{count} channel patterns; at most {limit} per WebSocket connection or ZeroMQ replay "
+                "(VECTRA_MAX_PATTERNS): use wider globs such as `game.*`, or unsubscribe some",
+                request.id,
+            )
 
     @property
     def requires_token(self) -> bool:

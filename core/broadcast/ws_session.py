@@ -204,21 +204,26 @@ class WsSession:
                 self._subscribe(request)
             elif isinstance(request, Unsubscribe):
                 self.filter.remove(request.channels)
-                self._reply(with_id(request.id, {"type": "unsubscribed", "channels": list(self.filter.patterns)}))
+                self._reply(with_id(request.id, {"type": "unsubscribed", "channels": self.filter.patterns}))
             else:
                 self._reply(await self.requests.handle(request, authorized=self.authorized))
+        except RequestError as exc:
+            self._reply(exc.reply())
         except Exception:
             log.exception("command %r failed", request.action)
             self._reply(internal_error(request))
 
     def _subscribe(self, request: Subscribe) -> None:
         """Reply, queue the replay, widen the live filter: synchronous, so that no event can
-        arrive between the `seq` the replay stops at and the first live event."""
-        already = ChannelFilter(self.filter.patterns)
-        added = ChannelFilter(request.channels)
-        self.filter.add(request.channels)
+        arrive between the `seq` the replay stops at and the first live event. A request over the
+        pattern limit changes nothing; one within it costs what it adds, not what is already held."""
+        new = self.filter.new(request.channels)
+        self.requests.check_pattern_count(len(self.filter) + len(new), request)
+        already = self.filter.copy() if request.from_seq is not None else None
+        self.filter.add(new)
         current = self.requests.foundation.bus.last_seq
-        reply = {"type": "subscribed", "channels": list(self.filter.patterns), "seq": current}
+        reply = {"type": "subscribed", "channels": self.filter.patterns, "seq": current}
         self._reply(with_id(request.id, reply))
-        if request.from_seq is not None:
+        if already is not None:
+            added = ChannelFilter(new)
             self._enqueue(ReplayJob(request.from_seq, current, lambda channel: added(channel) and not already(channel)))

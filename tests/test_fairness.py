@@ -9,6 +9,7 @@ keeps answering 200; their requests are answered; the abuser gets a clear error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import aiohttp
@@ -113,20 +114,35 @@ async def test_a_client_flooding_subscribe_with_patterns_stalls_nobody(daemon_fo
         sim.kill()
 
 
+@contextlib.asynccontextmanager
+async def router_with_peers(tmp_path, *receive_hwms: int | None, **settings):
+    """A foundation with the real ZeroMQ transport, and a connected DEALER for each RCVHWM given
+    (None: ZeroMQ's default)."""
+    foundation = await start_foundation(tmp_path / "data", **settings)
+    context = zmq.asyncio.Context()
+    peers = [context.socket(zmq.DEALER) for _ in receive_hwms]
+    try:
+        for sock, hwm in zip(peers, receive_hwms):
+            sock.setsockopt(zmq.LINGER, 0)
+            if hwm is not None:
+                sock.setsockopt(zmq.RCVHWM, hwm)
+            sock.connect(foundation.settings.zmq_router)
+        yield foundation, peers
+    finally:
+        for sock in peers:
+            sock.close(linger=0)
+        context.term()
+        await foundation.stop()
+
+
 async def test_a_peer_that_never_reads_locks_out_only_itself(tmp_path):
     """64 replays the peer never reads hold its own slots (for 10 s each); another peer's ping and
     replay are answered as if it were alone."""
-    foundation = await start_foundation(tmp_path / "data", ring_size=5000, zmq_router_hwm=10)
-    context = zmq.asyncio.Context()
-    stuck, other = context.socket(zmq.DEALER), context.socket(zmq.DEALER)
-    try:
+    async with router_with_peers(tmp_path, 1, None, ring_size=5000, zmq_router_hwm=10) as (foundation, peers):
+        stuck, other = peers
         for _ in range(3000):  # ~12 MB: each replay is far more than the stuck peer's queues hold
             foundation.bus.publish("game.tick", {"padding": "x" * 4000}, source="socketio")
         trade = foundation.bus.publish("player.trade", {}, source="socketio")
-        stuck.setsockopt(zmq.RCVHWM, 1)
-        for sock in (stuck, other):
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(foundation.settings.zmq_router)
         for index in range(64):
             await stuck.send(orjson.dumps({"action": "replay", "from_seq": 1, "id": index}))
         await asyncio.sleep(0.5)  # its replays under way, its queues full
@@ -138,24 +154,14 @@ async def test_a_peer_that_never_reads_locks_out_only_itself(tmp_path):
         replayed = await replies_until_end(other)
         assert [reply["type"] for reply in replayed] == ["player.trade", "replay.end"]
         assert seqs(replayed[:1]) == [trade.seq]
-    finally:
-        for sock in (stuck, other):
-            sock.close(linger=0)
-        context.term()
-        await foundation.stop()
 
 
 async def test_a_peer_over_its_own_limit_is_told_busy_and_nobody_else(tmp_path):
-    foundation = await start_foundation(tmp_path / "data", ring_size=5000)
-    context = zmq.asyncio.Context()
-    greedy, other = context.socket(zmq.DEALER), context.socket(zmq.DEALER)
-    try:
+    async with router_with_peers(tmp_path, None, None, ring_size=5000) as (foundation, peers):
+        greedy, other = peers
         for _ in range(3000):
             foundation.bus.publish("game.tick", {}, source="socketio")
         from_seq = foundation.bus.last_seq - 299
-        for sock in (greedy, other):
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(foundation.settings.zmq_router)
         for index in range(65):  # all sent before the first is answered: one over the limit
             await greedy.send(orjson.dumps({"action": "replay", "from_seq": from_seq, "id": index}))
         await other.send(b'{"action": "ping", "id": "p"}')
@@ -169,26 +175,13 @@ async def test_a_peer_over_its_own_limit_is_told_busy_and_nobody_else(tmp_path):
                 refused.append((reply["id"], reply["data"]["code"]))
         assert refused == [(64, "busy")]
         assert ends == list(range(64)), "the peer's own requests are answered in the order it sent them"
-    finally:
-        for sock in (greedy, other):
-            sock.close(linger=0)
-        context.term()
-        await foundation.stop()
 
 
 async def test_a_replay_with_more_patterns_than_the_limit_is_refused(tmp_path):
-    foundation = await start_foundation(tmp_path / "data", max_patterns=3)
-    context = zmq.asyncio.Context()
-    dealer = context.socket(zmq.DEALER)
-    try:
-        dealer.connect(foundation.settings.zmq_router)
+    async with router_with_peers(tmp_path, None, max_patterns=3) as (foundation, [dealer]):
         request = {"action": "replay", "from_seq": 1, "channels": ["a.*", "b.*", "c.*", "d.*"], "id": 1}
         await dealer.send(orjson.dumps(request))
         reply = orjson.loads(await asyncio.wait_for(dealer.recv(), timeout=10))
         assert reply["type"] == "error" and reply["id"] == 1 and reply["data"]["code"] == "too_many_patterns"
         await dealer.send(orjson.dumps({**request, "channels": ["a.*", "b.*", "sys.*", "sys.*"]}))
         assert [r["type"] for r in await replies_until_end(dealer)] == ["sys.start", "replay.end"]
-    finally:
-        dealer.close(linger=0)
-        context.term()
-        await foundation.stop()

@@ -205,8 +205,8 @@ async def test_patterns_beyond_the_limit_are_refused_whole_and_unsubscribe_makes
             again = await command(client, {"action": "subscribe", "channels": ["game.*", "nothing.3"]})
             assert again["channels"] == ["game.*", "nothing.1", "nothing.2", "nothing.3"]
             refused = await command(client, {"action": "subscribe", "channels": ["player.*", "n.5", "n.6"], "id": 9})
-            assert refused["type"] == "error" and refused["id"] == 9
-            assert refused["data"]["code"] == "too_many_patterns" and "VECTRA_MAX_PATTERNS" in refused["data"]["message"]
+            assert refused["type"] == "error" and refused["id"] == 9 and refused["data"]["code"] == "too_many_patterns"
+            assert "VECTRA_MAX_PATTERNS" in refused["data"]["message"]
             published = publish_mixed(foundation, 30)
             received = await receive_until(client, max(e["seq"] for e in published if e["type"].startswith("game.")))
             assert received == [e for e in published if e["type"].startswith("game.")], "nothing of it was added"

@@ -18,7 +18,8 @@ from core.contracts.envelope import Envelope
 from core.contracts.history import History
 from core.contracts.patterns import ChannelFilter
 from core.contracts.requests import (
-    BUILT_IN_ACTIONS, Health, Ping, Request, RequestError, Snapshot, decode_request, error_reply, validate_request, with_id,
+    BUILT_IN_ACTIONS, Health, Ping, Request, RequestError, Snapshot, decode_request, error_reply, validate_request,
+    with_id,
 )
 from core.foundation import Foundation
 

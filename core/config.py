@@ -112,8 +112,8 @@ class Settings(BaseSettings):
         256,
         ge=1,
         le=100_000,
-        description="Channel patterns one WebSocket client may hold, and one ZeroMQ `replay` may carry; "
-        "more get a `too_many_patterns` error.",
+        description="Channel patterns one WebSocket client may hold (and add within one second), and one "
+        "ZeroMQ `replay` may carry; more get a `too_many_patterns` error.",
     )
     health_stale_s: float = Field(
         2.0, gt=0, description="`/health` says `degraded` when the feed is connected but silent this long."

@@ -55,16 +55,17 @@ class Requests:
         """A request built in-process (the console's commands); raises `RequestError`."""
         return validate_request(fields, self.served)
 
-    def check_pattern_count(self, count: int, request: Request) -> None:
-        """Refuse a request that would hold more than `VECTRA_MAX_PATTERNS` channel patterns (raises
-        `RequestError`): every pattern is tried on every new channel, so their number is the cost a
-        client without a token could otherwise make the whole daemon pay."""
+    def check_pattern_count(self, count: int, request: Request, counted: str) -> None:
+        """Refuse a request that brings `count` channel patterns where `VECTRA_MAX_PATTERNS` is the
+        limit (raises `RequestError`; `counted` says what was counted). Each new pattern is compiled
+        and tried on every channel, so their number is the cost a client without a token could
+        otherwise make the whole daemon pay."""
         limit = self.foundation.settings.max_patterns
         if count > limit:
             raise RequestError(
                 "too_many_patterns",
-                f"{count} channel patterns; at most {limit} per WebSocket connection or ZeroMQ replay "
-                "(VECTRA_MAX_PATTERNS): use wider globs such as `game.*`, or unsubscribe some",
+                f"{count} channel patterns {counted}; the limit is {limit} (VECTRA_MAX_PATTERNS): "
+                "use fewer, wider globs such as `game.*`",
                 request.id,
             )
 

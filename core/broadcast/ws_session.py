@@ -78,6 +78,7 @@ class WsSession:
         self._close_task: asyncio.Task | None = None
         self._window_start = time.monotonic()
         self._window_count = 0
+        self._window_patterns = 0  # patterns added this second: each new one is compiled and tried
 
     # --- outgoing -------------------------------------------------------------------------------
 
@@ -187,6 +188,7 @@ class WsSession:
         if now - self._window_start >= 1.0:
             self._window_start = now
             self._window_count = 0
+            self._window_patterns = 0
         self._window_count += 1
         return self._window_count > self._max_messages_per_s
 
@@ -215,10 +217,13 @@ class WsSession:
 
     def _subscribe(self, request: Subscribe) -> None:
         """Reply, queue the replay, widen the live filter: synchronous, so that no event can
-        arrive between the `seq` the replay stops at and the first live event. A request over the
-        pattern limit changes nothing; one within it costs what it adds, not what is already held."""
+        arrive between the `seq` the replay stops at and the first live event. A request over a
+        pattern limit changes nothing; one within them costs what it adds, not what is already held,
+        and a client cannot add (and remove) patterns faster than it may hold them."""
         new = self.filter.new(request.channels)
-        self.requests.check_pattern_count(len(self.filter) + len(new), request)
+        self.requests.check_pattern_count(len(self.filter) + len(new), request, "held by this connection")
+        self.requests.check_pattern_count(self._window_patterns + len(new), request, "added within one second")
+        self._window_patterns += len(new)
         already = self.filter.copy() if request.from_seq is not None else None
         self.filter.add(new)
         current = self.requests.foundation.bus.last_seq

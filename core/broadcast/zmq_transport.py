@@ -175,7 +175,7 @@ class ZmqTransport:
             try:
                 request = self.requests.parse(payload, MAX_REQUEST_BYTES)
                 if isinstance(request, Replay):
-                    self.requests.check_pattern_count(len(set(request.channels)), request)
+                    self.requests.check_pattern_count(len(set(request.channels)), request, "in one replay")
             except RequestError as exc:
                 self._reply_at_once(route, orjson.dumps(exc.reply()))
                 continue

@@ -5,6 +5,10 @@ into the page cache, which outlives the process however it dies. `reserved` is t
 block of numbers, written and fsynced once per block, which also survives a power cut. A new run
 starts after `reserved`, so a number is never used twice; numbers between `last` and `reserved`
 were never used and are announced as such on `sys.start`.
+
+The file's blocks are allocated for real before it is mapped: a store into a sparse mapping on a full
+disk kills the process with SIGBUS, with no message at all, while an allocation fails with ENOSPC,
+which becomes one line for the operator (`ConfigError`: the data folder cannot be used).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+from core.config import ConfigError
 
 LAYOUT = struct.Struct("<QQ")  # last published, reserved up to
 BLOCK = 10_000
@@ -29,14 +35,10 @@ class SeqStore:
     def __init__(self, path: Path, block: int = BLOCK) -> None:
         self.path = path
         self.block = block
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            if os.fstat(fd).st_size < LAYOUT.size:
-                os.ftruncate(fd, LAYOUT.size)
-            self._map = mmap.mmap(fd, LAYOUT.size)
-        finally:
-            os.close(fd)
+            self._map = _mapped(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot use the sequence file {path}: {exc.strerror or exc}") from None
         last, reserved = LAYOUT.unpack_from(self._map)
         reserved = max(reserved, last)
         skipped = (last + 1, reserved) if reserved > last else None
@@ -65,3 +67,15 @@ class SeqStore:
         LAYOUT.pack_into(self._map, 0, self.last, self.last)
         self._map.flush()
         self._map.close()
+
+
+def _mapped(path: Path) -> mmap.mmap:
+    """The file mapped, its blocks allocated and the allocation fsynced (a sparse file is not enough)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, LAYOUT.size)
+        os.fsync(fd)
+        return mmap.mmap(fd, LAYOUT.size)
+    finally:
+        os.close(fd)

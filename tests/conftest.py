@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,15 @@ def daemon_for(vectra_env):
     yield start
     for daemon in started:
         daemon.kill()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 256 KB file system (tmpfs), to fill up; the tests run as root, elsewhere they skip."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)

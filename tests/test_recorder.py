@@ -6,21 +6,26 @@ import functools
 
 import json
 import subprocess
+import threading
 import time
 import urllib.request
 from collections import deque
 from pathlib import Path
 
 import duckdb
+import orjson
 import polars
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import zmq
 
 from core.client import request, subscribe_blocking
 from core.config import Settings
 from core.contracts.envelope import Envelope
-from core.contracts.recordings import closed_files, partial_files, recordings_dir, wal_segments
+from core.contracts.recordings import (
+    closed_files, live_log_path, live_logs, partial_files, recordings_dir, stem_for, wal_segments,
+)
 from core.recorder.recovery import recover
 from core.recorder.schema import SCHEMA_VERSION, schema_version
 from core.recorder.segment import Segment
@@ -49,7 +54,7 @@ def assert_readable_everywhere(root: Path) -> None:
 
 
 def assert_no_leftovers(root: Path) -> None:
-    assert partial_files(root) == [] and wal_segments(root) == []
+    assert partial_files(root) == [] and wal_segments(root) == [] and live_logs(root) == []
 
 
 def games_ended(events: list[dict]) -> int:
@@ -209,17 +214,6 @@ def test_a_file_in_the_way_is_reported_and_recording_resumes_when_it_is_gone(sim
     assert set(e["seq"] for e in daemon.events) <= set(recorded)
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
 def test_a_full_disk_is_reported_and_recording_resumes_when_there_is_room(sim, daemon_for, tiny_disk, vectra_env):
     data_dir = tiny_disk / "data"
     daemon = daemon_for(sim, VECTRA_RECORD="true", VECTRA_DATA_DIR=str(data_dir))
@@ -276,22 +270,143 @@ def test_files_rotate_at_the_hour_and_sit_in_their_utc_day(tmp_path):
     assert_no_leftovers(tmp_path)
 
 
-def test_recovery_never_records_an_event_twice(tmp_path):
-    """A crash after a file was closed but before its log was deleted leaves both: one copy is kept."""
+def raw_events(count: int) -> list[Envelope]:
     now = int(time.time() * 1000)
-    envelopes = [Envelope(n, "raw.x", now + n, None, "socketio", {"payload": n, "trace": None}) for n in range(1, 2501)]
-    segment = Segment(tmp_path, envelopes[0])
-    for envelope in envelopes[:1500]:
+    return [Envelope(n, "raw.x", now + n, None, "socketio", {"payload": n, "trace": None}) for n in range(1, count + 1)]
+
+
+def killed_segment(root: Path, envelopes: list[Envelope]) -> Segment:
+    """A segment whose log got `envelopes` and whose Parquet file was never closed."""
+    segment = Segment(root, envelopes[0])
+    for envelope in envelopes:
         segment.add(envelope)
     segment.wal.flush()
+    return segment
+
+
+def test_recovery_never_records_an_event_twice(tmp_path):
+    """A crash after a file was closed but before its log was deleted leaves both: one copy is kept."""
+    envelopes = raw_events(2500)
+    segment = killed_segment(tmp_path, envelopes[:1500])
     survivor = segment.paths.wal.read_bytes()
     segment.close()
     segment.paths.wal.write_bytes(survivor)  # the log of the closed file is back
-    crashed = Segment(tmp_path, envelopes[1500])
-    for envelope in envelopes[1500:]:
-        crashed.add(envelope)
-    crashed.wal.flush()  # ... and a second segment was killed mid-file
-    assert recover(tmp_path) == 2500
+    killed_segment(tmp_path, envelopes[1500:])  # ... and a second segment was killed mid-file
+    assert recover(tmp_path).highest == 2500
     assert read_recordings(tmp_path).column("seq").to_pylist() == list(range(1, 2501))
     assert_readable_everywhere(tmp_path)
     assert_no_leftovers(tmp_path)
+
+
+def test_recovery_names_what_a_failed_live_log_missed_and_no_log_holds(tmp_path):
+    """The live log failed at seq 81 and began again at 121; the writer's log reached 100 before the kill."""
+    envelopes = raw_events(150)
+    killed_segment(tmp_path, envelopes[:100])
+    resumed = live_log_path(tmp_path, stem_for(121, envelopes[120].timestamp), missed_from=81)
+    torn = b'{"v":1,"seq":151,'  # the write a kill cut short
+    resumed.write_bytes(b"".join(envelope.to_json() + b"\n" for envelope in envelopes[120:]) + torn)
+    recovered = recover(tmp_path)
+    assert recovered.holes == ((101, 120),) and recovered.highest == 150
+    assert read_recordings(tmp_path).column("seq").to_pylist() == [*range(1, 101), *range(121, 151)]
+    assert_no_leftovers(tmp_path)
+
+
+# --- Vectra itself killed while recording: what a subscriber received is recorded, or declared -----
+
+
+class SeqWatcher:
+    """A ZeroMQ subscriber in a thread that keeps the `seq` of every envelope it receives."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.seqs: list[int] = []
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.SUB)
+        self._socket.setsockopt(zmq.SUBSCRIBE, b"")
+        self._socket.setsockopt(zmq.RCVTIMEO, 200)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.connect(endpoint)
+        self._running = True
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while self._running:
+            try:
+                frames = self._socket.recv_multipart()
+            except zmq.Again:
+                continue
+            envelope = orjson.loads(frames[-1])
+            if "seq" in envelope:
+                self.seqs.append(envelope["seq"])
+
+    def close(self) -> list[int]:
+        """Stop after what is already on its way has arrived; the `seq` received, in order."""
+        self._running = False
+        self._thread.join(5)
+        self._socket.close()
+        self._context.term()
+        return self.seqs
+
+
+@pytest.fixture
+def fast_sim():
+    process = SimProcess(speed=100, seed=5, max_ticks=400).start()
+    yield process
+    process.kill()
+
+
+def declared(events: list[dict]) -> set[int]:
+    """Every `seq` named by a `recording.gap` event."""
+    return {seq for event in events if event["type"] == "recording.gap"
+            for seq in range(event["data"]["from"], event["data"]["to"] + 1)}
+
+
+def kill_while_watched(daemon: DaemonProcess, count: int) -> list[int]:
+    """SIGKILL the daemon mid-stream, after a ZeroMQ subscriber has seen `count` events."""
+    watcher = SeqWatcher(daemon.env["VECTRA_ZMQ_PUB"])
+    start = len(daemon.events)
+    daemon.wait_for(lambda events: len(events) >= start + count, timeout=60)
+    daemon.kill()
+    seen = watcher.close()
+    assert seen, "the subscriber received nothing"
+    return seen
+
+
+def test_sigkill_loses_nothing_a_subscriber_saw(fast_sim, daemon_for, root):
+    seen = kill_while_watched(daemon_for(fast_sim, VECTRA_RECORD="true"), 3000)
+
+    again = daemon_for(fast_sim, VECTRA_RECORD="true")
+    again.wait_for(lambda events: games_ended(events) >= 1, timeout=60)
+    assert again.terminate() == 0
+
+    recorded = set(read_recordings(root).column("seq").to_pylist())
+    missing = sorted(set(seen) - recorded)
+    assert not missing, f"{len(missing)} events a subscriber received are in no recording: {missing[:20]}"
+    assert declared(again.events) == set(), "nothing was lost, so nothing may be declared lost"
+    assert_readable_everywhere(root)
+    assert_no_leftovers(root)
+
+
+def test_events_a_full_disk_kept_out_of_the_recordings_are_declared_after_sigkill(fast_sim, daemon_for, tiny_disk):
+    data_dir = tiny_disk / "data"
+    first = daemon_for(fast_sim, VECTRA_RECORD="true", VECTRA_DATA_DIR=str(data_dir))
+    first.wait_for(lambda events: any(e["type"] == "error" and e["data"]["code"] == "record_failed"
+                                      for e in events), timeout=60)
+    seen = kill_while_watched(first, 500)
+
+    subprocess.run(["mount", "-o", "remount,size=256m", str(tiny_disk)], check=True)
+    again = daemon_for(fast_sim, VECTRA_RECORD="true", VECTRA_DATA_DIR=str(data_dir))
+    again.wait_for(lambda events: declared(events), timeout=60)
+    again.wait_for(lambda events: games_ended(events) >= 1, timeout=60)
+    assert again.terminate() == 0
+
+    root = recordings_dir(data_dir)
+    recorded = set(read_recordings(root).column("seq").to_pylist())
+    lost = declared(again.events)
+    assert not lost & recorded, "a declared loss must really be missing (no false alarm)"
+    unaccounted = sorted(set(seen) - recorded - lost)
+    assert not unaccounted, f"received, not recorded and not declared: {unaccounted[:20]}"
+    start = next(e for e in again.events if e["type"] == "sys.start")
+    assert max(lost) == start["data"]["previous_last_seq"]
+    assert_readable_everywhere(root)
+    assert_no_leftovers(root)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from core.seqstore import SeqStore
+from tests.processes import REPO, VECTRA
 
 
 def test_clean_restart_continues_exactly(tmp_path):
@@ -37,3 +41,24 @@ def test_sigkill_never_reuses_a_number_and_names_the_skipped_ones(tmp_path):
     assert store.resume.previous_last_seq == 130
     assert store.resume.skipped == (131, 200)
     assert store.next() == 201
+
+
+def fill(folder: Path) -> None:
+    """Write into `folder` until its file system has no byte left."""
+    with open(folder / "filler", "wb", buffering=0) as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+
+
+def test_a_full_disk_at_first_start_is_one_clear_line_and_exit_2(tiny_disk, vectra_env):
+    fill(tiny_disk)
+    data_dir = tiny_disk / "data"
+    env = {**os.environ, **vectra_env, "VECTRA_DATA_DIR": str(data_dir), "VECTRA_FEED_URL": "http://127.0.0.1:9"}
+    done = subprocess.run([*VECTRA, "--daemon"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert str(data_dir / "seq.state") in lines[0] and "No space left" in lines[0]

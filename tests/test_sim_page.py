@@ -67,6 +67,15 @@ class Page:
         for kind in ("mousePressed", "mouseReleased"):
             await self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
 
+    async def press_until(self, selector: str, pressed: str, attempts: int = 3) -> None:
+        """Click a toggle until the page shows it pressed, as a person would click again when a
+        moving layout made the first click land elsewhere."""
+        for _ in range(attempts):
+            await self.click(selector)
+            if await self.evaluate(f"document.querySelector({json.dumps(pressed)}).getAttribute('aria-pressed')") == "true":
+                return
+        raise AssertionError(f"{pressed} never showed pressed after {attempts} clicks on {selector}")
+
     async def wait_text(self, selector: str, wanted, timeout: float = 20) -> str:
         deadline = time.monotonic() + timeout
         while True:
@@ -118,7 +127,7 @@ async def test_a_person_clicking_buy_sell_and_sidebet_moves_the_books(tmp_path):
         await page.wait_text("#last-ack", 'buyOrder {"success":true}')
         await page.wait_text("#player-cash", "0.989")
 
-        await page.click('[data-sell-percent="50"]')
+        await page.press_until('[data-sell-percent="50"]', '[data-sell-percent="50"]')
         await page.click('[data-order="sell"]')
         half = await until(sim, lambda b: b["positionQty"] < bought["positionQty"], "a smaller position")
         assert half["positionQty"] == bought["positionQty"] - bought["positionQty"] * 50 // 100
@@ -129,7 +138,7 @@ async def test_a_person_clicking_buy_sell_and_sidebet_moves_the_books(tmp_path):
         bet = await until(sim, lambda b: b["sidebet"] == 1_000_000, "a sidebet")
         await page.wait_text("#last-ack", lambda text: text.startswith("requestSidebet") and '"success":true' in text)
 
-        await page.click('[data-sell-percent="100"]')
+        await page.press_until('[data-sell-percent="100"]', '[data-sell-percent="100"]')
         await page.click('[data-order="sell"]')
         await until(sim, lambda b: b["positionQty"] == 0, "no position")
         await page.wait_text("#player-position", "0")

@@ -186,7 +186,9 @@ async def test_same_seed_and_anchor_give_identical_feeds():
     anchor = active_anchor(20, into_game_ms=-200)
     async with simulator(speed=20, seed=5, anchor_ms=anchor, max_ticks=40) as a, \
             simulator(speed=20, seed=5, anchor_ms=anchor, max_ticks=40) as b, client(a) as ca, client(b) as cb:
-        await asyncio.sleep(1.5)
+        # enough ticks from both, however slowly a loaded machine delivers them
+        await ca.wait_for(lambda: len(ca.ticks()) > 60, timeout=20)
+        await cb.wait_for(lambda: len(cb.ticks()) > 60, timeout=20)
     seq_a = [(f["gameId"], f["tickCount"], f["price"]) for f in ca.ticks()]
     seq_b = [(f["gameId"], f["tickCount"], f["price"]) for f in cb.ticks()]
     common = set(seq_a) & set(seq_b)

@@ -4,6 +4,8 @@
       2026-11-25/vectra-20261125T221500Z-000000001234.parquet           closed, immutable
       2026-11-25/.vectra-20261125T231500Z-000000051234.parquet.partial  being written (hidden)
       wal/vectra-20261125T231500Z-000000051234.wal                      the same segment's log
+      wal/vectra-20261125T231612Z-000000051800.live                     the live log (from its first event)
+      wal/vectra-20261125T231655Z-000000052400.after-000000052310.live  ... begun after it missed 52310..52399
 
 A segment's Parquet file and its write-ahead log share one stem: UTC time of the first event, then
 its `seq`, zero-padded, so names sort in time order and a reader can pick files by `seq` without
@@ -21,6 +23,8 @@ PREFIX = "vectra-"
 PARQUET = ".parquet"
 PARTIAL = ".parquet.partial"
 WAL = ".wal"
+LIVE = ".live"
+AFTER = ".after-"
 WAL_DIR = "wal"
 SEQ_DIGITS = 12
 
@@ -68,6 +72,20 @@ class SegmentPaths:
         return self.root / day_of(self.stem) / (self.stem + PARQUET)
 
 
+def live_log_path(root: Path, stem: str, missed_from: int | None = None) -> Path:
+    """A live log's name. One begun after the live log failed names the first `seq` it missed: every
+    event from there to its own first one was not in the live log, and may be in no log at all."""
+    marker = f"{AFTER}{missed_from:0{SEQ_DIGITS}d}" if missed_from is not None else ""
+    return root / WAL_DIR / f"{stem}{marker}{LIVE}"
+
+
+def missed_before(path: Path) -> int | None:
+    """The first `seq` the live log missed before this file began (None: it missed nothing)."""
+    _, found, tail = path.name.partition(AFTER)
+    digits = tail.split(".", 1)[0]
+    return int(digits) if found and digits.isdigit() else None
+
+
 def _sorted_by_seq(paths: list[Path]) -> list[Path]:
     known = [(first_seq_of(path), path) for path in paths]
     return [path for seq, path in sorted((seq, path) for seq, path in known if seq is not None)]
@@ -83,10 +101,18 @@ def closed_files(path: Path) -> list[Path]:
 
 
 def wal_segments(root: Path) -> list[Path]:
+    return _logs(root, WAL)
+
+
+def live_logs(root: Path) -> list[Path]:
+    return _logs(root, LIVE)
+
+
+def _logs(root: Path, suffix: str) -> list[Path]:
     folder = root / WAL_DIR
     if not folder.is_dir():
         return []
-    return _sorted_by_seq(list(folder.glob(f"{PREFIX}*{WAL}")))
+    return _sorted_by_seq(list(folder.glob(f"{PREFIX}*{suffix}")))
 
 
 def partial_files(root: Path) -> list[Path]:

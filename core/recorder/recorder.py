@@ -1,7 +1,10 @@
 """The recorder as the core sees it: a subscriber that never drops, a switch, and a status.
 
-`deliver()` runs on the event loop for every envelope, so it only appends to a deque; the writer
-thread does the rest. Recording state is the recorder's own, so feed reconnects cannot touch it.
+`deliver()` runs on the event loop for every envelope, before the transports, so it only appends it
+to the live log (one write into the page cache: what subscribers are about to see survives a kill,
+`live_log.py`) and to a deque; the writer thread does the rest. What an earlier run could not keep is
+declared once on `recording.gap`. Recording state is the recorder's own, so feed reconnects cannot
+touch it.
 An "on" period is bracketed by its two `recording.status` events, both of which are recorded.
 """
 
@@ -13,15 +16,19 @@ from collections import deque
 from typing import Any
 
 from core.contracts.envelope import Envelope, now_ms
+from core.contracts.health import RecordingHealth
 from core.contracts.requests import Record, RecordStatus
 from core.foundation import Foundation
 from core.recorder.history import RecordingHistory
+from core.recorder.live_log import LiveLog
 from core.contracts.recordings import recordings_dir
 from core.recorder.writer import CLOSE, Item, RecordingWriter
 
 log = logging.getLogger(__name__)
 
 STATUS_CHANNEL = "recording.status"
+GAP_CHANNEL = "recording.gap"
+LOST_REASON = "in no log when an earlier run ended (killed, or its disk refused the writes)"
 WATCH_S = 0.5
 STOP_WAIT_S = 3.5
 
@@ -40,7 +47,12 @@ class Recorder:
         self.since: int | None = None
         self._start_on = settings.record
         self._queue: deque[Item] = deque()
-        self._writer = RecordingWriter(self.root, settings, self._queue, self._writer_changed)
+        self._previous_last_seq = foundation.seqstore.resume.previous_last_seq
+        self._writer = RecordingWriter(
+            self.root, settings, self._queue, self._writer_changed, live_before=self._previous_last_seq + 1
+        )
+        self._live = LiveLog(self.root, settings.record_retry_s, self._writer.retire)
+        self._losses_declared = False
         self.history = RecordingHistory(self.root, self._writer.in_flight)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watch_task: asyncio.Task | None = None
@@ -61,7 +73,8 @@ class Recorder:
         self._writer.start()
         if self._start_on:
             self._turn_on()
-            self._queue.extend(self.bus.ring.since(0))  # what this run published before (`sys.start`)
+            for envelope in self.bus.ring.since(0):  # what this run published before (`sys.start`)
+                self.deliver(envelope)
         self._loop.call_soon(self._announce)
 
     def _announce(self) -> None:
@@ -92,6 +105,7 @@ class Recorder:
         if len(queue) >= self.hard_limit:
             self._drop(envelope)
             return
+        self._live.write(envelope)
         queue.append(envelope)
         if len(queue) > self.soft_limit and not self._behind_flagged:
             self._behind_flagged = True
@@ -117,6 +131,7 @@ class Recorder:
         final = self.status(on=False)
         self._publish(final)
         self.on = False
+        self._live.close()
         self._queue.append(CLOSE)
         self._writer.wake.set()
         return final
@@ -164,18 +179,20 @@ class Recorder:
             "path": str(path if path is not None else self.root),
             "rows": writer.rows_total - self._base_rows,
             "bytes": writer.bytes_total - self._base_bytes,
+            "wal_bytes": writer.wal_bytes,
             "since": self.since,
             "reason": "; ".join(reasons) or None,
             "buffered": backlog,
         }
 
-    def health(self) -> dict[str, Any]:
-        return {"recording": self.status()}
+    def health(self) -> RecordingHealth:
+        return RecordingHealth(**self.status())
 
     def refresh(self) -> None:
         """Publish the status if anything an operator cares about changed (and a new error once)."""
         if not self._announced:
             return
+        self._declare_losses()
         if len(self._queue) <= self.soft_limit:
             self._behind_flagged = False
         error = self._writer.error
@@ -190,6 +207,26 @@ class Recorder:
         key = (status["on"], status["state"], status["path"], status["reason"])
         if key != self._published:
             self._publish(status)
+
+    def _declare_losses(self) -> None:
+        """Once per run, after the first recovery: earlier events that are in no recording.
+
+        Holes the live log named are one kind; the other is the tail: the logs the previous run left
+        end with its newest recorded event, and unless that is the status that switched recording off,
+        every later `seq` it published (`sys.start.previous_last_seq`) went with it.
+        """
+        recovered = self._writer.recovered
+        if recovered is None or self._losses_declared:
+            return
+        self._losses_declared = True
+        lost = list(recovered.holes)
+        newest, last = recovered.newest, self._previous_last_seq
+        switched_off = newest is not None and newest.type == STATUS_CHANNEL and newest.data.get("on") is False
+        if newest is not None and newest.seq < last and not switched_off:
+            lost.append((newest.seq + 1, last))
+        for first, final in lost:
+            log.error("events %d..%d of an earlier run are in no recording", first, final)
+            self.bus.publish(GAP_CHANNEL, {"from": first, "to": final, "reason": LOST_REASON}, source=self.source)
 
     def _publish(self, status: dict[str, Any]) -> None:
         self._published = (status["on"], status["state"], status["path"], status["reason"])

@@ -5,6 +5,9 @@ builds row groups, rotates files and recovers from errors. Nothing is taken off 
 is safe: an envelope stays in `_pending` until it is in the log, and in `_unsynced` until the log is
 fsynced (or its Parquet file is closed). Any error abandons the segment; the retry then runs the
 same recovery as a restart after a crash and carries on with what is still pending.
+
+The live logs the event loop writes (`live_log.py`) are retired to this thread, which deletes each once
+its own log or a closed file holds every event in it (`_logged_upto`), never earlier.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Callable
 
 from core.config import Settings
 from core.contracts.envelope import Envelope
-from core.recorder.recovery import recover
+from core.recorder.recovery import Recovered, recover
 from core.recorder.segment import HOUR_MS, Segment
 
 log = logging.getLogger(__name__)
@@ -46,9 +49,20 @@ def describe(exc: BaseException) -> str:
 
 
 class RecordingWriter(threading.Thread):
-    def __init__(self, root: Path, settings: Settings, queue: deque[Item], changed: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        settings: Settings,
+        queue: deque[Item],
+        changed: Callable[[], None],
+        *,
+        live_before: int | None = None,
+    ) -> None:
+        """`live_before`: live logs starting before this `seq` are an earlier run's (None: all are)."""
         super().__init__(name="recorder-writer", daemon=True)
         self.root = root
+        self.live_before = live_before
+        self.recovered: Recovered | None = None  # what the first recovery found (set once)
         self.queue = queue
         self.changed = changed
         self.flush_s = settings.record_flush_s
@@ -64,6 +78,8 @@ class RecordingWriter(threading.Thread):
         self._unsynced: list[Envelope] = []
         self._needs_recovery = True
         self._recorded_upto = 0
+        self._logged_upto = 0  # every event up to here is in this thread's log or a closed file
+        self._retired: deque[tuple[Path, int]] = deque()
         self._failed_at = 0.0
         self._last_sync = time.monotonic()
         self._stopping = False
@@ -84,6 +100,12 @@ class RecordingWriter(threading.Thread):
         segment = self.segment
         return self.bytes_closed + (segment.parquet.bytes if segment is not None else 0)
 
+    @property
+    def wal_bytes(self) -> int:
+        """The open file's write-ahead log: its rows are on disk long before Parquet writes them."""
+        segment = self.segment
+        return segment.wal.bytes if segment is not None else 0
+
     def in_flight(self) -> list[Envelope]:
         """Envelopes accepted but maybe not yet readable in the log, in `seq` order.
 
@@ -93,6 +115,10 @@ class RecordingWriter(threading.Thread):
         items = [*list(self.queue), *list(self._pending), *list(self._unsynced)]
         unique = {item.seq: item for item in items if isinstance(item, Envelope)}
         return [unique[seq] for seq in sorted(unique)]
+
+    def retire(self, path: Path, last_seq: int) -> None:
+        """A live log the loop has finished with (called on the loop)."""
+        self._retired.append((path, last_seq))
 
     def stop(self) -> None:
         self._stopping = True
@@ -120,8 +146,12 @@ class RecordingWriter(threading.Thread):
                     return
 
     def _recover(self) -> None:
-        self._recorded_upto = max(self._recorded_upto, recover(self.root))
+        recovered = recover(self.root, self.live_before)
+        self._recorded_upto = max(self._recorded_upto, recovered.highest)
         self._needs_recovery = False
+        if self.recovered is None:
+            self.recovered = recovered
+            self.changed()
         if self.error is not None:
             log.warning("recording works again (was: %s)", self.error)
             self.error = None
@@ -135,21 +165,32 @@ class RecordingWriter(threading.Thread):
                 if not self._pending:
                     return False
             pending = self._pending
+            upto = self._logged_upto
             while pending:
                 item = pending[0]
                 if isinstance(item, Marker):
                     self._close_segment()
                     pending.popleft()
+                    self._forget_live_logs(upto)
                     if item is STOP:
                         return True
                     continue
                 if item.seq > self._recorded_upto:
                     self._add(item)
                     self._unsynced.append(item)
+                upto = item.seq
                 pending.popleft()
             if self.segment is not None:
                 self.segment.wal.flush()
+            self._forget_live_logs(upto)
             self._sync_if_due()  # also while the queue never runs dry
+
+    def _forget_live_logs(self, logged_upto: int) -> None:
+        """Delete the retired live logs whose every event is now in this thread's log or a closed file."""
+        self._logged_upto = logged_upto
+        retired = self._retired
+        while retired and retired[0][1] <= logged_upto:
+            retired.popleft()[0].unlink(missing_ok=True)
 
     def _take(self) -> None:
         queue, pending = self.queue, self._pending

@@ -161,6 +161,14 @@ class Settings(BaseSettings):
         100, ge=1, description="More commands than this in one second from one WebSocket client closes it (flood).",
         json_schema_extra=SERVING,
     )
+    max_patterns: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Channel patterns one WebSocket client may hold (and add within one second), and one "
+        "ZeroMQ `replay` may carry; more get a `too_many_patterns` error.",
+        json_schema_extra=SERVING,
+    )
     health_stale_s: float = Field(
         2.0, gt=0, description="`/health` says `degraded` when the feed is connected but silent this long.",
         json_schema_extra=SERVING,

@@ -198,6 +198,49 @@ async def test_unsubscribe_stops_those_channels(tmp_path):
         assert {event["type"] for event in received} == {"player.update", "player.trade"}
 
 
+async def test_patterns_beyond_the_limit_are_refused_whole_and_unsubscribe_makes_room(tmp_path):
+    async with running(tmp_path, max_patterns=5) as (foundation, server):
+        async with connect(ws_url(server)) as client:
+            await command(client, {"action": "subscribe", "channels": ["game.*", "nothing.1", "nothing.2"]})
+            again = await command(client, {"action": "subscribe", "channels": ["game.*", "nothing.3"]})
+            assert again["channels"] == ["game.*", "nothing.1", "nothing.2", "nothing.3"]
+            refused = await command(client, {"action": "subscribe", "channels": ["player.*", "n.5", "n.6"], "id": 9})
+            assert refused["type"] == "error" and refused["id"] == 9 and refused["data"]["code"] == "too_many_patterns"
+            assert "VECTRA_MAX_PATTERNS" in refused["data"]["message"]
+            published = publish_mixed(foundation, 30)
+            received = await receive_until(client, max(e["seq"] for e in published if e["type"].startswith("game.")))
+            assert received == [e for e in published if e["type"].startswith("game.")], "nothing of it was added"
+            await command(client, {"action": "unsubscribe", "channels": ["nothing.1", "nothing.2", "nothing.3"]})
+            await asyncio.sleep(1.1)  # a new second, for the limit of patterns added per second
+            widened = await command(client, {"action": "subscribe", "channels": ["player.*", "n.5", "n.6"]})
+            assert widened["channels"] == ["game.*", "player.*", "n.5", "n.6"]
+            published = publish_mixed(foundation, 30)
+            received = await receive_until(client, max(e["seq"] for e in published if e["type"].startswith("player.")))
+        assert received == [e for e in published if e["type"].startswith(("game.", "player."))]
+
+
+async def test_a_client_cannot_add_patterns_faster_than_it_may_hold_them(tmp_path):
+    """Unsubscribing makes room, but not for more than the limit of new patterns within one second:
+    each new pattern costs the daemon work, the same for every client."""
+    async with running(tmp_path, max_patterns=5) as (foundation, server):
+        async with connect(ws_url(server)) as client:
+            refused = None
+            for attempt in range(10):  # each round is far quicker than a second; one falls within one
+                for batch in ([f"a{attempt}.{n}" for n in range(5)], [f"b{attempt}"]):
+                    reply = await command(client, {"action": "subscribe", "channels": batch})
+                    if reply["type"] == "error":
+                        refused = reply
+                        break
+                    await command(client, {"action": "unsubscribe", "channels": batch})
+                if refused:
+                    break
+            assert refused is not None and refused["data"]["code"] == "too_many_patterns"
+            assert "within one second" in refused["data"]["message"]
+            await asyncio.sleep(1.1)  # a new second
+            accepted = await command(client, {"action": "subscribe", "channels": ["game.*", "c.1", "c.2", "c.3", "c.4"]})
+            assert accepted["type"] == "subscribed"
+
+
 async def test_heartbeat_reaches_only_clients_subscribed_to_sys(tmp_path):
     async with running(tmp_path) as (foundation, server):
         async with connect(ws_url(server)) as sys_client, connect(ws_url(server)) as game_client:

@@ -18,7 +18,8 @@ from core.contracts.envelope import Envelope
 from core.contracts.history import History
 from core.contracts.patterns import ChannelFilter
 from core.contracts.requests import (
-    BUILT_IN_ACTIONS, Health, Ping, Request, Snapshot, decode_request, error_reply, validate_request, with_id,
+    BUILT_IN_ACTIONS, Health, Ping, Request, RequestError, Snapshot, decode_request, error_reply, validate_request,
+    with_id,
 )
 from core.foundation import Foundation
 
@@ -53,6 +54,20 @@ class Requests:
     def validate(self, fields: dict[str, Any]) -> Request:
         """A request built in-process (the console's commands); raises `RequestError`."""
         return validate_request(fields, self.served)
+
+    def check_pattern_count(self, count: int, request: Request, counted: str) -> None:
+        """Refuse a request that brings `count` channel patterns where `VECTRA_MAX_PATTERNS` is the
+        limit (raises `RequestError`; `counted` says what was counted). Each new pattern is compiled
+        and tried on every channel, so their number is the cost a client without a token could
+        otherwise make the whole daemon pay."""
+        limit = self.foundation.settings.max_patterns
+        if count > limit:
+            raise RequestError(
+                "too_many_patterns",
+                f"{count} channel patterns {counted}; the limit is {limit} (VECTRA_MAX_PATTERNS): "
+                "use fewer, wider globs such as `game.*`",
+                request.id,
+            )
 
     @property
     def requires_token(self) -> bool:

@@ -78,6 +78,7 @@ class WsSession:
         self._close_task: asyncio.Task | None = None
         self._window_start = time.monotonic()
         self._window_count = 0
+        self._window_patterns = 0  # patterns added this second: each new one is compiled and tried
 
     # --- outgoing -------------------------------------------------------------------------------
 
@@ -187,6 +188,7 @@ class WsSession:
         if now - self._window_start >= 1.0:
             self._window_start = now
             self._window_count = 0
+            self._window_patterns = 0
         self._window_count += 1
         return self._window_count > self._max_messages_per_s
 
@@ -204,21 +206,29 @@ class WsSession:
                 self._subscribe(request)
             elif isinstance(request, Unsubscribe):
                 self.filter.remove(request.channels)
-                self._reply(with_id(request.id, {"type": "unsubscribed", "channels": list(self.filter.patterns)}))
+                self._reply(with_id(request.id, {"type": "unsubscribed", "channels": self.filter.patterns}))
             else:
                 self._reply(await self.requests.handle(request, authorized=self.authorized))
+        except RequestError as exc:
+            self._reply(exc.reply())
         except Exception:
             log.exception("command %r failed", request.action)
             self._reply(internal_error(request))
 
     def _subscribe(self, request: Subscribe) -> None:
         """Reply, queue the replay, widen the live filter: synchronous, so that no event can
-        arrive between the `seq` the replay stops at and the first live event."""
-        already = ChannelFilter(self.filter.patterns)
-        added = ChannelFilter(request.channels)
-        self.filter.add(request.channels)
+        arrive between the `seq` the replay stops at and the first live event. A request over a
+        pattern limit changes nothing; one within them costs what it adds, not what is already held,
+        and a client cannot add (and remove) patterns faster than it may hold them."""
+        new = self.filter.new(request.channels)
+        self.requests.check_pattern_count(len(self.filter) + len(new), request, "held by this connection")
+        self.requests.check_pattern_count(self._window_patterns + len(new), request, "added within one second")
+        self._window_patterns += len(new)
+        already = self.filter.copy() if request.from_seq is not None else None
+        self.filter.add(new)
         current = self.requests.foundation.bus.last_seq
-        reply = {"type": "subscribed", "channels": list(self.filter.patterns), "seq": current}
+        reply = {"type": "subscribed", "channels": self.filter.patterns, "seq": current}
         self._reply(with_id(request.id, reply))
-        if request.from_seq is not None:
+        if already is not None:
+            added = ChannelFilter(new)
             self._enqueue(ReplayJob(request.from_seq, current, lambda channel: added(channel) and not already(channel)))

@@ -21,6 +21,11 @@ REQ socket's empty delimiter, are echoed back), parsed by `Requests.parse`. `rep
 message per event then `replay.end`; everything else gets one reply from `Requests.handle`. Every reply
 queue is bounded (`zmq_router_hwm`); a replay whose reader stays that far behind for `REPLAY_STALL_S` is
 abandoned and the client asks again.
+
+Fairness: each peer's requests are answered one after another, in the order sent, and each peer may
+have `MAX_PENDING_REQUESTS` in progress (more: `busy`, to that peer only). A peer that stops reading
+thus holds up only its own requests, with one of them waiting on its full queue at a time; every other
+peer is answered as if it were alone.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -47,8 +53,11 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 1024 * 1024  # libzmq cuts a peer that sends more than this: abuse, not a mistake
-MAX_PENDING_REQUESTS = 64
+MAX_PENDING_REQUESTS = 64  # per peer
 REPLAY_STALL_S = 10.0
+# While a peer's reply queue is full, the one request it has in progress checks again after this
+# pause, doubled up to the longest: many stuck peers cost a few wake-ups a second each, not a busy loop.
+FULL_QUEUE_RETRY_S = (0.005, 0.1)
 REPLAY_YIELD_EVERY = 256  # events sent before a replay lets the loop serve live events again
 LINGER_MS = 1000  # on stop, queued messages get this long to leave
 FIRST_FRAME_FLAGS = int(zmq.NOBLOCK | zmq.SNDMORE)
@@ -68,6 +77,7 @@ class ZmqTransport:
         self._router: zmq.asyncio.Socket | None = None
         self._tasks: list[asyncio.Task] = []
         self._pending: set[asyncio.Task] = set()
+        self._peers: dict[bytes, PeerTurn] = {}
         self.peers = 0
         self.topics: set[bytes] = set()
         self.replays = 0
@@ -165,16 +175,29 @@ class ZmqTransport:
             self.requests_served += 1
             try:
                 request = self.requests.parse(payload, MAX_REQUEST_BYTES)
+                if isinstance(request, Replay):
+                    self.requests.check_pattern_count(len(set(request.channels)), request, "in one replay")
             except RequestError as exc:
                 self._reply_at_once(route, orjson.dumps(exc.reply()))
                 continue
-            if len(self._pending) >= MAX_PENDING_REQUESTS:
-                busy = error_reply("busy", "too many requests in progress; retry")
+            peer = self._peers.setdefault(route[0], PeerTurn())
+            if peer.in_progress >= MAX_PENDING_REQUESTS:
+                busy = error_reply("busy", f"{MAX_PENDING_REQUESTS} requests of yours in progress; retry")
                 self._reply_at_once(route, orjson.dumps(with_id(request.id, busy)))
             else:
-                task = asyncio.create_task(self._answer(route, request))
+                peer.in_progress += 1
+                task = asyncio.create_task(self._answer_in_turn(route, request, peer))
                 self._pending.add(task)
                 task.add_done_callback(self._pending.discard)
+
+    async def _answer_in_turn(self, route: list[bytes], request: Request, peer: PeerTurn) -> None:
+        try:
+            async with peer.turn:
+                await self._answer(route, request)
+        finally:
+            peer.in_progress -= 1
+            if not peer.in_progress:
+                del self._peers[route[0]]
 
     async def _answer(self, route: list[bytes], request: Request) -> None:
         try:
@@ -220,6 +243,7 @@ class ZmqTransport:
     async def _reply(self, route: list[bytes], body: bytes) -> None:
         """Send without ever blocking the loop; wait politely while the peer's queue is full."""
         deadline = None
+        pause, longest_pause = FULL_QUEUE_RETRY_S
         while True:
             if self._router is None:
                 raise ReplyAbandoned("transport stopped")
@@ -230,7 +254,8 @@ class ZmqTransport:
                 deadline = deadline or time.monotonic() + REPLAY_STALL_S
                 if time.monotonic() > deadline:
                     raise ReplyAbandoned("peer stopped reading") from None
-                await asyncio.sleep(0.005)
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, longest_pause)
             except zmq.ZMQError as exc:
                 if exc.errno == zmq.EHOSTUNREACH:
                     raise ReplyAbandoned("peer is gone") from None
@@ -252,6 +277,15 @@ class ZmqTransport:
             replayed_events=self.replayed,
             replies_abandoned=self.replies_abandoned,
         )
+
+
+@dataclass
+class PeerTurn:
+    """One ROUTER peer's requests: answered one at a time (`turn`), at most `MAX_PENDING_REQUESTS`
+    waiting or running (`in_progress`); forgotten when it has none."""
+
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    in_progress: int = 0
 
 
 class ReplyAbandoned(Exception):

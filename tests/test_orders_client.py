@@ -21,6 +21,8 @@ from core.client import Refused, Vectra
 from core.sim.world import COOLDOWN_MS, TICK_MS, World
 from tests.conftest import free_port
 from tests.processes import REPO, VECTRA, SimProcess
+from tests.test_tui_live import until
+from vectra_tui.remote import RemoteFoundation
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -228,3 +230,30 @@ def test_order_commands_exit_2_on_usage_errors_and_without_a_daemon_and_1_when_u
 
     intruder = vectra_cli("orders", "halt", env={**daemon.env, "VECTRA_AUTH_TOKEN": "wrong"})
     assert intruder.returncode == 1 and "unauthorized" in intruder.stderr
+
+
+# --- the console, attached ---------------------------------------------------------------------------
+
+
+async def test_an_attached_console_shows_the_player_from_before_it_came_and_halts_the_desk(sim, daemon, vectra_env):
+    async with Vectra() as vectra:
+        await vectra.buy(0.002, order_id="before-attach")
+        deadline = time.monotonic() + 20
+        while not ((state := await vectra.player()) or {}).get("positionQty"):
+            assert time.monotonic() < deadline, "the buy never showed in player.state"
+            await asyncio.sleep(0.1)
+    port = RemoteFoundation(f"ws://127.0.0.1:{vectra_env['VECTRA_HTTP_PORT']}/ws", token=TOKEN)
+    await port.start()
+    try:
+        shown = await until(lambda s: s.player.available and s.player.position_qty is not None, port)
+        assert (shown.player.mode, shown.player.halted, shown.player.executor) == ("live", False, "direct")
+        assert shown.player.position_qty == state["positionQty"] and shown.player.cash == state["cash"]
+
+        assert (await port.command("orders_halt", reason="console"))["data"]["halted"] is True
+        await until(lambda s: s.player.halted, port)
+        async with Vectra() as vectra:
+            await vectra.buy(0.002, order_id="after-halt")
+        shown = await until(lambda s: any(o.order_id == "after-halt" for o in s.player.recent), port)
+        assert (shown.player.recent[0].state, shown.player.recent[0].code) == ("rejected", "halted")
+    finally:
+        await port.stop()

@@ -115,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     attach.set_defaults(settings_command=_attach)
     add_recorder_parsers(sub)
     add_chrome_parser(sub)
-    add_order_parsers(sub)
     add_sim_parser(sub)
+    add_order_parsers(sub)
     add_settings(parser, EVERY_AREA)
     parser.description = INTRO.format(commands=command_list(sub))
     return parser

@@ -25,6 +25,11 @@ class DeskTracker:
         self.in_flight: dict[str, OrderLine] = {}
         self.recent: deque[OrderLine] = deque(maxlen=RECENT_ORDERS)
 
+    def seed_player(self, state: dict[str, Any]) -> None:
+        """The state from before the console watched (`player` on attach), unless an event was newer."""
+        if not self.player:
+            self.player = state
+
     def observe(self, event: LoggedEvent) -> None:
         data = event.data
         if event.type == "player.state":

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
+import sys
 import time
 import urllib.request
 from typing import Any
@@ -178,6 +180,17 @@ async def test_errors_surface_as_refused_and_a_malformed_order_never_leaves(sim,
         assert (record.state, record.code) == ("rejected", "halted")
         assert (await vectra.resume())["halted"] is False
     assert await wire_count(sim, "buyOrder") == 0
+
+
+def test_the_readme_order_example_runs_as_printed(sim, daemon):
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    example = next(block for block in blocks if "from core.client import Vectra" in block)
+    ran = subprocess.run([sys.executable, "-c", example], cwd=REPO, capture_output=True, text=True, timeout=60,
+                         env=daemon.env)
+    assert ran.returncode == 0, ran.stderr
+    state, order_id = ran.stdout.splitlines()[0].split()[:2]
+    assert state in ("sent", "acked", "filled") and order_id.startswith("vx-")
 
 
 # --- the command line --------------------------------------------------------------------------------

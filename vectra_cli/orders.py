@@ -130,9 +130,10 @@ def _describe_order(record: dict[str, Any]) -> str:
 
 
 def _describe_desk(data: dict[str, Any]) -> str:
+    halted = "  HALTED (orders resume lifts it)" if data["halted"] else ""
+    problem = f" cannot send: {data['executor_problem']}" if data.get("executor_problem") else ""
     lines = [
-        f"orders {data['mode']}" + ("  HALTED (orders resume lifts it)" if data["halted"] else "")
-        + f"; executor {data['executor']}" + (f" cannot send: {data['executor_problem']}" if data.get("executor_problem") else ""),
+        f"orders {data['mode']}{halted}; executor {data['executor']}{problem}",
         "limits " + ", ".join(f"{name} {value}" for name, value in data["limits"].items()),
         f"in flight {data['in_flight_count']}",
     ]

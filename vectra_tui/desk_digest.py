@@ -41,12 +41,12 @@ class DeskTracker:
         if event.type == "order.filled":
             self.in_flight.pop(order_id, None)
             price = data.get("price")
-            self.recent.appendleft(OrderLine(order_id, kind, "filled", price=price if isinstance(price, (int, float)) else None,
-                                             dry_run=dry_run))
+            price = price if isinstance(price, (int, float)) else None
+            self.recent.appendleft(OrderLine(order_id, kind, "filled", price=price, dry_run=dry_run))
         elif event.type == "order.rejected":
             self.in_flight.pop(order_id, None)
-            self.recent.appendleft(OrderLine(order_id, kind, "rejected", code=data.get("code"), message=data.get("message"),
-                                             dry_run=dry_run))
+            code, message = data.get("code"), data.get("message")
+            self.recent.appendleft(OrderLine(order_id, kind, "rejected", code=code, message=message, dry_run=dry_run))
         elif event.type == "order.ack" and data.get("success") is not True:
             return  # a failing ack: its order.rejected follows
         else:

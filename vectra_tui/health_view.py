@@ -91,10 +91,7 @@ def player_view(orders: OrdersHealth | None, desk: DeskTracker) -> PlayerView:
     state = desk.player
     return PlayerView(
         available=True,
-        mode=orders.mode,
-        halted=orders.halted,
-        executor=orders.executor,
-        executor_problem=orders.executor_problem,
+        **orders.model_dump(include={"mode", "halted", "executor", "executor_problem"}),
         username=state.get("username") if isinstance(state.get("username"), str) else None,
         cash=_figure(state.get("cash")),
         position_qty=_figure(state.get("positionQty")),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -151,6 +152,14 @@ async def test_the_same_order_id_is_one_frame_across_retries_a_new_connection_an
         vectra.reconnect()  # a fresh ROUTER connection, as after a crash of the bot
         third = await vectra.buy(0.002, order_id="once-only")
         assert again.data["created_ms"] == third.data["created_ms"] == first.data["created_ms"]
+
+        daemon.proc.send_signal(signal.SIGSTOP)  # a hung daemon: the request waits unanswered past its timeout
+        sends = vectra.sends
+        hung = asyncio.create_task(vectra.buy(0.002, order_id="once-only"))
+        await asyncio.sleep(3)
+        daemon.proc.send_signal(signal.SIGCONT)
+        assert (await hung).data["created_ms"] == first.data["created_ms"]
+        assert vectra.sends >= sends + 2  # timed out, and sent again on a fresh connection
 
         assert daemon.terminate() == 0
         restarted = asyncio.create_task(vectra.buy(0.002, order_id="once-only"))  # sent while nobody listens

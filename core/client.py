@@ -1,4 +1,4 @@
-"""The subscriber library: every matching event, in `seq` order, exactly once, over ZeroMQ.
+"""The client library: every matching event, in `seq` order, exactly once, over ZeroMQ; and orders.
 
     from core.client import subscribe
     async for event in subscribe("game.*", "player.trade"):
@@ -6,6 +6,7 @@
 
 `subscribe_blocking(...)` is the same as a plain iterator; `request({...})` sends one ROUTER request.
 Endpoints come from the settings (`VECTRA_ZMQ_PUB`, `VECTRA_ZMQ_ROUTER`) unless given as arguments.
+A bot that also acts uses `Vectra` (see "Orders" below): the same reading, plus one line per order.
 
 How nothing is missed and nothing repeated
 ------------------------------------------
@@ -47,22 +48,50 @@ last seen seq + 1); without it the stream starts with the first event received l
 
 As with any async generator, cancelling a pending `__anext__()` (e.g. `asyncio.wait_for` around it)
 ends the subscription; to wait with a timeout, consume it in a task that feeds a queue.
+
+Orders
+------
+    async with Vectra() as vectra:              # token: VECTRA_AUTH_TOKEN / VECTRA_AUTH_TOKEN_FILE
+        record = await vectra.buy(0.002)        # also sell(percent=25), sidebet(0.001, x_payout=5),
+        if record.state == "rejected":          # short_open(0.001), short_close()
+            print(record.code, record.message)
+        async for event in vectra.subscribe("order.*", "player.state"):
+            ...
+
+Every order method takes an optional `order_id` (default: a fresh unique one) and returns the desk's
+record of the order as an `OrderRecord` (`state`, `code`, ..., and the whole record in `.data`).
+Delivery is safe to repeat, so the client repeats: when no reply comes within `timeout`, or the ROUTER
+connection drops while it waits (a daemon restart), it sends the very same request again, with the
+same `order_id`, up to `attempts` times. The desk answers a repeated id with the first record and
+never sends the order twice, so a bot gets exactly one order however many copies went out. Only
+then does it give up with `TimeoutError` (the order's fate is then asked with the same id later).
+
+How refusals surface (one rule): an order the desk took and refused (its checks, the kill switch,
+the server) is a normal outcome and comes back as a record with `state == "rejected"` and a `code`
+(docs/PROTOCOL.md lists them); asking again with its id returns the same refusal. A request that is
+not an order at all (`bad_order`, found here before anything is sent), or one the daemon will not
+take (`unauthorized`: a missing or wrong token) raises `Refused` with that `code`.
+`halt(reason)`, `resume()` and `orders()` return the desk's status (a dict), `player()` the last
+`player.state` data (a dict, None before the first).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterator
 
 import orjson
 import zmq
 import zmq.asyncio
+import zmq.utils.monitor
 
 from core.contracts.patterns import ChannelFilter
 from core.config import Settings, load_settings
 from core.contracts.envelope import Envelope
+from core.contracts.orders import BadOrder, parse_order
 
 HEARTBEAT_CHANNEL = b"sys.heartbeat"
 START_CHANNEL = b"sys.start"
@@ -75,6 +104,15 @@ SEQ_SEARCH_BYTES = 24
 
 class ClientError(Exception):
     """The foundation refused a request the client needs (the message is its error reply)."""
+
+
+class Refused(ClientError):
+    """An error reply to a request (`unauthorized`, `bad_order`, ...): `code` says which."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -367,3 +405,198 @@ def _blocking(subscription: Subscription) -> Iterator[Envelope | Status]:
     finally:
         loop.run_until_complete(events.aclose())
         loop.close()
+
+
+# --- orders -----------------------------------------------------------------------------------------
+
+DEFAULT_ATTEMPTS = 3
+DROPPED_OR_BACK = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+
+
+def new_order_id() -> str:
+    """A fresh order id, unique without coordination (32 hex digits fit the 64-character pattern)."""
+    return "vx-" + uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    """The desk's record of one order as it stood when the reply left; `data` is the whole record
+    (docs/PROTOCOL.md, `order`), the fields are its parts a bot branches on."""
+
+    order_id: str
+    kind: str
+    state: str  # requested, sent, acked, filled, rejected, timeout
+    dry_run: bool
+    code: str | None
+    message: str | None
+    data: dict[str, Any]
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> "OrderRecord":
+        return cls(data["order_id"], data["kind"], data["state"], bool(data.get("dryRun")), data.get("code"),
+                   data.get("message"), data)
+
+
+def _data_of(reply: dict[str, Any], expected: str) -> Any:
+    """The reply's `data`, or the error it is raised as."""
+    if reply.get("type") == "error":
+        error = reply.get("data") or {}
+        raise Refused(str(error.get("code")), str(error.get("message")))
+    if reply.get("type") != expected:
+        raise ClientError(f"expected a {expected!r} reply, got {reply!r}")
+    return reply.get("data")
+
+
+class Vectra:
+    """A bot's one handle on Vectra: orders, the desk's status, the player's state and the stream.
+    See "Orders" in the module docstring for what it returns, raises and repeats."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        token: str | None = None,
+        pub: str | None = None,
+        router: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        attempts: int = DEFAULT_ATTEMPTS,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if settings is None and None in (pub, router, token):
+            settings = load_settings()
+        self.settings = settings
+        self.pub, self.router = _endpoints(settings, pub, router)
+        if token is None and settings is not None and settings.auth_token is not None:
+            token = settings.auth_token.get_secret_value()
+        self.token = token
+        self.timeout = timeout
+        self.attempts = attempts
+        self.sends = 0  # copies of requests put on the wire: a repeat adds one
+        self._context: zmq.asyncio.Context | None = None
+        self._dealer: zmq.asyncio.Socket | None = None
+        self._monitor: zmq.asyncio.Socket | None = None
+        self._one_at_a_time = asyncio.Lock()
+
+    async def __aenter__(self) -> "Vectra":
+        self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def open(self) -> None:
+        self._context = zmq.asyncio.Context()
+        self.reconnect()
+
+    def close(self) -> None:
+        self._close_sockets()
+        if self._context is not None:
+            self._context.term()
+            self._context = None
+
+    def reconnect(self) -> None:
+        """Drop the ROUTER connection and open a fresh one (a fresh identity: replies still owed to
+        the old one are never delivered here)."""
+        assert self._context is not None, "use `async with Vectra(...)` (or call open()) first"
+        self._close_sockets()
+        self._dealer = self._context.socket(zmq.DEALER)
+        self._dealer.setsockopt(zmq.LINGER, 0)
+        self._monitor = self._dealer.get_monitor_socket(DROPPED_OR_BACK)
+        self._dealer.connect(self.router)
+
+    def _close_sockets(self) -> None:
+        if self._dealer is not None:
+            self._dealer.disable_monitor()
+            self._dealer.close(linger=0)
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+        self._dealer = self._monitor = None
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def subscribe(self, *patterns: str, **options: Any) -> Subscription:
+        """`subscribe(...)` on this daemon's endpoints."""
+        return subscribe(*patterns, pub=self.pub, router=self.router, settings=self.settings, **options)
+
+    async def player(self) -> dict[str, Any] | None:
+        return _data_of(await self.request({"action": "player"}), "player")
+
+    async def orders(self) -> dict[str, Any]:
+        return _data_of(await self.request({"action": "orders_status"}), "orders")
+
+    # --- acting -----------------------------------------------------------------------------------
+
+    async def buy(self, amount_sol: float, *, order_id: str | None = None) -> OrderRecord:
+        return await self.order("buy", order_id, amount_sol=amount_sol)
+
+    async def sell(self, percent: int, *, order_id: str | None = None) -> OrderRecord:
+        return await self.order("sell", order_id, percent=percent)
+
+    async def sidebet(self, amount_sol: float, x_payout: int = 5, *, order_id: str | None = None) -> OrderRecord:
+        return await self.order("sidebet", order_id, amount_sol=amount_sol, x_payout=x_payout)
+
+    async def short_open(self, amount_sol: float, *, order_id: str | None = None) -> OrderRecord:
+        return await self.order("short_open", order_id, amount_sol=amount_sol)
+
+    async def short_close(self, *, order_id: str | None = None) -> OrderRecord:
+        return await self.order("short_close", order_id)
+
+    async def order(self, kind: str, order_id: str | None = None, **fields: Any) -> OrderRecord:
+        """Any order by kind; checked here first, so a malformed one never leaves."""
+        fields = {"kind": kind, "order_id": order_id or new_order_id(), **fields}
+        try:
+            parse_order(fields)
+        except BadOrder as exc:
+            raise Refused("bad_order", str(exc)) from None
+        return OrderRecord.from_data(_data_of(await self.request({"action": "order", **fields}), "order"))
+
+    async def halt(self, reason: str | None = None) -> dict[str, Any]:
+        request = {"action": "orders_halt"} if reason is None else {"action": "orders_halt", "reason": reason}
+        return _data_of(await self.request(request), "orders")
+
+    async def resume(self) -> dict[str, Any]:
+        return _data_of(await self.request({"action": "orders_resume"}), "orders")
+
+    # --- the exchange -----------------------------------------------------------------------------
+
+    async def request(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The reply to one request, repeated as it is (same `id`, same `order_id`) after a timeout
+        or a dropped connection; for requests whose repeat does no harm, which all of the above are."""
+        body = {**payload, "id": uuid.uuid4().hex}
+        if self.token is not None:
+            body.setdefault("token", self.token)
+        message = orjson.dumps(body)
+        async with self._one_at_a_time:
+            for _ in range(self.attempts):
+                reply = await self._exchange(message, body["id"])
+                if reply is not None:
+                    return reply
+        raise TimeoutError(f"no reply from {self.router} to {payload.get('action')!r} after {self.attempts} attempts")
+
+    async def _exchange(self, message: bytes, request_id: str) -> dict[str, Any] | None:
+        """One copy on the wire and its reply; None when it must be sent again."""
+        assert self._dealer is not None and self._monitor is not None, "use `async with Vectra(...)` first"
+        dealer, monitor = self._dealer, self._monitor
+        await dealer.send(message)
+        self.sends += 1
+        poller = zmq.asyncio.Poller()
+        poller.register(dealer, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        dropped = False
+        while (left := deadline - loop.time()) > 0:
+            ready = dict(await poller.poll(int(left * 1000) + 1))
+            if monitor in ready:
+                event = zmq.utils.monitor.parse_monitor_message(await monitor.recv_multipart())["event"]
+                if event == zmq.EVENT_DISCONNECTED:
+                    dropped = True
+                elif dropped:  # connected again: what was sent on the old connection may be lost
+                    return None
+            if dealer in ready:
+                reply = orjson.loads((await dealer.recv_multipart())[-1])
+                if reply.get("id") == request_id or ("id" not in reply and reply.get("type") == "error"):
+                    return reply
+        self.reconnect()
+        return None

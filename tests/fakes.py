@@ -19,6 +19,8 @@ from core.contracts.health import (
     Connection,
     HealthReport,
     Latency,
+    OrderLimits,
+    OrdersHealth,
     Pipeline,
     RecordingHealth,
     SourceConnection,
@@ -159,11 +161,44 @@ def feed_digest(report: HealthReport, clock: ScriptedClock) -> EventDigest:
     return digest
 
 
+def fake_orders() -> OrdersHealth:
+    return OrdersHealth(
+        mode="live", halted=False, executor="page", executor_problem=None, in_flight_count=1,
+        limits=OrderLimits(max_sol=0.01, max_sol_per_game=0.05, max_per_minute=20, max_tick_age_s=2.0, max_in_flight=1),
+    )
+
+
+def desk_events() -> list[Item]:
+    """A bot's last few orders after the feed: one filled, one refused, one still waiting for its ack."""
+    def order(channel: str, order_id: str, kind: str, **data: Any) -> Item:
+        return (channel, GAME_ID, {"order_id": order_id, "kind": kind, "dryRun": False, **data})
+
+    return [
+        order("order.request", "bot1-0001", "buy", order={"amount_sol": 0.002}, checks=[], executor="page"),
+        order("order.sent", "bot1-0001", "buy", executor="page", ackId=900000000, sent=True),
+        order("order.ack", "bot1-0001", "buy", ackId=900000000, ack=[{"success": True}], success=True, latency_ms=212.0),
+        order("order.filled", "bot1-0001", "buy", matchedBy="trace", trade=None, price=3.38, tickIndex=130),
+        ("player.state", GAME_ID, {"username": "bot1", "authenticated": True, "cash": 0.998, "positionQty": 0.000591,
+                                   "avgCost": 3.38, "totalInvested": 0.002, "cumulativePnL": 0.000016,
+                                   "pnlPercent": 0.8, "sidebet": None, "shortPosition": None}),
+        order("order.rejected", "bot1-0002", "sidebet", code="limit_rate", message="20 orders in the last 60 s",
+              by="vectra"),
+        order("order.request", "bot1-0003", "sell", order={"percent": 50}, checks=[], executor="page"),
+        order("order.sent", "bot1-0003", "sell", executor="page", ackId=900000001, sent=True),
+    ]
+
+
 class FakeFoundation:
-    def __init__(self, report: HealthReport | None = None) -> None:
+    def __init__(self, report: HealthReport | None = None, *, trading: bool = False) -> None:
+        """`trading`: a daemon with an order desk, whose bot has just placed a few orders."""
         self.report = report if report is not None else fake_report()
         self.clock = ScriptedClock()  # stands still unless a test moves it: screenshots stay the same
         self.digest = feed_digest(self.report, self.clock)
+        if trading:
+            self.update(orders=fake_orders())
+            for seq, (channel, game, data) in enumerate(desk_events(), start=LAST_SEQ + 1):
+                self.publish(Envelope(seq=seq, type=channel, timestamp=FROZEN_NOW_MS, gameId=game, source="socketio",
+                                      data=data))
         self.unreachable: str | None = None  # what a remote port says when it cannot reach the daemon
         self.commands: list[dict[str, Any]] = []
         self.started = False
@@ -211,4 +246,7 @@ class FakeFoundation:
             return {"type": "reconnecting", "sources": list(connection.sources)}
         if action == "chrome":
             return {"type": "chrome", "data": {"op": params.get("op"), "state": "relaunching"}}
+        if action in ("orders_halt", "orders_resume") and self.report.orders is not None:
+            self.update(orders=self.report.orders.model_copy(update={"halted": action == "orders_halt"}))
+            return {"type": "orders", "data": self.report.orders.model_dump()}
         return {"type": "error", "data": {"code": "unknown_action", "message": f"unknown action {action!r}"}}

@@ -13,7 +13,7 @@ import pytest
 
 from core.config import AREAS, Settings, area_of
 
-COMMANDS = ("config", "health", "tail", "attach", "record", "replay", "chrome", "sim")
+COMMANDS = ("config", "health", "tail", "attach", "record", "replay", "chrome", "sim", "order", "orders", "player")
 
 
 def vectra(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

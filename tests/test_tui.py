@@ -14,7 +14,7 @@ import themes
 from core.contracts.envelope import Envelope
 from core.contracts.health import SourceConnection
 from vectra_tui.digest import EventDigest
-from vectra_tui.app import HelpScreen, VectraConsole
+from vectra_tui.app import ConfirmScreen, HelpScreen, VectraConsole
 from vectra_tui.keymap import KeymapError, parse_keymap
 from tests.fakes import FROZEN_NOW_MS, GAME_ID, FakeFoundation
 from vectra_tui.panels import Panel
@@ -124,6 +124,63 @@ async def test_q_shuts_the_foundation_down(fake):
         await pilot.pause()
     assert fake.stopped
     assert app.return_code == 0
+
+
+async def test_the_player_panel_shows_the_desk_the_player_and_the_orders_from_the_channels():
+    app = VectraConsole(FakeFoundation(trading=True))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        panel = shown(app, "player")
+        assert "orders live  via page" in panel
+        assert "bot1 cash 0.9980  pos 0.0006  avg 3.380x" in panel
+        assert "PnL +0.0000 (+0.8%)" in panel
+        assert "→ sell sent  bot1-0003" in panel
+        assert "✗ sidebet rejected limit_rate  bot1-0002" in panel
+        assert "✓ buy filled 3.380x  bot1-0001" in panel
+        assert panel.index("✗ sidebet") < panel.index("✓ buy")  # newest outcome first
+
+
+async def test_without_an_order_desk_there_is_no_player_panel_and_no_order_keys(fake):
+    app = VectraConsole(fake)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        assert not app.query_one("#player", Panel).display
+        await pilot.press("h", "u")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert fake.commands == [] and not isinstance(app.screen, ConfirmScreen)
+
+
+async def test_h_halts_orders_at_once_and_u_resumes_only_when_confirmed():
+    fake = FakeFoundation(trading=True)
+    app = VectraConsole(fake, keymap=parse_keymap("resume=ctrl+u", VectraConsole.BINDINGS))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("h")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert fake.commands == [{"action": "orders_halt", "reason": "console"}]
+        assert "■ HALTED  every order refused" in shown(app, "player")
+        assert app.query_one("#player", Panel).has_class("-halted")
+
+        await pilot.press("u")  # remapped away: nothing happens
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        await pilot.press("ctrl+u")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert len(fake.commands) == 1 and fake.report.orders.halted
+        assert "HALTED" in shown(app, "player")
+
+        await pilot.press("ctrl+u")
+        await pilot.pause()
+        await pilot.press("y")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert fake.commands[-1] == {"action": "orders_resume"}
+        assert "HALTED" not in shown(app, "player") and not app.query_one("#player", Panel).has_class("-halted")
 
 
 async def test_log_filter_shows_only_matching_channels(fake):
@@ -302,3 +359,14 @@ def test_the_game_panel_follows_games_from_the_event_stream():
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
 def test_main_screen_snapshot(snap_compare, theme, size):
     assert snap_compare(VectraConsole(FakeFoundation(), theme=theme), terminal_size=size)
+
+
+def test_player_panel_snapshot(snap_compare):
+    """A daemon with an order desk, halted: the Player panel says so loudly."""
+
+    async def halt(pilot) -> None:  # noqa: ANN001 - Textual's Pilot
+        await pilot.press("h")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(VectraConsole(FakeFoundation(trading=True)), terminal_size=(120, 36), run_before=halt)

@@ -23,6 +23,7 @@ from vectra_cli.flags import (
     overrides,
     refused_secret,
 )
+from vectra_cli.orders import add_order_parsers
 from vectra_cli.record import add_recorder_parsers
 from vectra_cli.sim import add_sim_parser
 
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_recorder_parsers(sub)
     add_chrome_parser(sub)
     add_sim_parser(sub)
+    add_order_parsers(sub)
     add_settings(parser, EVERY_AREA)
     parser.description = INTRO.format(commands=command_list(sub))
     return parser

@@ -31,6 +31,7 @@ from vectra_tui.panels import (
     LatencyPanel,
     LogPanel,
     Panel,
+    PlayerPanel,
     RatesPanel,
     RecordingPanel,
     SubscribersPanel,
@@ -39,6 +40,7 @@ from vectra_tui.port import FoundationPort
 from vectra_tui.view import ConsoleSnapshot
 
 REFRESH_HZ = 10
+ORDER_ACTIONS = frozenset({"halt_orders", "resume_orders"})
 
 
 class HelpScreen(ModalScreen[None]):
@@ -57,6 +59,26 @@ class HelpScreen(ModalScreen[None]):
         yield Static(f"Keys\n\n{rows}\n\n  Esc or ? closes this help.", id="help-body")
 
 
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question; only `y` says yes."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n", "answer(False)", "No"),
+        Binding("escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"{self.question}\n\n  y: yes    n or Esc: no", id="confirm-body")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
 class VectraConsole(App[int]):
     TITLE = "Vectra"
     AUTO_FOCUS = None
@@ -68,6 +90,8 @@ class VectraConsole(App[int]):
         Binding("r", "toggle_recording", "Record", id="record", tooltip="recording on/off (every event to Parquet)"),
         Binding("c", "reconnect", "Reconnect", id="reconnect", tooltip="drop the feed connection and connect again now"),
         Binding("b", "browser", "Browser", id="browser", tooltip="launch or relaunch the rugs_bot browser"),
+        Binding("h", "halt_orders", "Halt", id="halt", tooltip="kill switch: refuse every new order until resumed"),
+        Binding("u", "resume_orders", "Resume", id="resume", tooltip="lift the kill switch (asks first)"),
         Binding("slash", "filter", "Filter", id="filter", key_display="/", tooltip="show only channels matching globs"),
         Binding("space", "pause", "Pause", id="pause", tooltip="freeze the event log / follow it again"),
         Binding("t", "next_theme", "Theme", id="theme", tooltip="switch to the next colour theme"),
@@ -100,6 +124,7 @@ class VectraConsole(App[int]):
         with Horizontal(id="middle", classes="row"):
             yield GamePanel("Game", id="game")
             yield RatesPanel("Events / s", id="rates")
+            yield PlayerPanel("Player", id="player")
         with Horizontal(id="bottom", classes="row"):
             yield RecordingPanel("Recording", id="recording")
             yield SubscribersPanel("Subscribers", id="subscribers")
@@ -130,7 +155,10 @@ class VectraConsole(App[int]):
 
     def refresh_view(self) -> None:
         snapshot = self.port.snapshot()
+        desk_changed = self.latest is None or self.latest.player.available != snapshot.player.available
         self.latest = snapshot
+        if desk_changed:
+            self.refresh_bindings()
         self.event_log.take(snapshot.events)
         with self.batch_update():
             if self.sub_title != snapshot.mode:
@@ -166,6 +194,24 @@ class VectraConsole(App[int]):
 
     def action_browser(self) -> None:
         self.run_worker(self._send("chrome", "browser (re)launch requested", op="relaunch"), group="commands")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The order keys exist only where there is an order desk (False: neither shown nor bound)."""
+        if action in ORDER_ACTIONS:
+            return self.latest is not None and self.latest.player.available
+        return True
+
+    def action_halt_orders(self) -> None:
+        """At once, no question asked: stopping must always be the easy way."""
+        self.run_worker(self._send("orders_halt", "orders halted: every new order is refused", reason="console"),
+                        group="commands")
+
+    def action_resume_orders(self) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._send("orders_resume", "orders resumed"), group="commands")
+
+        self.push_screen(ConfirmScreen("Resume orders? Bots can trade again at once."), answered)
 
     # --- the log ----------------------------------------------------------------------------------
 

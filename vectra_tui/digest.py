@@ -11,6 +11,7 @@ import time
 from collections import deque
 from typing import Callable
 
+from vectra_tui.desk_digest import DESK_CHANNELS, DeskTracker
 from vectra_tui.view import FAMILIES, GameResult, GameView, LatencyView, LoggedEvent, RatesView
 
 LOG_BACKLOG = 1000  # a refresh at 10 Hz with 1,000 events/s sees ~100 new ones: ample margin
@@ -143,6 +144,7 @@ class EventDigest:
         self._game_backlog: deque[LoggedEvent] = deque(maxlen=GAME_BACKLOG)
         self._family_cache: dict[str, str] = {}
         self.game = GameTracker()
+        self.desk = DeskTracker()
         self.rates = RateHistory(clock)
         self._latency_tick = PerSecond(clock)
         self._latency: deque[float] = deque(maxlen=HISTORY_POINTS)
@@ -156,6 +158,8 @@ class EventDigest:
         self.counts[family] = self.counts.get(family, 0) + 1
         if family == "game":
             self._game_backlog.append(envelope)
+        elif envelope.type in DESK_CHANNELS:  # rare: taken in at once, every one of them counts
+            self.desk.observe(envelope)
 
     def game_view(self) -> GameView:
         backlog = self._game_backlog

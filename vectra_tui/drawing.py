@@ -99,3 +99,12 @@ def clock(timestamp_ms: int) -> str:
 
 def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def sol(value: float | None) -> str:
+    """An amount of SOL to the lamport's useful precision (4 decimals read at a glance)."""
+    return "—" if value is None else f"{value:.4f}"
+
+
+def signed(value: float | None, decimals: int = 4) -> str:
+    return "—" if value is None else f"{value:+.{decimals}f}"

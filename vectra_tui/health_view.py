@@ -7,12 +7,16 @@ daemon can report. No report yet (a daemon not reached so far) shows as "down", 
 
 from __future__ import annotations
 
-from core.contracts.health import HealthReport, RecordingHealth
+from typing import Any
+
+from core.contracts.health import HealthReport, OrdersHealth, RecordingHealth
+from vectra_tui.desk_digest import DeskTracker
 from vectra_tui.digest import EventDigest
 from vectra_tui.view import (
     ChromeView,
     ConnectionView,
     ConsoleSnapshot,
+    PlayerView,
     RecordingView,
     SourceLink,
     SubscribersView,
@@ -80,6 +84,38 @@ def subscribers_view(report: HealthReport) -> SubscribersView:
     )
 
 
+def player_view(orders: OrdersHealth | None, desk: DeskTracker) -> PlayerView:
+    """The desk's switches from the report, the orders and the player's figures from the events."""
+    if orders is None:
+        return PlayerView()
+    state = desk.player
+    return PlayerView(
+        available=True,
+        **orders.model_dump(include={"mode", "halted", "executor", "executor_problem"}),
+        username=state.get("username") if isinstance(state.get("username"), str) else None,
+        cash=_figure(state.get("cash")),
+        position_qty=_figure(state.get("positionQty")),
+        avg_cost=_figure(state.get("avgCost")),
+        cumulative_pnl=_figure(state.get("cumulativePnL")),
+        pnl_percent=_figure(state.get("pnlPercent")),
+        sidebet=_stake(state.get("sidebet")) if state else None,
+        short=_stake(state.get("shortPosition")) if state else None,
+        in_flight=tuple(desk.in_flight.values()),
+        recent=tuple(desk.recent),
+    )
+
+
+def _figure(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _stake(position: Any) -> float:
+    """The SOL at stake in a sidebet or a short (its shape is the server's: the first amount it names)."""
+    if not isinstance(position, dict):
+        return 0.0
+    return next((amount for key in ("betAmount", "amount") if (amount := _figure(position.get(key))) is not None), 0.0)
+
+
 def console_snapshot(
     report: HealthReport | None,
     digest: EventDigest,
@@ -104,5 +140,6 @@ def console_snapshot(
         chrome=chrome_view(report) if report else None,
         recording=recording_view(report.recording, recorder_available) if report else RecordingView(),
         subscribers=subscribers_view(report) if report else SubscribersView(),
+        player=player_view(report.orders if report else None, digest.desk),
         events=digest.events(),
     )

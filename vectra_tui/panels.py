@@ -25,6 +25,8 @@ from vectra_tui.view import (
     GameView,
     LatencyView,
     LoggedEvent,
+    OrderLine,
+    PlayerView,
     RatesView,
     RecordingView,
     SubscribersView,
@@ -256,6 +258,59 @@ class SubscribersPanel(Panel):
                 (" flood", "label"),
             ),
         ]
+
+
+ORDER_MARK = {"filled": ("✓", "good"), "rejected": ("✗", "bad")}
+
+
+class PlayerPanel(Panel):
+    """The order desk and the player: the kill switch loudest of all, then the player's figures, the
+    orders in flight and the last outcomes with their codes. Shown only where there is a desk."""
+
+    shows = "player"
+
+    def show(self, view: PlayerView) -> None:
+        self.display = view.available
+        self.set_class(view.halted, "-halted")
+        super().show(view)
+
+    def draw(self, view: PlayerView, width: int, height: int) -> list[Text]:
+        if view.halted:
+            head = self.text(("■ HALTED", "bad"), ("  every order refused; ", "bad"), ("u resumes", "label"))
+        else:
+            head = self.text(("orders ", "label"), (view.mode or "?", "good" if view.mode == "live" else "accent"),
+                             ("  via ", "label"), view.executor or "—")
+        lines = [head]
+        if view.executor_problem and view.mode == "live":
+            lines.append(self.text((view.executor_problem, "warn")))
+        lines.extend(self._figures(view))
+        for order in view.in_flight:
+            lines.append(self.text(("→ ", "warn"), f"{order.kind} ", (order.state, "warn"), ("  " + order.order_id, "dim")))
+        lines.extend(self._outcome(order) for order in view.recent)
+        return lines
+
+    def _figures(self, view: PlayerView) -> list[Text]:
+        if view.cash is None and view.position_qty is None:
+            return [self.text(("no player state yet", "dim"))]
+        return [
+            self.text((f"{view.username or 'player'} ", "accent"), ("cash ", "label"), drawing.sol(view.cash),
+                      ("  pos ", "label"), drawing.sol(view.position_qty), ("  avg ", "label"), drawing.price(view.avg_cost)),
+            self.text(("PnL ", "label"), (drawing.signed(view.cumulative_pnl), tone_of(view.cumulative_pnl)),
+                      f" ({drawing.signed(view.pnl_percent, 1)}%)", ("  bet ", "label"), drawing.sol(view.sidebet),
+                      ("  short ", "label"), drawing.sol(view.short)),
+        ]
+
+    def _outcome(self, order: OrderLine) -> Text:
+        mark, name = ORDER_MARK[order.state]
+        detail = order.code or "" if order.state == "rejected" else (drawing.price(order.price) if order.price is not None else "")
+        return self.text((f"{mark} ", name), f"{order.kind} ", (order.state, name), f" {detail}",
+                         ("  " + order.order_id, "dim"), ("  dry" if order.dry_run else "", "dim"))
+
+
+def tone_of(amount: float | None) -> str | None:
+    if not amount:
+        return None
+    return "good" if amount > 0 else "bad"
 
 
 class LogPanel(Panel):

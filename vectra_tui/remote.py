@@ -40,6 +40,9 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # Messages that never answer a command: control messages, and the replies to the console's own
 # subscribe and health requests (which are used as they come, not awaited).
 NOT_A_COMMAND_REPLY = frozenset({"sys.heartbeat", "gap", "subscribed", "health"})
+# The player's state as it stood when the console attached (events bring every later change); its
+# reply is told by this id, so even an error (a daemon without a desk) is never taken for a command's.
+PLAYER_AT_ATTACH = "console-player-at-attach"
 
 
 class RemoteFoundation:
@@ -125,6 +128,7 @@ class RemoteFoundation:
         poller = asyncio.create_task(self._poll_health())
         try:
             await self._send({"action": "subscribe", "channels": ["*"]}, None)
+            await self._send({"action": "player", "id": PLAYER_AT_ATTACH}, None)
             self._unreachable = None
             async for message in socket:
                 self._receive(message)
@@ -163,6 +167,10 @@ class RemoteFoundation:
             self.digest.deliver(Envelope.from_dict(parsed))
             return
         kind = parsed.get("type")
+        if parsed.get("id") == PLAYER_AT_ATTACH:
+            if kind == "player" and isinstance(parsed.get("data"), dict):
+                self.digest.desk.seed_player(parsed["data"])
+            return
         if kind == "health":
             self._take_health(parsed.get("data"))
         if kind in NOT_A_COMMAND_REPLY or not self._pending:

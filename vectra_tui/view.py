@@ -112,6 +112,41 @@ class SubscribersView:
 
 
 @dataclass(frozen=True)
+class OrderLine:
+    """One order as the Player panel lists it: in flight, or settled with its outcome."""
+
+    order_id: str
+    kind: str
+    state: str  # requested, sent, acked, timeout; filled, rejected
+    code: str | None = None
+    message: str | None = None
+    price: float | None = None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class PlayerView:
+    """The order desk and the player's own state. `available` is False without a desk; the player's
+    figures are None before the first `player.state`."""
+
+    available: bool = False
+    mode: str | None = None  # off, dry-run, live
+    halted: bool = False
+    executor: str | None = None
+    executor_problem: str | None = None
+    username: str | None = None
+    cash: float | None = None
+    position_qty: float | None = None
+    avg_cost: float | None = None
+    cumulative_pnl: float | None = None
+    pnl_percent: float | None = None
+    sidebet: float | None = None  # the amount at stake, 0 when none
+    short: float | None = None
+    in_flight: tuple[OrderLine, ...] = ()
+    recent: tuple[OrderLine, ...] = ()  # settled orders, newest first
+
+
+@dataclass(frozen=True)
 class ConsoleSnapshot:
     mode: str  # "embedded", "attached to ws://..."
     taken_at_ms: int
@@ -122,5 +157,6 @@ class ConsoleSnapshot:
     chrome: ChromeView | None
     recording: RecordingView
     subscribers: SubscribersView
+    player: PlayerView = PlayerView()
     # The most recent events, oldest first; the log takes those it has not shown yet (by `seq`).
     events: tuple[LoggedEvent, ...] = ()

@@ -1,0 +1,206 @@
+"""The `page` and `click` executors in a real headless Chromium, on the simulator's page logged in as
+alice: each order moves the simulator's books to the lamport, goes out exactly once, and is seen on
+the page's `sent.*` frames; the `page` executor's ack comes back on `raw.ack` with the ack id it chose.
+
+The foundation is the real one with the CDP source (`VECTRA_SOURCE=cdp`), which launches the managed
+Chromium; the executor runs beside it as the assembly would run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from typing import Any, AsyncIterator
+
+import orjson
+import pytest
+
+from core.config import Settings
+from core.orders.executors.base import ExecutorError, OrderFrame
+from core.orders.executors.click import ClickExecutor
+from core.orders.executors.page import PageExecutor
+from tests.test_cdp import CHROMIUM, NODE_CLIENT, Collector, running, stack_settings, wait_until
+from tests.conftest import free_port
+from tests.test_chrome import no_browser_outlives_the_test  # noqa: F401 - autouse fixture
+from tests.test_sim_orders import active_game
+from tests.test_simulator import admin
+
+SOL = "So11111111111111111111111111111111111111112"
+FIRST_ACK_ID = 900_000_000
+ORDER_FRAME = r'42(\d+)\["{event}",\{{"__trace":true,"traceparent":"00-[0-9a-f]{{32}}-[0-9a-f]{{16}}-01"\}},{payload}\]'
+IN_CHROMIUM = (
+    pytest.mark.chromium,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs the Debian chromium package (/usr/bin/chromium)"),
+    pytest.mark.skipif(not NODE_CLIENT.exists(), reason="needs the page's npm packages: run `npm ci` at the repo root"),
+)
+
+
+def in_chromium(test):
+    for mark in IN_CHROMIUM:
+        test = mark(test)
+    return test
+
+
+def order_frame(event: str, payload: dict[str, Any], ack_id: int) -> OrderFrame:
+    """A frame in the captured shape (`42<ack>["buyOrder",{trace},{payload}]`), as the desk builds it."""
+    trace_id = f"{ack_id:032x}"
+    args = [{"__trace": True, "traceparent": f"00-{trace_id}-{ack_id:016x}-01"}, payload]
+    text = f"42{ack_id}" + orjson.dumps([event, *args]).decode()
+    return OrderFrame(event=event, args=args, ack_id=ack_id, trace_id=trace_id, text=text)
+
+
+BUY = ("buyOrder", {"amount": 0.002})
+SELL_HALF = ("sellOrder", {"percentage": 50})
+SIDEBET = ("requestSidebet", {"amount": 0.001, "coinAddress": SOL, "xPayout": 5})
+
+
+@contextlib.asynccontextmanager
+async def trading(tmp_path, executor_class) -> AsyncIterator[tuple[Any, Collector, Any]]:
+    """The simulator in a long game, the foundation reading alice's page, and a running executor."""
+    async with active_game(speed=1, min_ticks=400) as sim:
+        settings = stack_settings(tmp_path, sim, game_url=sim.url + "/?player=alice", cdp_silence_reload_s=30.0)
+        async with running(settings) as (foundation, collector):
+            executor = executor_class(settings)
+            if executor_class is ClickExecutor:
+                foundation.bus.subscribe(executor)  # it reads its frames back from `sent.*`
+            await executor.start()
+            try:
+                deadline = time.monotonic() + 40
+                while (problem := executor.available()) is not None:
+                    assert time.monotonic() < deadline, f"the {executor.name} executor is not ready: {problem}"
+                    await asyncio.sleep(0.1)
+                yield sim, collector, executor
+            finally:
+                await executor.stop()
+
+
+async def books(sim) -> dict[str, int]:
+    status, reply = await admin(sim, "GET", "/admin/players/alice")
+    assert status == 200, reply
+    return reply["lamports"]
+
+
+async def books_after(sim, condition, what: str) -> dict[str, int]:
+    deadline = time.monotonic() + 15
+    while not condition(latest := await books(sim)):
+        assert time.monotonic() < deadline, f"the books never showed {what}: {latest}"
+        await asyncio.sleep(0.1)
+    return latest
+
+
+async def alices_trade(collector: Collector, kind: str) -> dict[str, Any]:
+    """Alice's one trade of this kind on `player.trade` (the server's answer to her order)."""
+
+    def trades() -> list[dict[str, Any]]:
+        return [e["data"] for e in collector.of_type("player.trade")
+                if e["data"]["username"] == "alice" and e["data"]["type"] == kind]
+
+    await wait_until(lambda: trades(), 10, f"alice's {kind} on player.trade")
+    assert len(trades()) == 1, trades()
+    return trades()[0]
+
+
+async def received_orders(sim) -> dict[str, int]:
+    """How many order frames of alice the simulator received, per event."""
+    counts: dict[str, int] = {}
+    status, log = await admin(sim, "GET", "/admin/emitted")
+    assert status == 200, log
+    for entry in log:
+        if entry["event"].startswith("received/") and entry["player"] == "alice":
+            counts[entry["event"]] = counts.get(entry["event"], 0) + 1
+    return counts
+
+
+async def buy_sell_sidebet(sim, collector: Collector, executor) -> list:
+    """buy 0.002, sell 50 %, sidebet 0.001 through `executor`; the books checked to the lamport after each."""
+    start = await books(sim)
+    sends = []
+
+    sends.append(await executor.send(order_frame(*BUY, FIRST_ACK_ID)))
+    bought = await books_after(sim, lambda b: b["positionQty"] > 0, "a position")
+    buy = await alices_trade(collector, "buy")
+    assert bought["cash"] == start["cash"] - 2_000_000
+    assert bought["totalInvested"] == start["totalInvested"] + 2_000_000
+    assert bought["positionQty"] == round(buy["qty"] * 1e9) == int(2_000_000 / buy["price"])
+
+    sends.append(await executor.send(order_frame(*SELL_HALF, FIRST_ACK_ID + 1)))
+    sold = bought["positionQty"] * 50 // 100
+    half = await books_after(sim, lambda b: b["positionQty"] == bought["positionQty"] - sold, "half the position sold")
+    sell = await alices_trade(collector, "sell")
+    assert round(sell["qty"] * 1e9) == sold
+    assert half["cash"] - bought["cash"] == round(sell["amount"] * 1e9) == int(sold * sell["price"])
+
+    sends.append(await executor.send(order_frame(*SIDEBET, FIRST_ACK_ID + 2)))
+    bet = await books_after(sim, lambda b: b["sidebet"] == 1_000_000, "a sidebet")
+    assert bet["cash"] == half["cash"] - 1_000_000 and bet["positionQty"] == half["positionQty"]
+
+    assert await received_orders(sim) == {"received/buyOrder": 1, "received/sellOrder": 1, "received/requestSidebet": 1}
+    return sends
+
+
+async def test_page_executor_without_a_browser_says_why_and_sends_nothing(tmp_path):
+    executor = PageExecutor(Settings(data_dir=tmp_path, cdp_port=free_port(), cdp_call_timeout_s=1.0))
+    assert executor.available() == "not checked yet"
+    await executor.watch.refresh()
+    assert executor.available().startswith("no browser answers on CDP port")
+    with pytest.raises(ExecutorError, match="no browser answers"):
+        await executor.send(order_frame(*BUY, FIRST_ACK_ID))
+    await executor.stop()
+
+
+@in_chromium
+async def test_page_executor_writes_on_the_pages_socket_once_and_the_ack_comes_back(tmp_path):
+    async with trading(tmp_path, PageExecutor) as (sim, collector, executor):
+        sends = await buy_sell_sidebet(sim, collector, executor)
+        for ack_id in (FIRST_ACK_ID, FIRST_ACK_ID + 1, FIRST_ACK_ID + 2):
+            await wait_until(lambda: any(e["data"]["ackId"] == ack_id for e in collector.of_type("raw.ack")), 10,
+                             f"the ack of {ack_id}")
+        acks = {e["data"]["ackId"]: e["data"]["args"] for e in collector.of_type("raw.ack")}
+        assert acks[FIRST_ACK_ID] == [{"success": True}] and acks[FIRST_ACK_ID + 1] == [{"success": True}]
+        assert acks[FIRST_ACK_ID + 2][0]["success"] is True and acks[FIRST_ACK_ID + 2][0]["message"] == "Side bet placed"
+        for sent, (event, payload), ack_id in zip(sends, (BUY, SELL_HALF, SIDEBET), range(FIRST_ACK_ID, FIRST_ACK_ID + 3)):
+            expected = order_frame(event, payload, ack_id).text
+            assert (sent.executor, sent.frame, sent.ack_id) == ("page", expected, ack_id)
+            on_channel = [e["data"] for e in collector.of_type(f"sent.{event}")]
+            assert [data["frame"] for data in on_channel] == [expected]  # the page's WebSocket carried it, once
+            assert on_channel[0]["ackId"] == ack_id and on_channel[0]["payload"] == payload
+
+        # the page itself is untouched: it ignored Vectra's acks and still trades with its own buttons
+        tab = executor.watch.tab
+        assert await tab.evaluate("document.querySelector('#last-ack').textContent") == "-"
+        await tab.evaluate("document.querySelector('[data-amount-add=\"0.001\"]').click();"
+                           "document.querySelector('[data-order=\"buy\"]').click()")
+        await wait_until(lambda: len(collector.of_type("sent.buyOrder")) == 2, 10, "the page's own buy")
+        own = collector.of_type("sent.buyOrder")[1]["data"]
+        assert own["ackId"] < FIRST_ACK_ID
+        await wait_until(lambda: any(e["data"]["ackId"] == own["ackId"] for e in collector.of_type("raw.ack")), 10,
+                         "the page's own ack")
+        deadline = time.monotonic() + 10
+        while (shown := await tab.evaluate("document.querySelector('#last-ack').textContent")) == "-":
+            assert time.monotonic() < deadline, "the page never showed its own ack"
+            await asyncio.sleep(0.1)
+        assert shown == 'buyOrder {"success":true}'
+        assert (await received_orders(sim))["received/buyOrder"] == 2
+
+
+@in_chromium
+async def test_click_executor_presses_the_pages_buttons_and_reads_the_frame_back(tmp_path):
+    async with trading(tmp_path, ClickExecutor) as (sim, collector, executor):
+        sends = await buy_sell_sidebet(sim, collector, executor)
+        payloads = (r'\{"amount":0\.002\}', r'\{"percentage":50\}',
+                    re.escape(json.dumps(SIDEBET[1], separators=(",", ":"))))
+        for sent, (event, _), payload in zip(sends, (BUY, SELL_HALF, SIDEBET), payloads):
+            assert sent.executor == "click" and sent.ack_id is None
+            match = re.fullmatch(ORDER_FRAME.format(event=event, payload=payload), sent.frame)
+            assert match, sent.frame
+            ack_id = int(match.group(1))
+            assert ack_id < FIRST_ACK_ID  # the page's own
+            await wait_until(lambda: any(e["data"]["ackId"] == ack_id for e in collector.of_type("raw.ack")), 10,
+                             f"the ack of the page's {event}")
+            assert [e["data"]["frame"] for e in collector.of_type(f"sent.{event}")] == [sent.frame]
+        assert 'requestSidebet {"success":true' in await executor.watch.tab.evaluate(
+            "document.querySelector('#last-ack').textContent")

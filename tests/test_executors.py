@@ -18,6 +18,8 @@ from typing import Any, AsyncIterator
 import orjson
 import pytest
 
+from core.chrome.devtools import game_page, list_pages
+from core.chrome.pychrome_tab import QuietTab
 from core.config import Settings
 from core.orders.executors.base import ExecutorError, OrderFrame
 from core.orders.executors.click import ClickExecutor
@@ -59,10 +61,10 @@ SIDEBET = ("requestSidebet", {"amount": 0.001, "coinAddress": SOL, "xPayout": 5}
 
 
 @contextlib.asynccontextmanager
-async def trading(tmp_path, executor_class) -> AsyncIterator[tuple[Any, Collector, Any]]:
+async def trading(tmp_path, executor_class, **extra: Any) -> AsyncIterator[tuple[Any, Collector, Any]]:
     """The simulator in a long game, the foundation reading alice's page, and a running executor."""
     async with active_game(speed=1, min_ticks=400) as sim:
-        settings = stack_settings(tmp_path, sim, game_url=sim.url + "/?player=alice", cdp_silence_reload_s=30.0)
+        settings = stack_settings(tmp_path, sim, game_url=sim.url + "/?player=alice", cdp_silence_reload_s=30.0, **extra)
         async with running(settings) as (foundation, collector):
             executor = executor_class(settings)
             if executor_class is ClickExecutor:
@@ -204,3 +206,50 @@ async def test_click_executor_presses_the_pages_buttons_and_reads_the_frame_back
             assert [e["data"]["frame"] for e in collector.of_type(f"sent.{event}")] == [sent.frame]
         assert 'requestSidebet {"success":true' in await executor.watch.tab.evaluate(
             "document.querySelector('#last-ack').textContent")
+
+
+@in_chromium
+async def test_page_executor_whose_call_gets_no_answer_says_so_and_never_sends_twice(tmp_path, caplog):
+    async with trading(tmp_path, PageExecutor, cdp_call_timeout_s=1.5) as (sim, collector, executor):
+        target = game_page(await list_pages(executor.settings.cdp_port, 5), executor.settings.game_url)
+        other = QuietTab(**target)
+        await asyncio.to_thread(other.start)
+        try:
+            # the page's main thread is busy for 6 s: the executor's evaluate waits behind it
+            busy = asyncio.create_task(asyncio.to_thread(
+                other.call_method, "Runtime.evaluate", _timeout=20,
+                expression="const end = Date.now() + 6000; while (Date.now() < end) {}"))
+            await asyncio.sleep(0.5)
+            frame = order_frame(*BUY, FIRST_ACK_ID)
+            sent = await executor.send(frame)
+            assert (sent.frame, sent.ack_id) == (frame.text, FIRST_ACK_ID)
+            assert "it may be on the wire: not sent again" in caplog.text
+            await busy
+        finally:
+            await asyncio.to_thread(other.stop)
+        # the call ran once the page was free: the frame went out once, and was answered
+        await books_after(sim, lambda b: b["positionQty"] > 0, "the buy")
+        await wait_until(lambda: any(e["data"]["ackId"] == FIRST_ACK_ID for e in collector.of_type("raw.ack")), 10,
+                         "the ack")
+        assert await received_orders(sim) == {"received/buyOrder": 1}
+        assert [e["data"]["frame"] for e in collector.of_type("sent.buyOrder")] == [frame.text]
+
+
+@pytest.mark.parametrize(("event", "payload", "why"), [
+    ("sellOrder", {"percentage": 33}, "the page sells only 10, 25, 50, 100 %, not 33"),
+    ("buyOrder", {"amount": 0.0015}, "multiples of 0.001 SOL, not 0.0015"),
+    ("requestSidebet", {"amount": 0.001, "coinAddress": SOL, "xPayout": 10}, "5x only"),
+    ("shortOpen", {"amount": 0.01}, "no known button for shortOpen"),
+])
+async def test_click_executor_refuses_what_the_buttons_cannot_build_before_pressing_anything(tmp_path, event, payload, why):
+    executor = ClickExecutor(Settings(data_dir=tmp_path, cdp_port=free_port()))
+    with pytest.raises(ExecutorError, match=re.escape(why)):
+        await executor.send(order_frame(event, payload, FIRST_ACK_ID))
+
+
+def test_click_executor_builds_an_amount_from_the_fewest_presses(tmp_path):
+    plan = ClickExecutor(Settings(data_dir=tmp_path)).plan(order_frame("buyOrder", {"amount": 2.132}, FIRST_ACK_ID))
+    add = '[data-amount-add="{}"]'.format
+    assert plan["presses"] == ['[data-amount="clear"]', add("1"), add("1"), add("0.1"), add("0.01"), add("0.01"),
+                               add("0.01"), add("0.001"), add("0.001")]
+    assert (plan["order"], plan["lamports"]) == ('[data-order="buy"]', 2_132_000_000)

@@ -223,7 +223,7 @@ async def test_page_executor_whose_call_gets_no_answer_says_so_and_never_sends_t
             frame = order_frame(*BUY, FIRST_ACK_ID)
             sent = await executor.send(frame)
             assert (sent.frame, sent.ack_id) == (frame.text, FIRST_ACK_ID)
-            assert "it may be on the wire: not sent again" in caplog.text
+            assert "it may have reached the page, so it is not repeated" in caplog.text
             await busy
         finally:
             await asyncio.to_thread(other.stop)

@@ -22,7 +22,7 @@ from typing import Any
 from core.config import Settings
 from core.contracts.envelope import Envelope, now_ms
 from core.orders.executors.base import ExecutorError, OrderFrame, Sent
-from core.orders.executors.game_tab import CallLost, CallRefused, GameTab, TabUnavailable, TabWatch
+from core.orders.executors.game_tab import GameTab, TabExecutor, TabWatch, act_once
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ PRESS = """((plan) => {
     }
   }
   find(plan.order).click();
-  return { sentAt: Date.now() };
+  return { actedAt: Date.now() };
 })"""
 
 MISSING = """((selectors) => {
@@ -55,7 +55,7 @@ MISSING = """((selectors) => {
 })"""
 
 
-class ClickExecutor:
+class ClickExecutor(TabExecutor):
     """The `click` executor; a component (it keeps `available()` current) and a bus subscriber (it
     reads back the frames the page sends)."""
 
@@ -103,9 +103,6 @@ class ClickExecutor:
     async def _check(self) -> str | None:
         return await self.watch.tab.evaluate(f"{MISSING}({json.dumps(self._selectors())})")
 
-    def available(self) -> str | None:
-        return self.watch.problem
-
     # --- pressing --------------------------------------------------------------------------------
 
     async def send(self, frame: OrderFrame) -> Sent:
@@ -119,26 +116,16 @@ class ClickExecutor:
                 self._waiting.pop(frame.event, None)
 
     async def _press(self, frame: OrderFrame, plan: dict[str, Any], seen: asyncio.Future[Envelope]) -> Sent:
-        tab = self.watch.tab
-        try:
-            await tab.ensure()
-            reply: Any = await tab.evaluate(f"{PRESS}({json.dumps(plan)})")
-        except (TabUnavailable, CallRefused) as exc:
-            raise ExecutorError(str(exc)) from None
-        except CallLost as exc:
-            log.warning("%s: %s; the button may have been pressed: not pressed again", frame.event, exc)
+        acted = await act_once(self.watch.tab, f"{PRESS}({json.dumps(plan)})", f"pressing {plan['order']}")
+        if acted is None:
             return Sent(executor=self.name, frame="", ack_id=None, sent_at_ms=now_ms())
-        if not isinstance(reply, dict) or "sentAt" not in reply:
-            problem = reply.get("problem") if isinstance(reply, dict) else f"unexpected answer {reply!r}"
-            raise ExecutorError(str(problem))
         try:
             async with asyncio.timeout(self.settings.cdp_call_timeout_s):
                 envelope = await seen
         except TimeoutError:
             log.warning("%s: pressed, but the page's frame was not seen in time", frame.event)
-            return Sent(executor=self.name, frame="", ack_id=None, sent_at_ms=int(reply["sentAt"]))
-        return Sent(executor=self.name, frame=envelope.data.get("frame") or "", ack_id=None,
-                    sent_at_ms=int(reply["sentAt"]))
+            return Sent(executor=self.name, frame="", ack_id=None, sent_at_ms=acted)
+        return Sent(executor=self.name, frame=envelope.data.get("frame") or "", ack_id=None, sent_at_ms=acted)
 
     def deliver(self, envelope: Envelope) -> None:
         """The page's own frames (`sent.<event>`): the one an order's press produced completes it."""
@@ -147,14 +134,3 @@ class ClickExecutor:
         waiting = self._waiting.get(envelope.type.removeprefix("sent."))
         if waiting is not None and not waiting.done():
             waiting.set_result(envelope)
-
-    # --- component -------------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self.watch.start()
-
-    async def stop(self) -> None:
-        await self.watch.stop()
-
-    def health(self) -> dict[str, Any] | None:
-        return None

@@ -13,6 +13,7 @@ twice: it answered (`evaluate` returns), it was refused before anything ran (`Ta
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Awaitable, Callable
 
 import pychrome
@@ -21,6 +22,9 @@ import websocket
 from core.chrome.devtools import DevToolsError, browser_version, game_page, list_pages
 from core.chrome.pychrome_tab import QuietTab
 from core.config import Settings
+from core.orders.executors.base import ExecutorError
+
+log = logging.getLogger(__name__)
 
 
 class TabUnavailable(Exception):
@@ -148,3 +152,38 @@ class TabWatch:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await self.tab.close()
+
+
+async def act_once(tab: GameTab, script: str, what: str) -> int | None:
+    """Run an order's one script in the page, never again: the page's clock (ms) when it acted, or None
+    when the answer was lost (it may have acted). `ExecutorError` when it certainly did not act: no tab,
+    a refused call, or the script's own `{problem}` answer."""
+    try:
+        await tab.ensure()
+        reply: Any = await tab.evaluate(script)
+    except (TabUnavailable, CallRefused) as exc:
+        raise ExecutorError(str(exc)) from None
+    except CallLost as exc:
+        log.warning("%s: %s; it may have reached the page, so it is not repeated", what, exc)
+        return None
+    if not isinstance(reply, dict) or "actedAt" not in reply:
+        raise ExecutorError(str(reply.get("problem") if isinstance(reply, dict) else f"unexpected answer {reply!r}"))
+    return int(reply["actedAt"])
+
+
+class TabExecutor:
+    """What the `page` and `click` executors share: a component whose `available()` is its watch's answer."""
+
+    watch: TabWatch
+
+    def available(self) -> str | None:
+        return self.watch.problem
+
+    async def start(self) -> None:
+        self.watch.start()
+
+    async def stop(self) -> None:
+        await self.watch.stop()
+
+    def health(self) -> dict[str, Any] | None:
+        return None

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 from core.config import Settings
 from core.contracts.envelope import now_ms
-from core.orders.executors.base import ExecutorError, OrderFrame, Sent
-from core.orders.executors.game_tab import CallLost, CallRefused, GameTab, TabUnavailable, TabWatch
+from core.orders.executors.base import OrderFrame, Sent
+from core.orders.executors.game_tab import GameTab, TabExecutor, TabWatch, act_once
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +80,11 @@ SEND = """((text) => {
   const problem = %(problem)s;
   if (problem !== null) return { problem };
   window[%(handle)s].socket.send(text);
-  return { sentAt: Date.now() };
+  return { actedAt: Date.now() };
 })"""
 
 
-class PageExecutor:
+class PageExecutor(TabExecutor):
     """The `page` executor; a component too (it keeps `available()` current while it runs)."""
 
     name = "page"
@@ -116,31 +115,7 @@ class PageExecutor:
             return "reloading the game page, so that Vectra's script holds its socket"
         return page["problem"]
 
-    def available(self) -> str | None:
-        return self.watch.problem
-
     async def send(self, frame: OrderFrame) -> Sent:
-        tab = self.watch.tab
-        try:
-            await tab.ensure()
-            reply: Any = await tab.evaluate(f"{self._send_function}({json.dumps(frame.text)})")
-        except (TabUnavailable, CallRefused) as exc:
-            raise ExecutorError(str(exc)) from None
-        except CallLost as exc:
-            log.warning("order frame %s: %s; it may be on the wire: not sent again", frame.ack_id, exc)
-            return Sent(executor=self.name, frame=frame.text, ack_id=frame.ack_id, sent_at_ms=now_ms())
-        if not isinstance(reply, dict) or "sentAt" not in reply:
-            problem = reply.get("problem") if isinstance(reply, dict) else f"unexpected answer {reply!r}"
-            raise ExecutorError(str(problem))
-        return Sent(executor=self.name, frame=frame.text, ack_id=frame.ack_id, sent_at_ms=int(reply["sentAt"]))
-
-    # --- component -------------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self.watch.start()
-
-    async def stop(self) -> None:
-        await self.watch.stop()
-
-    def health(self) -> dict[str, Any] | None:
-        return None
+        acted = await act_once(self.watch.tab, f"{self._send_function}({json.dumps(frame.text)})", f"order frame {frame.ack_id}")
+        return Sent(executor=self.name, frame=frame.text, ack_id=frame.ack_id,
+                    sent_at_ms=acted if acted is not None else now_ms())

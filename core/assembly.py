@@ -19,6 +19,11 @@ from core.contracts.channels import SourceName
 from core.contracts.component import Component
 from core.contracts.feed import FeedSource
 from core.foundation import Foundation
+from core.orders.desk import OrderDesk
+from core.orders.executors.base import Executor
+from core.orders.executors.click import ClickExecutor
+from core.orders.executors.direct import DirectExecutor
+from core.orders.executors.page import PageExecutor
 from core.recorder.recorder import Recorder
 from core.sources.cdp_source import CdpSource
 from core.sources.replay_source import ReplaySource
@@ -57,6 +62,38 @@ def install_recorder(foundation: Foundation) -> Recorder:
     return recorder
 
 
+# How each order executor is built; one that is not built here has no entry, and the desk then refuses
+# live orders with `no_executor`, naming the executor that is missing.
+EXECUTORS: dict[str, Callable[[Foundation], Executor]] = {
+    "direct": lambda foundation: DirectExecutor(_source(foundation, "socketio")),
+    "page": lambda foundation: _in_the_browser(foundation, PageExecutor(foundation.settings)),
+    "click": lambda foundation: _in_the_browser(foundation, ClickExecutor(foundation.settings)),
+}
+
+
+def _in_the_browser(foundation: Foundation, executor: PageExecutor | ClickExecutor) -> Executor:
+    """`page` and `click` act in the managed browser's game tab: they watch it (a component) unless
+    orders are off, which leaves the page alone (no script, no reload); `click` reads its frames back."""
+    if isinstance(executor, ClickExecutor):
+        foundation.bus.subscribe(executor)
+    if foundation.settings.orders != "off":
+        foundation.add_component(executor)
+    return executor
+
+
+def _source(foundation: Foundation, name: str) -> FeedSource | None:
+    return next((source for source in foundation.sources if source.name == name), None)
+
+
+def install_orders(foundation: Foundation) -> OrderDesk:
+    """The order desk with the executor the settings ask for; the executor sends through a source,
+    so this runs after the sources are added."""
+    make = EXECUTORS.get(foundation.settings.order_executor_name)
+    desk = OrderDesk(foundation, make(foundation) if make is not None else None)
+    foundation.add_component(desk)
+    return desk
+
+
 def install_zmq(foundation: Foundation) -> Component:
     transport = ZmqTransport(foundation)
     foundation.add_component(transport)
@@ -75,7 +112,7 @@ SOURCES: dict[SourceName, Callable[[Foundation], FeedSource]] = {
     "replay": add_replay_source,
 }
 # The recorder starts before the transports, so it holds everything a client could be sent.
-COMPONENTS: tuple[Callable[[Foundation], Component], ...] = (install_recorder, install_zmq, install_http)
+COMPONENTS: tuple[Callable[[Foundation], Component], ...] = (install_recorder, install_orders, install_zmq, install_http)
 
 
 def build_foundation(settings: Settings) -> Foundation:

@@ -59,6 +59,7 @@ class Stats:
         self.events_total = 0
         self.by_family: dict[str, int] = {}
         self.last_event_ms: int | None = None
+        self.last_frame_ms: int | None = None  # of an event a feed frame caused; Vectra's own do not count
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._recent: deque[float] = deque()
 
@@ -72,6 +73,7 @@ class Stats:
         while self._recent and now - self._recent[0] > 5.0:
             self._recent.popleft()
         if received_ms is not None:
+            self.last_frame_ms = received_ms
             self._latencies.append(time.time() * 1000 - received_ms)
 
     def events_per_s(self) -> float:

@@ -18,7 +18,19 @@ from core.config import Settings
 from core.dedup import FrameDeduplicator
 from core.contracts.envelope import now_ms
 from core.contracts.feed import FeedEvent
+from core.contracts.health import (
+    Connection,
+    HealthReport,
+    Latency,
+    Pipeline,
+    RecordingHealth,
+    Section,
+    SourceConnection,
+    Status,
+    Subscribers,
+)
 from core.contracts.history import History
+from core.contracts.recordings import recordings_dir
 from core.framing import EIO_MESSAGE, FrameError, PacketDecoder, unwrap_event
 from core.normalizer import Normalizer, error_draft, verbatim_draft
 from core.seqstore import SeqStore
@@ -223,69 +235,78 @@ class Foundation:
     # --- what the outside sees ------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """What a late joiner needs: last tick, current game and phase, connection, last seq."""
+        """What a late joiner needs: last tick, current game and phase, the player's own state,
+        connection, last seq."""
         game = self.normalizer.game
         last_tick = self.bus.last_by_type.get("game.tick")
+        player = self.bus.last_by_type.get("player.state")
         return {
             "type": "snapshot",
             "seq": self.bus.last_seq,
             "gameId": game.game_id if game else None,
             "phase": self.normalizer.phase,
             "last_tick": last_tick.as_dict() if last_tick else None,
-            "connection": {name: _public(entry) for name, entry in self.connections.items()},
+            "player": player.data if player else None,
+            "connection": {name: _public(entry).model_dump() for name, entry in self.connections.items()},
         }
 
-    def health(self) -> dict[str, Any]:
-        states = [entry.get("state") for entry in self.connections.values()]
-        last_ms = self.bus.stats.last_event_ms
-        age = now_ms() - last_ms if last_ms is not None else None
-        connected = [state == "connected" for state in states]
+    def health(self) -> HealthReport:
+        sections = {section.report_key: section for section in self._sections()}
+        stats = self.bus.stats
+        now = now_ms()
+        connection = self._connection(now)
+        recording = sections.pop("recording", None) or RecordingHealth.absent(str(recordings_dir(self.settings.data_dir)))
+        websocket, zmq = sections.get("websocket"), sections.get("zmq")
+        return HealthReport(
+            status=self._status(connection, recording),
+            source=self.settings.source,
+            connection=connection,
+            latency_ms=Latency(feed_rtt=None, pipeline=Pipeline(**stats.latency_ms())),
+            events_total=stats.events_total,
+            events_per_s=stats.events_per_s(),
+            events_by_family=dict(stats.by_family),
+            seq=self.bus.last_seq,
+            subscribers=Subscribers(
+                ws=websocket.clients if websocket is not None else 0, zmq=zmq.subscribers if zmq is not None else 0
+            ),
+            recording=recording,
+            uptime_s=round(time.monotonic() - self.started_monotonic, 1),
+            **sections,
+        )
+
+    def _sections(self) -> list[Section]:
+        sections = [component.health() for component in self.components]
+        return [section for section in sections if section is not None]
+
+    def _connection(self, now: int) -> Connection:
+        primary = self.connections.get(self.primary_source, {})
+        last_event, last_frame = self.bus.stats.last_event_ms, self.bus.stats.last_frame_ms
+        return Connection(
+            state=primary.get("state"),
+            url=primary.get("url"),
+            connected_since=primary.get("connected_since"),
+            reconnects=sum(_reconnects(entry) for entry in self.connections.values()),
+            last_event_ts=last_event,
+            last_event_age_ms=now - last_event if last_event is not None else None,
+            last_frame_ts=last_frame,
+            last_frame_age_ms=now - last_frame if last_frame is not None else None,
+            sources={name: _public(entry) for name, entry in self.connections.items()},
+        )
+
+    def _status(self, connection: Connection, recording: RecordingHealth) -> Status:
+        """`down` without a connected source; `ok` only when every source is connected, the feed
+        itself spoke lately (Vectra's own events prove nothing about it), and recording works."""
+        connected = [link.state == "connected" for link in connection.sources.values()]
+        age = connection.last_frame_age_ms
         fresh = age is not None and age < self.settings.health_stale_s * 1000
         if not any(connected):
-            status = "down"
-        elif all(connected) and fresh:
-            status = "ok"
-        else:
-            status = "degraded"
-        primary = self.connections.get(self.primary_source, {})
-        report: dict[str, Any] = {
-            "status": status,
-            "source": self.settings.source,
-            "connection": {
-                "state": primary.get("state"),
-                "url": primary.get("url"),
-                "connected_since": primary.get("connected_since"),
-                "reconnects": sum(_reconnects(entry) for entry in self.connections.values()),
-                "last_event_ts": last_ms,
-                "last_event_age_ms": age,
-                "sources": {name: _public(entry) for name, entry in self.connections.items()},
-            },
-            "latency_ms": {"feed_rtt": None, "pipeline": self.bus.stats.latency_ms()},
-            "events_total": self.bus.stats.events_total,
-            "events_per_s": self.bus.stats.events_per_s(),
-            "events_by_family": dict(self.bus.stats.by_family),
-            "seq": self.bus.last_seq,
-            "subscribers": {"ws": 0, "zmq": 0},
-            "recording": {"on": False, "path": None, "rows": 0},
-            "chrome": None,
-            "uptime_s": round(time.monotonic() - self.started_monotonic, 1),
-        }
-        for component in self.components:
-            _merge_section(report, component.health() or {})
-        return report
+            return "down"
+        if all(connected) and fresh and recording.state != "failed":
+            return "ok"
+        return "degraded"
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
-
-
-def _merge_section(report: dict[str, Any], section: dict[str, Any]) -> None:
-    """Several components fill parts of one field (`subscribers`: `ws` and `zmq`), so dict
-    fields merge one level deep instead of replacing each other."""
-    for key, value in section.items():
-        if isinstance(value, dict) and isinstance(report.get(key), dict):
-            report[key] = {**report[key], **value}
-        else:
-            report[key] = value
 
 
 def _new_connection(url: str | None) -> dict[str, Any]:
@@ -296,7 +317,5 @@ def _reconnects(entry: dict[str, Any]) -> int:
     return max(0, entry["connects"] - 1)
 
 
-def _public(entry: dict[str, Any]) -> dict[str, Any]:
-    shown = {key: value for key, value in entry.items() if key != "connects"}
-    shown["reconnects"] = _reconnects(entry)
-    return shown
+def _public(entry: dict[str, Any]) -> SourceConnection:
+    return SourceConnection(**{key: value for key, value in entry.items() if key != "connects"}, reconnects=_reconnects(entry))

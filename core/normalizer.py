@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.contracts.channels import PASSTHROUGH_EVENTS
+from core.contracts.fields import TICK_FIELDS, TRADE_FIELDS, as_float, as_int, as_str, data_reader
 from core.contracts.feed import Draft, FeedEvent
 
 log = logging.getLogger(__name__)
@@ -23,37 +24,15 @@ COOLDOWN, PRESALE, ACTIVE, RUGGED, UNKNOWN = "COOLDOWN", "PRESALE", "ACTIVE", "R
 PHASE_RANK = {COOLDOWN: 0, PRESALE: 1, ACTIVE: 2, RUGGED: 3}
 REMEMBERED_GAMES = 64
 REMEMBERED_TRADES = 20_000
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return value
-
-
-def _bool(value: Any) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+_tick_data = data_reader(TICK_FIELDS)
+_trade_data = data_reader(TRADE_FIELDS)
 
 
 def derive_phase(frame: dict[str, Any]) -> str:
     """The phase rule of the real feed, in its priority order."""
     active = frame.get("active") is True
     rugged = frame.get("rugged") is True
-    timer = _num(frame.get("cooldownTimer")) or 0
+    timer = as_float(frame.get("cooldownTimer")) or 0
     presale = frame.get("allowPreRoundBuys") is True
     if active and not rugged:
         return ACTIVE
@@ -79,7 +58,7 @@ def verbatim_draft(family: str, event: FeedEvent) -> Draft:
     if event.namespace != "/":
         data["namespace"] = event.namespace
     payload = event.payload
-    game_id = _str(payload.get("gameId")) if isinstance(payload, dict) else None
+    game_id = as_str(payload.get("gameId")) if isinstance(payload, dict) else None
     return Draft(f"{family}.{event.name}", game_id, data)
 
 
@@ -126,7 +105,7 @@ class Normalizer:
     def _passthrough(event: FeedEvent, out: list[Draft]) -> None:
         payload = event.payload
         data = payload if isinstance(payload, dict) else {"payload": payload}
-        game_id = _str(data.get("gameId"))
+        game_id = as_str(data.get("gameId"))
         out.append(Draft(PASSTHROUGH_EVENTS[event.name], game_id, data))
 
     # --- trades ---------------------------------------------------------------------------------
@@ -135,29 +114,14 @@ class Normalizer:
         if not isinstance(payload, dict):
             out.append(error_draft("bad_payload", "standard/newTrade payload is not an object", None))
             return
-        trade_id = _str(payload.get("id"))
+        trade_id = as_str(payload.get("id"))
         if trade_id is not None:
             if trade_id in self._trade_ids:
                 return
             self._trade_ids[trade_id] = None
             if len(self._trade_ids) > REMEMBERED_TRADES:
                 self._trade_ids.popitem(last=False)
-        data = {
-            "id": trade_id,
-            "gameId": _str(payload.get("gameId")),
-            "playerId": _str(payload.get("playerId")),
-            "username": _str(payload.get("username")),
-            "level": _int(payload.get("level")),
-            "type": _str(payload.get("type")),
-            "price": _num(payload.get("price")),
-            "amount": _num(payload.get("amount")),
-            "qty": _num(payload.get("qty")),
-            "tickIndex": _int(payload.get("tickIndex")),
-            "leverage": _num(payload.get("leverage")),
-            "coin": _str(payload.get("coin")),
-            "bonusPortion": _num(payload.get("bonusPortion")),
-            "realPortion": _num(payload.get("realPortion")),
-        }
+        data = _trade_data(payload)
         out.append(Draft("player.trade", data["gameId"], data))
 
     # --- game state -----------------------------------------------------------------------------
@@ -166,7 +130,7 @@ class Normalizer:
         if not isinstance(frame, dict):
             out.append(error_draft("bad_payload", "gameStateUpdate payload is not an object", None))
             return
-        game_id = _str(frame.get("gameId"))
+        game_id = as_str(frame.get("gameId"))
         if game_id is None:
             out.append(error_draft("bad_payload", "gameStateUpdate without a gameId", None))
             return
@@ -179,13 +143,13 @@ class Normalizer:
         phase = derive_phase(frame)
         if self._is_stale(game, phase, frame):
             return
-        tick = _int(frame.get("tickCount"))
-        price = _num(frame.get("price"))
+        tick = as_int(frame.get("tickCount"))
+        price = as_float(frame.get("price"))
         phase_changed = phase != UNKNOWN and phase != game.phase
         starts_now = phase == ACTIVE and not game.started
         ticking = phase in (ACTIVE, RUGGED) and tick is not None and (game.started or starts_now)
 
-        if ticking and not starts_now:
+        if ticking and not starts_now and not game.ended:  # after the rug, no tick is missed
             self._refill(game, tick, frame, out)
         if phase_changed:
             out.append(Draft("game.phase", game_id, {"from": self.phase, "to": phase}))
@@ -197,8 +161,8 @@ class Normalizer:
                 self._refill(game, tick, frame, out)
         if phase in (COOLDOWN, PRESALE):
             game.seen_before_active = True
-            game.last_timer = _num(frame.get("cooldownTimer"))
-        out.append(Draft("game.tick", game_id, self._tick_data(frame, phase, tick, price)))
+            game.last_timer = as_float(frame.get("cooldownTimer"))
+        out.append(Draft("game.tick", game_id, _tick_data(frame, phase=phase, backfilled=False)))
         game.last_ms = received_ms
         if ticking:
             self._count_tick(game, tick, price)
@@ -215,9 +179,9 @@ class Normalizer:
         if phase != game.phase:
             return False
         if phase in (ACTIVE, RUGGED):
-            tick = _int(frame.get("tickCount"))
+            tick = as_int(frame.get("tickCount"))
             return tick is not None and game.last_tick is not None and tick <= game.last_tick
-        timer = _num(frame.get("cooldownTimer"))
+        timer = as_float(frame.get("cooldownTimer"))
         paused = frame.get("cooldownPaused") is True
         if timer is None or game.last_timer is None:
             return False
@@ -245,7 +209,7 @@ class Normalizer:
                 None,
             )
         prices = entry.get("prices") if entry else None
-        if isinstance(prices, list) and prices and all(_num(p) is not None for p in prices):
+        if isinstance(prices, list) and prices and all(as_float(p) is not None for p in prices):
             final = len(prices) - 1
             if game.last_tick is not None and final > game.last_tick:
                 window = {str(tick): prices[tick] for tick in range(game.last_tick + 1, final + 1)}
@@ -253,7 +217,7 @@ class Normalizer:
             game.last_tick = final
             game.last_price = prices[-1]
             game.peak_price = max(prices)
-        elif entry and _num(entry.get("peakMultiplier")) is not None:
+        elif entry and as_float(entry.get("peakMultiplier")) is not None:
             game.peak_price = max(game.peak_price or 0.0, entry["peakMultiplier"])
         game.ended = True
         out.append(Draft("game.end", game.game_id, self._end_data(game, inferred=True)))
@@ -288,7 +252,7 @@ class Normalizer:
         if isinstance(values, dict):
             for key, value in values.items():
                 index = int(key) if isinstance(key, str) and key.isascii() and key.isdigit() else None
-                if index is not None and first <= index <= last and _num(value) is not None:
+                if index is not None and first <= index <= last and as_float(value) is not None:
                     known[index] = value
         cursor = first
         for index in sorted(known):
@@ -315,38 +279,10 @@ class Normalizer:
             game.peak_price = price if game.peak_price is None else max(game.peak_price, price)
 
     @staticmethod
-    def _tick_data(
-        frame: dict[str, Any], phase: str, tick: int | None, price: float | None
-    ) -> dict[str, Any]:
-        return {
-            "tickCount": tick,
-            "price": price,
-            "active": _bool(frame.get("active")),
-            "rugged": _bool(frame.get("rugged")),
-            "phase": phase,
-            "cooldownTimer": _int(frame.get("cooldownTimer")),
-            "cooldownPaused": _bool(frame.get("cooldownPaused")),
-            "allowPreRoundBuys": _bool(frame.get("allowPreRoundBuys")),
-            "tradeCount": _int(frame.get("tradeCount")),
-            "connectedPlayers": _int(frame.get("connectedPlayers")),
-            "backfilled": False,
-        }
-
-    @staticmethod
     def _backfilled(tick: int, price: float) -> dict[str, Any]:
-        return {
-            "tickCount": tick,
-            "price": price,
-            "active": True,
-            "rugged": False,
-            "phase": ACTIVE,
-            "cooldownTimer": None,
-            "cooldownPaused": None,
-            "allowPreRoundBuys": None,
-            "tradeCount": None,
-            "connectedPlayers": None,
-            "backfilled": True,
-        }
+        """A recovered tick knows what `partialPrices` says (tick, price) and that the game ran."""
+        known = {"tickCount": tick, "price": price, "active": True, "rugged": False}
+        return _tick_data(known, phase=ACTIVE, backfilled=True)
 
     @staticmethod
     def _end_data(game: GameState, inferred: bool) -> dict[str, Any]:

@@ -162,7 +162,7 @@ async def test_launch_publishes_status_and_stop_kills_only_its_own_browser(tmp_p
         pid = manager.pid
         assert (settings.data_dir / "chrome.pid").read_text().strip() == str(pid)
         assert f"--user-data-dir={settings.chrome_profile}" in Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
-        assert manager.health()["chrome"]["state"] == "running"
+        assert manager.health().state == "running"
         await manager.stop()
         assert await browser_version(settings.cdp_port, 1) is None
     states = [status["state"] for status in recorder.statuses]
@@ -256,4 +256,4 @@ def test_username_status_on_the_browser_feed_marks_the_session_authenticated(tmp
     trace = {"__trace": True, "traceparent": "00-c37856d5e5c8910e2f87852550c88ff0-4cd4a0f578f1091c-01"}
     foundation.frame("cdp", '2["usernameStatus",{"username":"rugs_bot","hasUsername":true},' + json.dumps(trace) + "]", 1)
     assert recorder.statuses[-1]["authenticated_as"] == "rugs_bot"
-    assert foundation.health()["chrome"]["authenticated_as"] == "rugs_bot"
+    assert foundation.health().chrome.authenticated_as == "rugs_bot"

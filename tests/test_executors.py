@@ -146,7 +146,7 @@ async def buy_sell_sidebet(sim, collector: Collector, executor) -> list:
 
 async def test_page_executor_without_a_browser_says_why_and_sends_nothing(tmp_path):
     executor = PageExecutor(Settings(data_dir=tmp_path, cdp_port=free_port(), cdp_call_timeout_s=1.0))
-    assert executor.available() == "not checked yet"
+    assert executor.available() == "not watching the game page (yet)"
     await executor.watch.refresh()
     assert executor.available().startswith("no browser answers on CDP port")
     with pytest.raises(ExecutorError, match="no browser answers"):

@@ -13,12 +13,14 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
+from core.contracts.recordings import recordings_dir
 from tests.processes import REPO, VECTRA, DaemonProcess, SimProcess
 from tests.test_websocket import command, running, ws_url
 
@@ -33,17 +35,21 @@ def get_json(url: str) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
-def wait_for_status(url: str, wanted: str, timeout: float) -> tuple[int, dict]:
+def wait_for_report(url: str, wanted: Callable[[dict], bool], what: str, timeout: float) -> tuple[int, dict]:
     deadline = time.monotonic() + timeout
     while True:
         try:
             code, report = get_json(url)
-            if report["status"] == wanted:
+            if wanted(report):
                 return code, report
         except (urllib.error.URLError, OSError):
             report = None
-        assert time.monotonic() < deadline, f"/health never said {wanted!r} within {timeout} s; last: {report}"
+        assert time.monotonic() < deadline, f"/health never said {what} within {timeout} s; last: {report}"
         time.sleep(0.1)
+
+
+def wait_for_status(url: str, wanted: str, timeout: float) -> tuple[int, dict]:
+    return wait_for_report(url, lambda report: report["status"] == wanted, repr(wanted), timeout)
 
 
 def vectra_health(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -137,6 +143,50 @@ def test_health_follows_the_feed_down_degraded_and_back(sim, vectra_env):
         assert report["connection"]["reconnects"] >= 1
     finally:
         daemon.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_health_is_not_ok_while_the_feed_stays_silent_after_a_reconnect(sim, daemon_for):
+    """Vectra's own `connection.status` after the reconnect is not the feed speaking."""
+    daemon = daemon_for(sim)  # gives up on a feed silent for 2 s and reconnects at once
+    url = f"http://127.0.0.1:{daemon.env['VECTRA_HTTP_PORT']}/health"
+    wait_for_status(url, "ok", timeout=30)
+    sim.fault(kind="silence", seconds=8)
+    silent_until = time.monotonic() + 7.5
+    reconnected = []
+    while time.monotonic() < silent_until:
+        _, report = get_json(url)
+        if report["connection"]["reconnects"] >= 1 and report["connection"]["state"] == "connected":
+            reconnected.append(report)
+        time.sleep(0.05)
+    assert reconnected, "the daemon did not reconnect to the silent feed"
+    assert [report["status"] for report in reconnected] == ["degraded"] * len(reconnected), reconnected[0]
+    assert all(report["connection"]["last_frame_age_ms"] >= 2000 for report in reconnected)
+    _, report = wait_for_status(url, "ok", timeout=20)  # the feed speaks again
+    assert report["connection"]["last_frame_age_ms"] < 2000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_health_is_degraded_while_recording_has_failed(sim, daemon_for, vectra_env):
+    root = recordings_dir(Path(vectra_env["VECTRA_DATA_DIR"]))
+    root.parent.mkdir(parents=True)
+    root.write_text("a file where the recordings folder belongs")
+    daemon = daemon_for(sim, VECTRA_RECORD="true", VECTRA_RECORD_RETRY_S="0.5")
+    url = f"http://127.0.0.1:{daemon.env['VECTRA_HTTP_PORT']}/health"
+
+    def failing_on_a_live_feed(report: dict) -> bool:
+        connection = report["connection"]
+        fresh = connection["last_frame_age_ms"] is not None and connection["last_frame_age_ms"] < 1000
+        return report["recording"]["state"] == "failed" and connection["state"] == "connected" and fresh
+
+    code, report = wait_for_report(url, failing_on_a_live_feed, "a failed recording on a live feed", timeout=30)
+    assert code == 200 and report["status"] == "degraded"
+    assert vectra_health(daemon.env).returncode == 1
+    root.unlink()
+    _, report = wait_for_status(url, "ok", timeout=20)
+    assert report["recording"]["state"] == "recording"
 
 
 def test_vectra_health_without_a_daemon_is_unreachable(vectra_env):
@@ -236,7 +286,7 @@ async def test_the_page_in_a_real_browser_shows_live_events_and_health(tmp_path)
             assert "game.tick g-browser" in shown, "the page must show live events from /ws"
             assert "sidebet.placed" not in shown, "the page shows only the channels picked"
             assert health == "down", "the page shows /health (no feed source here: down)"
-            assert server.health()["subscribers"]["ws"] == 1
+            assert server.health().clients == 1
         finally:
             stop.set()
             await publisher

@@ -164,6 +164,22 @@ def test_duplicated_rug_and_trade_give_one_end_and_one_trade(key_samples):
     assert types(out).count("player.trade") == 4
 
 
+def test_a_post_rug_frame_that_skips_a_tick_number_raises_no_false_gap(key_samples):
+    """The real feed can send the rug at tick 266 and the post-rug history frame at 268: the ticks
+    between are not missed (the game was over), so nothing `game.*` but the post-rug tick follows
+    the game's `game.end`."""
+    normalizer = Normalizer()
+    out = [d for name in LIVE_ORDER[:-1] for d in feed(normalizer, key_samples[name])]
+    assert types(game_events(out))[-1] == "game.end"
+    rug_tick = key_samples["10_rug_event"]["data"]["tickCount"]
+    post_rug = copy.deepcopy(key_samples["11_postrug_final"])
+    post_rug["data"]["tickCount"] = rug_tick + 2
+    after_end = game_events(feed(normalizer, post_rug))
+    assert [(d.type, d.data.get("tickCount"), d.data.get("backfilled")) for d in after_end] == [
+        ("game.tick", rug_tick + 2, False)
+    ]
+
+
 def test_joining_mid_game_is_a_late_start_without_gap(key_samples):
     normalizer = Normalizer()
     out = game_events(feed(normalizer, key_samples["05_active_midgame"]))

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from textual.geometry import Region
+from textual.widgets import Static
 
-from dataclasses import replace
+import themes
 
 from core.contracts.envelope import Envelope
+from core.contracts.health import SourceConnection
 from vectra_tui.digest import EventDigest
 from vectra_tui.app import HelpScreen, VectraConsole
-from tests.fakes import FROZEN_NOW_MS, FakeFoundation
+from vectra_tui.keymap import KeymapError, parse_keymap
+from tests.fakes import FROZEN_NOW_MS, GAME_ID, FakeFoundation
 from vectra_tui.panels import Panel
-from vectra_tui.view import SourceLink
 
 SIZE = (100, 30)
+REPO = Path(__file__).resolve().parent.parent
 
 
 def shown(app: VectraConsole, panel_id: str) -> str:
@@ -58,19 +64,17 @@ async def test_panels_show_what_the_foundation_reports(fake):
 
 
 async def test_unreachable_feed_and_daemon_are_said_plainly(fake):
-    refused = SourceLink(name="socketio", state="reconnecting", url="https://backend.rugs.fun", reason="Connection refused", attempt=3)
-    fake.current = replace(
-        fake.current,
-        connection=replace(fake.current.connection, status="down", state="reconnecting", sources=(refused,)),
+    refused = SourceConnection(
+        state="reconnecting", url="https://backend.rugs.fun", reason="Connection refused", attempt=3,
+        connected_since=None, reconnects=0,
     )
+    connection = fake.report.connection.model_copy(update={"state": "reconnecting", "sources": {"socketio": refused}})
+    fake.update(status="down", connection=connection)
     app = VectraConsole(fake)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert "socketio unreachable: Connection refused" in shown(app, "connection")
-        fake.current = replace(
-            fake.current,
-            connection=replace(fake.current.connection, unreachable="daemon unreachable, retrying in 1.0 s: ws://x/ws refused"),
-        )
+        fake.unreachable = "daemon unreachable, retrying in 1.0 s: ws://x/ws refused"
         await pilot.pause(0.3)
         assert "daemon unreachable, retrying in 1.0 s" in shown(app, "connection")
 
@@ -82,7 +86,7 @@ async def test_r_flips_recording_in_the_foundation(fake):
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert fake.commands[-1] == {"action": "record", "on": True}
-        assert fake.current.recording.on
+        assert fake.report.recording.on
         assert "REC" in shown(app, "recording")
         await pilot.press("r")
         await app.workers.wait_for_complete()
@@ -174,6 +178,51 @@ async def test_t_switches_theme_and_question_mark_opens_help(fake):
         assert not fake.stopped
 
 
+async def test_a_remapped_key_does_what_the_original_key_did(fake):
+    keymap = parse_keymap("record=ctrl+r, pause=p, quit=ctrl+q,f10", VectraConsole.BINDINGS)
+    app = VectraConsole(fake, keymap=keymap)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")  # the default key is given up
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert fake.commands == [] and not fake.report.recording.on
+        await pilot.press("ctrl+r")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert fake.commands[-1] == {"action": "record", "on": True}
+        assert "REC" in shown(app, "recording")
+        await pilot.press("p")
+        assert app.event_log.paused
+        await pilot.press("question_mark")
+        await pilot.pause()
+        help_text = str(app.screen.query_one("#help-body", Static).render())
+        assert "^r" in help_text and "^q f10" in help_text
+        await pilot.press("escape")
+        await pilot.press("q")  # no longer quits
+        await pilot.pause()
+        assert not fake.stopped
+        await pilot.press("f10")
+        await pilot.pause()
+        assert fake.stopped
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [("recrod=r", "recrod"), ("record=ctrl+nope", "ctrl+nope"), ("record=hyperdrive", "hyperdrive"), ("r", "'r'")],
+)
+def test_a_keymap_naming_no_binding_or_no_key_is_refused(text, named):
+    with pytest.raises(KeymapError, match=re.escape(named)):
+        parse_keymap(text, VectraConsole.BINDINGS)
+
+
+def test_the_documented_console_keys_and_themes_are_the_registered_ones():
+    document = (REPO / "docs" / "CONFIG.md").read_text()
+    rows = re.findall(r"^\| `([a-z_]+)` \| `([^`]+)` \|", document, re.M)
+    assert rows == [(binding.id, binding.key_display or binding.key) for binding in VectraConsole.BINDINGS]
+    theme_row = re.search(r"^\| `VECTRA_THEME` .*$", document, re.M)[0]
+    assert set(re.findall(r"today (.*)\)", theme_row)[0].replace("`", "").split(", ")) == set(themes.THEMES)
+
+
 async def test_the_console_never_asks_for_one_update_per_event(fake):
     """A burst of events reaches the screen through the periodic snapshot only."""
     app = VectraConsole(fake)
@@ -183,6 +232,53 @@ async def test_the_console_never_asks_for_one_update_per_event(fake):
         await pilot.pause(0.5)
         assert fake.snapshots_taken - before < 50
         assert "5499 raw.gameStateUpdate" in shown(app, "log")
+
+
+async def test_before_the_start_the_game_panel_counts_down_and_shows_the_last_results(fake):
+    app = VectraConsole(fake)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        assert "▇" in shown(app, "game") or "█" in shown(app, "game"), "a running game draws its price chart"
+        fake.publish(event(2000, "game.end", GAME_ID, finalTick=139, finalPrice=0.002, peakPrice=4.2))
+        fake.publish(event(2001, "game.tick", "20251124-next", tickCount=None, price=None, phase="PRESALE", cooldownTimer=7400))
+        await pilot.pause(0.3)
+        game = shown(app, "game")
+        assert "20251124-next" in game and "PRESALE" in game and "starts in 7.4 s" in game
+        lines = game.splitlines()
+        newest = next(index for index, line in enumerate(lines) if "4.200x peak" in line)
+        assert "rug @139" in lines[newest] and "final 0.002x" in lines[newest]
+        assert "5.830x peak" in lines[newest + 1] and "rug @212" in lines[newest + 1], "newest result first"
+        assert "█" not in game and "▇" not in game, "no empty chart before the start"
+        fake.publish(event(2002, "game.tick", "20251124-next", tickCount=None, price=None, phase="PRESALE", cooldownTimer=3100))
+        await pilot.pause(0.3)
+        assert "starts in 3.1 s" in shown(app, "game")
+
+
+async def test_the_latency_panel_shows_a_feed_round_trip_only_when_one_is_measured(fake):
+    app = VectraConsole(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert fake.report.latency_ms.feed_rtt is None
+        latency = shown(app, "latency")
+        assert "feed RTT" not in latency and "p50 0.21 ms" in latency
+        fake.update(latency_ms=fake.report.latency_ms.model_copy(update={"feed_rtt": 42.0}))
+        fake.advance(1.0)  # the latency figures are sampled once a second
+        await pilot.pause(0.3)
+        assert "feed RTT 42.00 ms" in shown(app, "latency")
+
+
+async def test_the_recording_panel_counts_the_write_ahead_log_in_the_size(fake):
+    recording = fake.report.recording.model_copy(
+        update={"on": True, "state": "recording", "rows": 195, "bytes": 0, "wal_bytes": 419_294}
+    )
+    fake.update(recording=recording)
+    app = VectraConsole(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert "rows 195  size 409.5 kB" in shown(app, "recording")
+        fake.update(recording=recording.model_copy(update={"rows": 1200, "bytes": 65_536, "wal_bytes": 90_000}))
+        await pilot.pause(0.3)
+        assert "rows 1.2k  size 151.9 kB" in shown(app, "recording")
 
 
 def test_the_game_panel_follows_games_from_the_event_stream():

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.config import load_settings
+from core.recorder.segment import ROW_GROUP_ROWS
 from core.sim.server import SimOptions, Simulator
 from tests.conftest import free_port
 from tests.processes import REPO, DaemonProcess, SimProcess
@@ -58,6 +59,8 @@ async def test_embedded_port_shows_the_live_game_and_records(vectra_env, monkeyp
         reply = await port.command("record", on=True)
         assert reply.get("type") != "error", reply
         await until(lambda s: s.recording.on and (s.recording.rows or 0) > 0, port)
+        written = await until(lambda s: (s.recording.bytes or 0) > 0, port)
+        assert written.recording.rows < ROW_GROUP_ROWS, "the size counts the rows still in the write-ahead log"
         unknown = await port.command("launch_rockets")
         assert unknown["type"] == "error" and unknown["data"]["code"] == "unknown_action"
     finally:

@@ -17,15 +17,18 @@ from core.chrome.devtools import DevToolsError, browser_version, list_pages
 from core.chrome.manager import ChromeError, ChromeManager, is_our_browser, pid_file, terminate_group
 from core.chrome.profile import ProfileInUse, lock_holder
 from core.config import Settings
+from vectra_cli.flags import add_command
 
 DAEMON_TIMEOUT_S = 1.0
 
 
-def add_chrome_parser(subparsers, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
+def add_chrome_parser(subparsers) -> None:
+    parser = add_command(
+        subparsers,
         "chrome",
-        parents=[common],
-        help="launch, inspect or stop the managed browser (VECTRA_CHROME_PROFILE on VECTRA_CDP_PORT)",
+        "launch, inspect or stop the managed browser",
+        ("browser", "broadcast", "operator"),  # `status` asks a running daemon first; the pid file is in DATA_DIR
+        description="Launch, inspect or stop the managed browser (VECTRA_CHROME_PROFILE on VECTRA_CDP_PORT).",
     )
     parser.add_argument("op", choices=("launch", "status", "stop"), help="what to do")
     parser.set_defaults(settings_command=run_chrome_command)

@@ -1,39 +1,40 @@
 """The `vectra` command.
 
-Every setting is also a flag (`VECTRA_HTTP_PORT` is `--http-port`), generated from the settings
-model so the two can never disagree. Flags given on the command line override the environment.
+`vectra --help` lists the commands first, then the settings by area; each command offers as flags only
+the settings it reads (vectra_cli/flags.py). Settings are loaded once, here, for every command.
+Command modules are imported by this one, never the reverse.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from typing import Any, Callable
 
 from core.config import ConfigError, Settings, load_settings, render
+from vectra_cli.chrome import add_chrome_parser
+from vectra_cli.daemon import add_output_flags, run_headless
+from vectra_cli.flags import (
+    CLIENT_AREAS,
+    EVERY_AREA,
+    HelpFormatter,
+    add_command,
+    add_settings,
+    command_list,
+    overrides,
+    refused_secret,
+)
+from vectra_cli.record import add_recorder_parsers
+from vectra_cli.sim import add_sim_parser
 
-SettingsCommand = Callable[[argparse.Namespace, Settings], int]
+INTRO = """\
+One rugs.fun connection, republished as a sequenced event stream. Without a command: the operator
+console (with --daemon, the headless service).
 
+commands (`vectra COMMAND --help` shows what each one reads):
+{commands}
 
-def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-def settings_flags() -> argparse.ArgumentParser:
-    """A parent parser holding one flag per setting; absent flags leave no attribute."""
-    parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("settings (override VECTRA_* variables)")
-    for field, spec in Settings.model_fields.items():
-        kwargs: dict[str, Any] = {"dest": field, "default": argparse.SUPPRESS, "help": spec.description}
-        if spec.annotation is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        group.add_argument(_flag(field), **kwargs)
-    return parent
-
-
-def overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {field: getattr(args, field) for field in Settings.model_fields if hasattr(args, field)}
+Settings come from VECTRA_* variables (or .env); a flag overrides its variable. Secrets are never
+flags: VECTRA_AUTH_TOKEN comes from the environment, .env or VECTRA_AUTH_TOKEN_FILE."""
 
 
 def _config(args: argparse.Namespace, settings: Settings) -> int:
@@ -50,13 +51,12 @@ def _health(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _main_job(args: argparse.Namespace, settings: Settings) -> int:
-    from core.runtime import run_daemon, setup_logging
-
-    setup_logging(settings.log_level, as_json=args.log_json)
     if args.daemon:
-        return asyncio.run(run_daemon(settings, stdout=args.stdout))
+        return run_headless(args, settings)
+    from core.runtime import setup_logging
     from vectra_tui.app import run_console
 
+    setup_logging(settings.log_level, as_json=args.log_json)
     return run_console(settings)
 
 
@@ -89,42 +89,44 @@ def _attach(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = settings_flags()
     parser = argparse.ArgumentParser(
         prog="vectra",
-        parents=[common],
-        description="One rugs.fun connection, republished as a sequenced event stream. "
-        "Without a sub-command: the operator console (or, with --daemon, the headless service).",
+        usage="vectra [-h] [--daemon] [--stdout] [--log-json] [SETTINGS] [COMMAND ...]",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--daemon", action="store_true", help="run headless until SIGINT/SIGTERM")
-    parser.add_argument("--stdout", action="store_true", help="with --daemon: every event as a JSON line on stdout")
-    parser.add_argument("--log-json", action="store_true", help="log JSON lines to stderr")
+    add_output_flags(parser)
     parser.set_defaults(settings_command=_main_job)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    config = sub.add_parser("config", parents=[common], help="print the effective configuration and where each value came from")
+    sub = parser.add_subparsers(dest="command", prog="vectra", help=argparse.SUPPRESS)
+    config = add_command(sub, "config", "print every setting and where its value came from", EVERY_AREA)
     config.set_defaults(settings_command=_config)
-    health = sub.add_parser("health", parents=[common], help="print /health of a running foundation; exit 0 ok, 1 degraded, 2 down or unreachable")
+    health = add_command(
+        sub, "health", "print /health of a running daemon; exit 0 ok, 1 degraded, 2 down", CLIENT_AREAS,
+        description="Print /health of a running daemon; exit 0 ok, 1 degraded, 2 down or unreachable.",
+    )
     health.set_defaults(settings_command=_health)
-    tail = sub.add_parser("tail", parents=[common], help="print live events (JSON lines) from a running foundation")
+    tail = add_command(sub, "tail", "print live events (JSON lines) from a running daemon", CLIENT_AREAS)
     tail.add_argument("patterns", nargs="*", default=["*"], metavar="PATTERN", help="channel globs, e.g. 'game.*' (default: all)")
     tail.add_argument("--from-seq", type=int, default=None, metavar="N", help="start with every matching event from seq N on")
     tail.set_defaults(settings_command=_tail)
-    attach = sub.add_parser("attach", parents=[common], help="open the console for a running daemon (over its /ws)")
+    attach = add_command(sub, "attach", "open the console for a running daemon (over its /ws)", ("broadcast", "operator"))
     attach.add_argument("url", nargs="?", default=None, metavar="URL", help="the daemon's WebSocket (default: ws://HTTP_HOST:HTTP_PORT/ws)")
     attach.set_defaults(settings_command=_attach)
-    from vectra_cli.sim import add_sim_parser
-    from vectra_cli.record import add_recorder_parsers
-    from vectra_cli.chrome import add_chrome_parser
-
+    add_recorder_parsers(sub)
+    add_chrome_parser(sub)
     add_sim_parser(sub)
-    add_recorder_parsers(sub, common)
-    add_chrome_parser(sub, common)
+    add_settings(parser, EVERY_AREA)
+    parser.description = INTRO.format(commands=command_list(sub))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    refused = refused_secret(argv)
+    if refused is not None:
+        print(f"vectra: {refused}", file=sys.stderr)
+        return 2
+    args = build_parser().parse_args(argv)
     if getattr(args, "func", None) is not None:
         return args.func(args)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from typing import Any
@@ -11,41 +10,33 @@ from typing import Any
 import orjson
 
 from core.config import Settings
+from vectra_cli.daemon import add_output_flags, run_headless
+from vectra_cli.flags import CLIENT_AREAS, add_command
 
 
-def add_recorder_parsers(subparsers, common: argparse.ArgumentParser) -> None:
-    record = subparsers.add_parser(
-        "record", parents=[common], help="switch recording of a running daemon on or off, or show its status"
+def add_recorder_parsers(subparsers) -> None:
+    record = add_command(
+        subparsers, "record", "switch recording of a running daemon on or off, or show it", CLIENT_AREAS
     )
     record.add_argument("state", choices=("on", "off", "status"))
     record.add_argument("--json", action="store_true", help="print the status object as JSON")
     record.set_defaults(settings_command=_record)
 
-    replay = subparsers.add_parser(
+    replay = add_command(
+        subparsers,
         "replay",
-        parents=[common],
-        help="run the daemon with recordings as the feed",
+        "run the daemon with recordings as the feed",
+        ("broadcast", "serving", "recording", "operator"),  # the replay area is this command's own arguments
         description="Short for `VECTRA_SOURCE=replay VECTRA_REPLAY_PATH=PATH vectra --daemon`.",
     )
     replay.add_argument("replay_path", metavar="PATH", help="a recording file or a folder of recordings")
-    replay.add_argument("--speed", dest="replay_speed", type=float, default=argparse.SUPPRESS,
+    replay.add_argument("--speed", dest="replay_speed", type=float, default=argparse.SUPPRESS, metavar="NUMBER",
                         help="1 = real time (default), 10 = ten times faster, 0 = as fast as possible")
-    replay.add_argument("--game", dest="replay_game", default=argparse.SUPPRESS, help="replay only this game id")
+    replay.add_argument("--game", dest="replay_game", default=argparse.SUPPRESS, metavar="ID", help="replay only this game id")
     replay.add_argument("--loop", dest="replay_loop", action="store_true", default=argparse.SUPPRESS,
                         help="start again from the beginning when the replay ends")
-    replay.add_argument("--stdout", action="store_true", help="every event as a JSON line on stdout")
-    replay.add_argument("--log-json", action="store_true", help="log JSON lines to stderr")
-    replay.set_defaults(settings_command=_replay)  # not `source=`: it would change the shared flag's default
-
-
-def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from vectra_cli.main import overrides
-    from core.config import load_settings
-    from core.runtime import run_daemon, setup_logging
-
-    settings = load_settings({**overrides(args), "source": "replay"})
-    setup_logging(settings.log_level, as_json=args.log_json)
-    return asyncio.run(run_daemon(settings, stdout=args.stdout))
+    add_output_flags(replay)
+    replay.set_defaults(settings_command=run_headless, source="replay")  # applied like a flag: it wins
 
 
 def describe_status(data: dict[str, Any]) -> str:

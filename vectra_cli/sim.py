@@ -8,12 +8,14 @@ import sys
 
 from core.sim.faults import KINDS
 from core.sim.options import SimOptions
+from vectra_cli.flags import add_command
 
 
 def add_sim_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "sim",
-        help="run a local rugs.fun Socket.IO feed simulator",
+        "run a local rugs.fun Socket.IO feed simulator",
         description="Serve a deterministic, rugs.fun-shaped Socket.IO feed on loopback, with faults on demand.",
     )
     configure_parser(parser)

@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -23,6 +23,7 @@ from textual.widgets import Footer, Header, Input, Static
 
 import themes
 from vectra_tui.event_log import EventLog
+from vectra_tui.keymap import KeymapError, parse_keymap
 from vectra_tui.panels import (
     ChromePanel,
     ConnectionPanel,
@@ -74,10 +75,18 @@ class VectraConsole(App[int]):
         Binding("q", "quit", "Quit", id="quit", tooltip="stop the foundation cleanly (recording flushed) and leave"),
     ]
 
-    def __init__(self, port: FoundationPort, *, theme: str = "dark", refresh_hz: float = REFRESH_HZ) -> None:
+    def __init__(
+        self,
+        port: FoundationPort,
+        *,
+        theme: str = "dark",
+        keymap: Mapping[str, str] | None = None,
+        refresh_hz: float = REFRESH_HZ,
+    ) -> None:
         super().__init__()
         self.port = port
         self.theme_name = themes.checked(theme)
+        self.set_keymap(dict(keymap or {}))
         self.refresh_hz = refresh_hz
         self.event_log = EventLog()
         self.latest: ConsoleSnapshot | None = None
@@ -198,7 +207,12 @@ class VectraConsole(App[int]):
         self._apply_theme(themes.following(self.theme_name))
 
     def action_help(self) -> None:
-        keys = [(binding.key_display or binding.key, binding.tooltip or binding.description) for binding in self.BINDINGS]
+        """The keys as they are bound now, the keymap applied."""
+        bound: dict[str, list[str]] = {}
+        for active in self.active_bindings.values():
+            if active.binding.id is not None:
+                bound.setdefault(active.binding.id, []).append(self.get_key_display(active.binding))
+        keys = [(" ".join(bound.get(binding.id or "", ["-"])), binding.tooltip or binding.description) for binding in self.BINDINGS]
         self.push_screen(HelpScreen(keys))
 
     async def action_quit(self) -> None:
@@ -225,7 +239,7 @@ def run_console(settings: Any) -> int:
     from vectra_tui.embedded import EmbeddedFoundation
 
     log_path = settings.data_dir / "console.log"
-    return _run(lambda: EmbeddedFoundation(settings), settings.theme, log_path)
+    return _run(lambda: EmbeddedFoundation(settings), settings, log_path)
 
 
 def run_attach(url: str, token: str | None, settings: Any) -> int:
@@ -233,7 +247,7 @@ def run_attach(url: str, token: str | None, settings: Any) -> int:
     from vectra_tui.remote import RemoteFoundation
 
     log_path = settings.data_dir / "attach.log"
-    return _run(lambda: RemoteFoundation(url, token), settings.theme, log_path)
+    return _run(lambda: RemoteFoundation(url, token), settings, log_path)
 
 
 def _log_to_file(path: Path) -> None:
@@ -244,15 +258,17 @@ def _log_to_file(path: Path) -> None:
     logging.getLogger().handlers[:] = [handler]
 
 
-def _run(make_port: Callable[[], FoundationPort], theme: str, log_path: Path) -> int:
+def _run(make_port: Callable[[], FoundationPort], settings: Any, log_path: Path) -> int:
+    """The theme and keymap are checked before anything starts: a typo is one line and exit 2."""
     try:
-        themes.checked(theme)
-    except themes.UnknownTheme as exc:
+        theme = themes.checked(settings.theme)
+        keymap = parse_keymap(settings.keymap, VectraConsole.BINDINGS)
+    except (themes.UnknownTheme, KeymapError) as exc:
         print(f"vectra: {exc}", file=sys.stderr)
         return 2
     _log_to_file(log_path)
 
     async def main() -> int:
-        return await serve(VectraConsole(make_port(), theme=theme))
+        return await serve(VectraConsole(make_port(), theme=theme, keymap=keymap))
 
     return asyncio.run(main())

@@ -53,7 +53,7 @@ class RateHistory:
         self._history = {family: deque(maxlen=HISTORY_POINTS) for family in FAMILIES}
         self._view = RatesView()
 
-    def sample(self, counts: dict[str, int], events_per_s: float | None) -> RatesView:
+    def sample(self, counts: dict[str, int], events_per_s: float | None, events_total: int | None) -> RatesView:
         elapsed = self._tick.due()
         if elapsed is None:
             return self._view
@@ -64,11 +64,10 @@ class RateHistory:
             if elapsed:
                 self._history[family].append(per_s[family])
         self._previous = dict(counts)
-        total = sum(counts.values())
         self._view = RatesView(
             per_s=per_s,
             history={family: tuple(points) for family, points in self._history.items()},
-            events_total=total,
+            events_total=events_total if events_total is not None else sum(counts.values()),
             events_per_s=events_per_s if events_per_s is not None else round(sum(per_s.values()), 1),
         )
         return self._view
@@ -82,6 +81,7 @@ class GameTracker:
         self.phase: str | None = None
         self.tick: int | None = None
         self.price: float | None = None
+        self.cooldown_ms: int | None = None
         self._path: list[float] = []
         self._results: deque[GameResult] = deque(maxlen=RECENT_GAMES)
         self._view = GameView()
@@ -90,11 +90,12 @@ class GameTracker:
     def observe(self, event: LoggedEvent) -> None:
         data = event.data
         if event.gameId is not None and event.gameId != self.game_id:
-            self.game_id, self._path, self.tick, self.price = event.gameId, [], None, None
+            self.game_id, self._path, self.tick, self.price, self.cooldown_ms = event.gameId, [], None, None, None
         kind = event.type
         if kind == "game.tick":
             self.tick = data.get("tickCount", self.tick)
             self.phase = data.get("phase", self.phase)
+            self.cooldown_ms = data.get("cooldownTimer")
             price = data.get("price")
             if isinstance(price, (int, float)):
                 self.price = price
@@ -121,6 +122,7 @@ class GameTracker:
                 price=self.price,
                 price_path=downsample(self._path, PRICE_PATH_POINTS),
                 recent_results=tuple(self._results),
+                cooldown_ms=self.cooldown_ms,
             )
             self._changed = False
         return self._view
@@ -161,8 +163,9 @@ class EventDigest:
             self.game.observe(backlog.popleft())
         return self.game.view()
 
-    def rates_view(self, events_per_s: float | None = None) -> RatesView:
-        return self.rates.sample(self.counts, events_per_s)
+    def rates_view(self, events_per_s: float | None = None, events_total: int | None = None) -> RatesView:
+        """Rates per family from the events seen; the totals from the report when there is one."""
+        return self.rates.sample(self.counts, events_per_s, events_total)
 
     def latency_view(self, feed_rtt_ms: float | None, p50_ms: float | None, p99_ms: float | None) -> LatencyView:
         """Sampled once a second: the figures move on every event, but nobody reads them faster."""

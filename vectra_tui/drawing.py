@@ -77,6 +77,10 @@ def duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
+def countdown(ms: int | None) -> str:
+    return "—" if ms is None else f"{ms / 1000:.1f} s"
+
+
 def age(ms: int | None) -> str:
     if ms is None:
         return "never"

@@ -1,15 +1,13 @@
-"""Turning a `/health` report plus the event digest into a `ConsoleSnapshot`.
+"""Turning a `HealthReport` plus the event digest into a `ConsoleSnapshot`.
 
-The embedded foundation and a remote daemon both describe themselves with the same health report,
-so both console ports build their snapshot here. Sections owned by other components (recording,
-chrome, subscribers) are read defensively: a missing or partial section shows as "not available",
-never as a crash.
+The embedded foundation, a remote daemon and the test fake all describe themselves with the same
+typed report, so every console port builds its snapshot here, and the panels can only show what a
+daemon can report. No report yet (a daemon not reached so far) shows as "down", nothing else known.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from core.contracts.health import HealthReport, RecordingHealth
 from vectra_tui.digest import EventDigest
 from vectra_tui.view import (
     ChromeView,
@@ -19,11 +17,6 @@ from vectra_tui.view import (
     SourceLink,
     SubscribersView,
 )
-
-
-def _section(report: dict[str, Any], key: str) -> dict[str, Any]:
-    value = report.get(key)
-    return value if isinstance(value, dict) else {}
 
 
 def _whole_seconds(value: float | None) -> int | None:
@@ -38,82 +31,57 @@ def _coarse_age(ms: int | None) -> int | None:
     return 0 if ms < 1000 else ms // 1000 * 1000
 
 
-def connection_view(report: dict[str, Any], unreachable: str | None = None) -> ConnectionView:
-    connection = _section(report, "connection")
-    sources = tuple(
-        SourceLink(
-            name=name,
-            state=str(entry.get("state")),
-            url=entry.get("url"),
-            reason=entry.get("reason"),
-            attempt=entry.get("attempt") or 0,
-            reconnects=entry.get("reconnects") or 0,
-        )
-        for name, entry in _section(connection, "sources").items()
-        if isinstance(entry, dict)
-    )
+def connection_view(report: HealthReport | None, unreachable: str | None = None) -> ConnectionView:
+    if report is None:
+        return ConnectionView(status="down", state=None, url=None, unreachable=unreachable)
+    connection = report.connection
     return ConnectionView(
-        status=report.get("status") or "down",
-        state=connection.get("state"),
-        url=connection.get("url"),
-        sources=sources,
-        reconnects=connection.get("reconnects") or 0,
-        uptime_s=_whole_seconds(report.get("uptime_s")),
-        last_event_age_ms=_coarse_age(connection.get("last_event_age_ms")),
+        status=report.status,
+        state=connection.state,
+        url=connection.url,
+        sources=tuple(
+            SourceLink(name=name, **link.model_dump(include={"state", "url", "reason", "attempt", "reconnects"}))
+            for name, link in connection.sources.items()
+        ),
+        reconnects=connection.reconnects,
+        uptime_s=_whole_seconds(report.uptime_s),
+        feed_age_ms=_coarse_age(connection.last_frame_age_ms),
         unreachable=unreachable,
     )
 
 
-def recording_view(report: dict[str, Any], available: bool) -> RecordingView:
-    section = report.get("recording")
-    if not isinstance(section, dict):
-        return RecordingView()
+def recording_view(recording: RecordingHealth, available: bool) -> RecordingView:
     return RecordingView(
         available=available,
-        on=bool(section.get("on")),
-        state=section.get("state"),
-        path=section.get("path"),
-        rows=section.get("rows"),
-        bytes=section.get("bytes"),
-        reason=section.get("reason"),
+        on=recording.on,
+        state=recording.state,
+        path=recording.path,
+        rows=recording.rows,
+        bytes=recording.bytes + recording.wal_bytes,
+        reason=recording.reason,
     )
 
 
-def chrome_view(report: dict[str, Any]) -> ChromeView | None:
-    section = report.get("chrome")
-    if section is None:
+def chrome_view(report: HealthReport) -> ChromeView | None:
+    chrome = report.chrome
+    if chrome is None:
         return None
-    if not isinstance(section, dict):
-        return ChromeView(state=str(section))
-    return ChromeView(
-        state=section.get("state"),
-        pid=section.get("pid"),
-        profile=section.get("profile"),
-        cdp_port=section.get("cdp_port"),
-        tab_url=section.get("tab_url"),
-        user=section.get("authenticated_as") or section.get("user"),
-        reason=section.get("reason"),
-    )
+    shown = chrome.model_dump(include={"state", "pid", "profile", "cdp_port", "tab_url", "reason"})
+    return ChromeView(**shown, user=chrome.authenticated_as)
 
 
-def subscribers_view(report: dict[str, Any]) -> SubscribersView:
-    """Counts from `subscribers`, or from each transport's own section when `subscribers` holds only one."""
-    section = _section(report, "subscribers")
-    websocket = _section(report, "websocket")
-    zmq = _section(report, "zmq")
-    slow = section.get("slow") or ()
-    if isinstance(slow, int):
-        slow = (f"{slow} slow",)
+def subscribers_view(report: HealthReport) -> SubscribersView:
+    websocket = report.websocket
     return SubscribersView(
-        ws=section.get("ws", websocket.get("clients")),
-        zmq=section.get("zmq", zmq.get("subscribers")),
-        slow=tuple(str(item) for item in slow),
-        cut_off=section.get("cut_off", websocket.get("closed_slow")),
+        ws=report.subscribers.ws,
+        zmq=report.subscribers.zmq,
+        closed_slow=websocket.closed_slow if websocket is not None else None,
+        closed_flood=websocket.closed_flood if websocket is not None else None,
     )
 
 
 def console_snapshot(
-    report: dict[str, Any],
+    report: HealthReport | None,
     digest: EventDigest,
     *,
     mode: str,
@@ -121,17 +89,20 @@ def console_snapshot(
     unreachable: str | None = None,
     recorder_available: bool = True,
 ) -> ConsoleSnapshot:
-    latency = _section(report, "latency_ms")
-    pipeline = _section(latency, "pipeline")
+    latency = report.latency_ms if report is not None else None
     return ConsoleSnapshot(
         mode=mode,
         taken_at_ms=taken_at_ms,
         connection=connection_view(report, unreachable),
-        latency=digest.latency_view(latency.get("feed_rtt"), pipeline.get("p50"), pipeline.get("p99")),
-        rates=digest.rates_view(report.get("events_per_s")),
+        latency=digest.latency_view(
+            latency.feed_rtt if latency else None,
+            latency.pipeline.p50 if latency else None,
+            latency.pipeline.p99 if latency else None,
+        ),
+        rates=digest.rates_view(report.events_per_s, report.events_total) if report else digest.rates_view(),
         game=digest.game_view(),
-        chrome=chrome_view(report),
-        recording=recording_view(report, recorder_available),
-        subscribers=subscribers_view(report),
+        chrome=chrome_view(report) if report else None,
+        recording=recording_view(report.recording, recorder_available) if report else RecordingView(),
+        subscribers=subscribers_view(report) if report else SubscribersView(),
         events=digest.events(),
     )

@@ -43,6 +43,9 @@ STATE_TONE = {
 }
 
 
+WAITING_PHASES = ("COOLDOWN", "PRESALE")
+
+
 def tone(state: str | None) -> str:
     return STATE_TONE.get(state or "", "bad")
 
@@ -115,8 +118,8 @@ class ConnectionPanel(Panel):
                 drawing.duration(view.uptime_s),
                 ("  reconnects ", "label"),
                 str(view.reconnects),
-                ("  last event ", "label"),
-                drawing.age(view.last_event_age_ms),
+                ("  feed ", "label"),
+                drawing.age(view.feed_age_ms),
             )
         )
         if len(view.sources) > 1 and height > len(lines):
@@ -129,8 +132,10 @@ class LatencyPanel(Panel):
     shows = "latency"
 
     def draw(self, view: LatencyView, width: int, height: int) -> list[Text]:
+        """The feed round trip only where a source measures it; the pipeline's always."""
+        lines = [] if view.feed_rtt_ms is None else [self.text(("feed RTT ", "label"), drawing.millis(view.feed_rtt_ms))]
         return [
-            self.text(("feed RTT ", "label"), drawing.millis(view.feed_rtt_ms)),
+            *lines,
             self.text(
                 ("p50 ", "label"), drawing.millis(view.p50_ms), ("  p99 ", "label"), drawing.millis(view.p99_ms)
             ),
@@ -162,8 +167,11 @@ class GamePanel(Panel):
     def draw(self, view: GameView, width: int, height: int) -> list[Text]:
         if view.game_id is None:
             return [self.text(("no game seen yet", "dim"))]
+        head = self.text(("game ", "label"), view.game_id, "  ", (view.phase or "?", "accent"))
+        if view.phase in WAITING_PHASES:
+            return [head, *self._before_start(view)]
         lines = [
-            self.text(("game ", "label"), view.game_id, "  ", (view.phase or "?", "accent")),
+            head,
             self.text(("tick ", "label"), str(view.tick if view.tick is not None else "—"), ("  price ", "label"), drawing.price(view.price)),
         ]
         results = "  ".join(
@@ -173,6 +181,24 @@ class GamePanel(Panel):
         lines.extend(self.text((row, "accent")) for row in drawing.block_chart(view.price_path, width, chart_rows))
         if results:
             lines.append(self.text(("last peaks ", "label"), results))
+        return lines
+
+    def _before_start(self, view: GameView) -> list[Text]:
+        """No price moves before the start: the countdown and how the last games ended instead."""
+        lines = [self.text(("starts in ", "label"), (drawing.countdown(view.cooldown_ms), "accent"))]
+        if not view.recent_results:
+            return [*lines, self.text(("no game ended yet", "dim"))]
+        lines.append(self.text(("last games", "label")))
+        for result in view.recent_results:
+            lines.append(
+                self.text(
+                    (f"{drawing.price(result.peak_price):>8}", "accent"),
+                    (" peak  rug ", "label"),
+                    f"@{result.final_tick if result.final_tick is not None else '—'}".ljust(5),
+                    ("  final ", "label"),
+                    drawing.price(result.final_price),
+                )
+            )
         return lines
 
 
@@ -220,17 +246,16 @@ class SubscribersPanel(Panel):
     shows = "subscribers"
 
     def draw(self, view: SubscribersView, width: int, height: int) -> list[Text]:
-        lines = [
+        return [
             self.text(("ws ", "label"), drawing.count(view.ws), ("  zmq ", "label"), drawing.count(view.zmq)),
             self.text(
-                ("slow ", "label"),
-                (str(len(view.slow)), "warn" if view.slow else None),
-                ("  cut off ", "label"),
-                (drawing.count(view.cut_off), "bad" if view.cut_off else None),
+                ("cut off ", "label"),
+                (drawing.count(view.closed_slow), "bad" if view.closed_slow else None),
+                (" slow ", "label"),
+                (drawing.count(view.closed_flood), "bad" if view.closed_flood else None),
+                (" flood", "label"),
             ),
         ]
-        lines.extend(self.text((client, "warn")) for client in view.slow)
-        return lines
 
 
 class LogPanel(Panel):

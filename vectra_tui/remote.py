@@ -20,8 +20,10 @@ from typing import Any
 
 import orjson
 import websockets
+from pydantic import ValidationError
 
 from core.contracts.envelope import Envelope, now_ms
+from core.contracts.health import HealthReport
 from core.contracts.requests import ACTIONS, RequestError, error_reply, validate_request
 from core.supervisor import Policy, Supervisor, Transition
 from vectra_tui.digest import EventDigest
@@ -45,7 +47,7 @@ class RemoteFoundation:
         self.url = url
         self.token = token
         self.digest = EventDigest(time.monotonic)
-        self._health: dict[str, Any] = {}
+        self._health: HealthReport | None = None
         self._unreachable: str | None = f"connecting to {url}"
         self._socket: websockets.ClientConnection | None = None
         self._connection: websockets.ClientConnection | None = None
@@ -68,8 +70,9 @@ class RemoteFoundation:
 
     def snapshot(self) -> ConsoleSnapshot:
         report = self._health
-        if self._unreachable is not None:  # what the daemon said last is no longer known to be true
-            report = {**report, "status": "down", "connection": {**report.get("connection", {}), "state": "unknown"}}
+        if report is not None and self._unreachable is not None:  # what the daemon said last may no longer hold
+            connection = report.connection.model_copy(update={"state": None})
+            report = report.model_copy(update={"status": "down", "connection": connection})
         return console_snapshot(
             report, self.digest, mode=f"attached to {self.url}", taken_at_ms=now_ms(), unreachable=self._unreachable
         )
@@ -160,10 +163,16 @@ class RemoteFoundation:
             self.digest.deliver(Envelope.from_dict(parsed))
             return
         kind = parsed.get("type")
-        if kind == "health" and isinstance(parsed.get("data"), dict):
-            self._health = parsed["data"]
+        if kind == "health":
+            self._take_health(parsed.get("data"))
         if kind in NOT_A_COMMAND_REPLY or not self._pending:
             return
         waiting = self._pending.popleft()
         if not waiting.done():  # a command that timed out still takes its (late) reply out of line
             waiting.set_result(parsed)
+
+    def _take_health(self, data: Any) -> None:
+        try:
+            self._health = HealthReport.model_validate(data)
+        except ValidationError as exc:
+            log.warning("ignoring a health report from %s that does not fit the contract: %s", self.url, exc)

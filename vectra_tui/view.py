@@ -41,7 +41,7 @@ class ConnectionView:
     sources: tuple[SourceLink, ...] = ()
     reconnects: int = 0
     uptime_s: float | None = None
-    last_event_age_ms: int | None = None
+    feed_age_ms: int | None = None  # since the last event the feed caused
     # Set when the console cannot reach what it watches (the remote daemon); the panel says it plainly.
     unreachable: str | None = None
 
@@ -77,7 +77,8 @@ class GameView:
     tick: int | None = None
     price: float | None = None
     price_path: tuple[float, ...] = ()
-    recent_results: tuple[GameResult, ...] = ()
+    recent_results: tuple[GameResult, ...] = ()  # newest first
+    cooldown_ms: int | None = None  # before the start: the last tick's `cooldownTimer`
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,8 @@ class RecordingView:
 class SubscribersView:
     ws: int | None = None
     zmq: int | None = None
-    slow: tuple[str, ...] = ()
-    cut_off: int | None = None
+    closed_slow: int | None = None  # WebSocket clients cut off since start: too slow, or flooding
+    closed_flood: int | None = None
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,13 @@ The exit code carries the status so that shell scripts and supervisors need no J
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 
+from pydantic import ValidationError
+
 from core.config import Settings
+from core.contracts.health import HealthReport
 
 EXIT_CODES = {"ok": 0, "degraded": 1, "down": 2}
 UNREACHABLE = 2
@@ -37,8 +39,7 @@ def probe(settings: Settings) -> tuple[int, str]:
     except (urllib.error.URLError, OSError) as exc:
         return UNREACHABLE, f"vectra health: {url} unreachable: {getattr(exc, 'reason', exc)}"
     try:
-        report = json.loads(body)
-        status = report["status"]
-    except (ValueError, KeyError, TypeError):
+        report = HealthReport.model_validate_json(body)
+    except ValidationError:
         return UNREACHABLE, f"vectra health: {url} did not answer with a health report"
-    return EXIT_CODES.get(status, UNREACHABLE), json.dumps(report, indent=2)
+    return EXIT_CODES[report.status], report.model_dump_json(indent=2)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import http
 import ipaddress
 from importlib import resources
-from typing import Any, Callable
+from typing import Callable
 from urllib.parse import urlsplit
 
 import orjson
@@ -18,6 +18,7 @@ from websockets.http11 import Response
 
 from core.broadcast.metrics import metrics_registry, render_metrics
 from core.config import Settings, is_loopback
+from core.contracts.health import HealthReport
 
 WS_PATH = "/ws"
 WEB_FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/client.js": ("client.js", "text/javascript; charset=utf-8")}
@@ -72,7 +73,7 @@ def _ip_address(host: str) -> bool:
 
 
 class HttpRoutes:
-    def __init__(self, health: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, health: Callable[[], HealthReport]) -> None:
         self._health = health
         self._registry = metrics_registry(health)
         self._files = {path: (_web_file(name), kind) for path, (name, kind) in WEB_FILES.items()}
@@ -90,8 +91,8 @@ class HttpRoutes:
 
     def health(self) -> Response:
         report = self._health()
-        status = http.HTTPStatus.SERVICE_UNAVAILABLE if report["status"] == "down" else http.HTTPStatus.OK
-        return response(status, orjson.dumps(report, option=orjson.OPT_INDENT_2), "application/json")
+        status = http.HTTPStatus.SERVICE_UNAVAILABLE if report.status == "down" else http.HTTPStatus.OK
+        return response(status, orjson.dumps(report.model_dump(), option=orjson.OPT_INDENT_2), "application/json")
 
     def metrics(self) -> Response:
         return response(http.HTTPStatus.OK, render_metrics(self._registry), PROMETHEUS_TYPE)

@@ -24,6 +24,7 @@ from core.broadcast.http_routes import WS_PATH, HttpRoutes, OriginPolicy, plain
 from core.broadcast.requests import Requests
 from core.broadcast.ws_session import WsSession
 from core.contracts.envelope import Envelope
+from core.contracts.health import WebSocketHealth
 from core.foundation import Foundation
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,8 @@ class HttpWsServer:
             self._server.close()
             await self._server.wait_closed()
 
-    def health(self) -> dict[str, Any]:
-        return {
-            "subscribers": {"ws": len(self.sessions)},
-            "websocket": {"clients": len(self.sessions), "closed_slow": self.closed_slow, "closed_flood": self.closed_flood},
-        }
+    def health(self) -> WebSocketHealth:
+        return WebSocketHealth(clients=len(self.sessions), closed_slow=self.closed_slow, closed_flood=self.closed_flood)
 
     # --- fan-out --------------------------------------------------------------------------------
 

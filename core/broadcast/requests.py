@@ -108,7 +108,7 @@ class Requests:
         if isinstance(request, Snapshot):
             return self.foundation.snapshot()
         if isinstance(request, Health):
-            return {"type": "health", "data": self.foundation.health()}
+            return {"type": "health", "data": self.foundation.health().model_dump()}
         if request.only_on is not None:
             return error_reply("bad_request", request.only_on)
         if request.changes_state and not (authorized or self.token_ok(request.token)):

@@ -38,6 +38,7 @@ from zmq.utils.monitor import recv_monitor_message
 from core.broadcast.requests import Requests
 from core.config import ConfigError
 from core.contracts.envelope import Envelope
+from core.contracts.health import ZmqHealth
 from core.contracts.patterns import ChannelFilter
 from core.contracts.requests import Replay, Request, RequestError, error_reply, internal_error, with_id
 from core.foundation import Foundation
@@ -237,23 +238,20 @@ class ZmqTransport:
 
     # --- what the outside sees ------------------------------------------------------------------
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> ZmqHealth:
         self._drain_subscriptions()
-        return {
-            "subscribers": {"zmq": self.peers},
-            "zmq": {
-                "pub": self.settings.zmq_pub,
-                "router": self.settings.zmq_router,
-                "subscribers": self.peers,
-                "topics": sorted(topic.decode(errors="replace") for topic in self.topics),
-                "pub_hwm": self.settings.zmq_pub_hwm,
-                "router_hwm": self.settings.zmq_router_hwm,
-                "requests": self.requests_served,
-                "replays": self.replays,
-                "replayed_events": self.replayed,
-                "replies_abandoned": self.replies_abandoned,
-            },
-        }
+        return ZmqHealth(
+            pub=self.settings.zmq_pub,
+            router=self.settings.zmq_router,
+            subscribers=self.peers,
+            topics=sorted(topic.decode(errors="replace") for topic in self.topics),
+            pub_hwm=self.settings.zmq_pub_hwm,
+            router_hwm=self.settings.zmq_router_hwm,
+            requests=self.requests_served,
+            replays=self.replays,
+            replayed_events=self.replayed,
+            replies_abandoned=self.replies_abandoned,
+        )
 
 
 class ReplyAbandoned(Exception):

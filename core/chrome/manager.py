@@ -25,6 +25,7 @@ from core.chrome.profile import PROFILE_IN_USE_EXIT, ProfileInUse, claim_profile
 from core.config import Settings
 from core.contracts.envelope import Envelope
 from core.contracts.component import CommandError
+from core.contracts.health import ChromeHealth
 from core.supervisor import DISCONNECTED, FAILED, ChangeGate, Policy, Supervisor, Transition
 from core.contracts.requests import Chrome
 
@@ -152,8 +153,8 @@ class ChromeManager:
             "launches": self.launches,
         }
 
-    def health(self) -> dict[str, Any]:
-        return {"chrome": self.status()}
+    def health(self) -> ChromeHealth:
+        return ChromeHealth(**self.status())
 
     def _set(self, state: str, *, reason: str | None = None, pid: int | None = None) -> None:
         self.state, self.reason, self.pid = state, reason, pid

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-Phase = Literal["COOLDOWN", "PRESALE", "ACTIVE", "RUGGED", "UNKNOWN"]
+from core.contracts.fields import TICK_FIELDS, TRADE_FIELDS, ChannelField, Phase
+
+from core.contracts.orders import ORDER_CHANNELS, PlayerState
+
 SourceName = Literal["socketio", "cdp", "replay"]
+LinkState = Literal["connecting", "connected", "disconnected", "reconnecting", "failed"]
 
 
 class _Open(BaseModel):
@@ -31,17 +35,15 @@ class SysStart(_Open):
     sources: list[SourceName]
 
 
-class GameTick(_Open):
-    tickCount: int | None
-    price: float | None
-    active: bool | None
-    rugged: bool | None
-    phase: Phase
-    cooldownTimer: int | None
-    allowPreRoundBuys: bool | None
-    tradeCount: int | None
-    connectedPlayers: int | None
-    backfilled: bool
+def _table_model(name: str, fields: tuple[ChannelField, ...], doc: str) -> type[_Open]:
+    """A channel model built from its table of fields (core/contracts/fields.py): every field
+    required (the normalizer always writes it), null allowed where the table says so."""
+    definitions: dict[str, Any] = {f.name: (f.type | None if f.nullable else f.type, ...) for f in fields}
+    return create_model(name, __base__=_Open, __module__=__name__, __doc__=doc, **definitions)
+
+
+GameTick = _table_model("GameTick", TICK_FIELDS, "`game.tick`: a frame of the game, or a tick recovered.")
+PlayerTrade = _table_model("PlayerTrade", TRADE_FIELDS, "`player.trade`: one trade by any player.")
 
 
 class GamePhase(_Open):
@@ -71,21 +73,8 @@ class GameGap(_Open):
     toTick: int
 
 
-class PlayerTrade(_Open):
-    id: str | None
-    playerId: str | None
-    username: str | None
-    type: str | None
-    price: float | None
-    amount: float | None
-    qty: float | None
-    tickIndex: int | None
-    leverage: float | None
-    coin: str | None
-
-
 class ConnectionStatus(_Open):
-    state: Literal["connecting", "connected", "disconnected", "reconnecting", "failed"]
+    state: LinkState
     source: SourceName
     url: str | None
     attempt: int
@@ -122,6 +111,7 @@ class ChromeStatus(_Open):
     tab_url: str | None
     authenticated_as: str | None
     reason: str | None
+    launches: int
 
 
 class RecordingStatus(_Open):
@@ -130,6 +120,7 @@ class RecordingStatus(_Open):
     path: str
     rows: int
     bytes: int
+    wal_bytes: int
     since: int | None
     reason: str | None
     buffered: int
@@ -149,7 +140,7 @@ CHANNELS: dict[str, type[BaseModel]] = {
     "player.trade": PlayerTrade,
     "player.update": Passthrough,
     "player.identity": Passthrough,
-    "player.state": Passthrough,
+    "player.state": PlayerState,
     "sidebet.placed": Passthrough,
     "sidebet.result": Passthrough,
     "connection.status": ConnectionStatus,
@@ -157,15 +148,16 @@ CHANNELS: dict[str, type[BaseModel]] = {
     "raw.ack": RawAck,
     "chrome.status": ChromeStatus,
     "recording.status": RecordingStatus,
+    **ORDER_CHANNELS,
     "raw.*": RawEvent,
     "sent.*": SentEvent,
 }
 
 # Feed events whose payload is republished unchanged on a named channel of their own.
+# (`gameStatePlayerUpdate` grew into `player.state`, merged with `playerUpdate` by the orders' player book.)
 PASSTHROUGH_EVENTS: dict[str, str] = {
     "playerUpdate": "player.update",
     "usernameStatus": "player.identity",
-    "gameStatePlayerUpdate": "player.state",
     "currentSidebet": "sidebet.placed",
     "currentSidebetResult": "sidebet.result",
 }

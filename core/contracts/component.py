@@ -3,9 +3,10 @@ the error a command answers with."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from core.contracts.envelope import Envelope
+from core.contracts.health import Section
 
 
 class Component(Protocol):
@@ -15,7 +16,7 @@ class Component(Protocol):
 
     async def stop(self) -> None: ...
 
-    def health(self) -> dict[str, Any] | None:
+    def health(self) -> Section | None:
         """This component's section of `/health` (None: nothing to report)."""
 
 

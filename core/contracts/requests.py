@@ -41,6 +41,7 @@ FIELD_RULES = {
     "op": '`op` must be "status" or "relaunch"',
     "id": "`id` must be a string or an integer",
     "token": "`token` must be a string",
+    "reason": "`reason` must be a string",
 }
 
 
@@ -109,8 +110,42 @@ class Chrome(_Request):
     changes_state: ClassVar[bool] = True
 
 
+class Order(_Request):
+    """The order's own fields (`kind`, `order_id`, `amount_sol`, ...) are checked by the desk, which
+    answers a malformed order with `bad_order` (core/contracts/orders.py)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    action: Literal["order"]
+    changes_state: ClassVar[bool] = True
+
+    def order_fields(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class OrdersHalt(_Request):
+    action: Literal["orders_halt"]
+    reason: StrictStr = "operator"
+    changes_state: ClassVar[bool] = True
+
+
+class OrdersResume(_Request):
+    action: Literal["orders_resume"]
+    changes_state: ClassVar[bool] = True
+
+
+class OrdersStatus(_Request):
+    action: Literal["orders_status"]
+
+
+class Player(_Request):
+    action: Literal["player"]
+
+
 Request = Annotated[
-    Union[Ping, Snapshot, Health, Subscribe, Unsubscribe, Replay, Reconnect, Record, RecordStatus, Chrome],
+    Union[
+        Ping, Snapshot, Health, Subscribe, Unsubscribe, Replay, Reconnect, Record, RecordStatus, Chrome,
+        Order, OrdersHalt, OrdersResume, OrdersStatus, Player,
+    ],
     Field(discriminator="action"),
 ]
 REQUEST_MODELS: tuple[type[_Request], ...] = get_args(get_args(Request)[0])

@@ -13,6 +13,7 @@ from collections import deque
 from typing import Any
 
 from core.contracts.envelope import Envelope, now_ms
+from core.contracts.health import RecordingHealth
 from core.contracts.requests import Record, RecordStatus
 from core.foundation import Foundation
 from core.recorder.history import RecordingHistory
@@ -164,13 +165,14 @@ class Recorder:
             "path": str(path if path is not None else self.root),
             "rows": writer.rows_total - self._base_rows,
             "bytes": writer.bytes_total - self._base_bytes,
+            "wal_bytes": writer.wal_bytes,
             "since": self.since,
             "reason": "; ".join(reasons) or None,
             "buffered": backlog,
         }
 
-    def health(self) -> dict[str, Any]:
-        return {"recording": self.status()}
+    def health(self) -> RecordingHealth:
+        return RecordingHealth(**self.status())
 
     def refresh(self) -> None:
         """Publish the status if anything an operator cares about changed (and a new error once)."""

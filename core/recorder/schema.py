@@ -1,8 +1,9 @@
 """The Parquet schema of a recording, and the conversions between envelopes and its rows.
 
 The whole envelope is kept as JSON text (`data`), so nothing the feed sent is ever lost to a schema;
-the typed columns beside it are a convenience for analysts and may only grow. The schema version in
-the file metadata tells a reader which columns to expect.
+the typed columns beside it are a convenience for analysts and may only grow; they come from the
+table of fields (core/contracts/fields.py), read through the coercers that wrote the published data.
+The schema version in the file metadata tells a reader which columns to expect.
 """
 
 from __future__ import annotations
@@ -15,11 +16,32 @@ import orjson
 import pyarrow as pa
 
 from core.contracts.envelope import Envelope
+from core.contracts.fields import TYPED_CHANNELS, column_reader
 
 SCHEMA_VERSION = 1
 SCHEMA_VERSION_KEY = b"vectra.schema_version"
 _DATA_KEY = b'"data":'
 _DICT = pa.dictionary(pa.int32(), pa.string())
+
+_ARROW = {int: pa.int64(), float: pa.float64(), str: pa.string()}
+
+
+def _typed_columns() -> dict[str, pa.Field]:
+    """The typed columns, from the table of fields: a field with a `column` fills it. Columns appear
+    in the table's order, so a new one goes last; two channels filling one column agree on its type."""
+    columns: dict[str, pa.Field] = {}
+    for fields in TYPED_CHANNELS.values():
+        for f in fields:
+            if f.column is None:
+                continue
+            column = pa.field(f.column, _DICT if f.categorical else _ARROW[f.type])
+            if columns.setdefault(f.column, column) != column:
+                raise TypeError(f"recording column {f.column!r} is typed twice: {columns[f.column]} and {column}")
+    return columns
+
+
+_TYPED_COLUMNS = _typed_columns()
+_TYPED = tuple(_TYPED_COLUMNS)
 
 SCHEMA = pa.schema(
     [
@@ -29,52 +51,14 @@ SCHEMA = pa.schema(
         pa.field("gameId", pa.string()),
         pa.field("source", _DICT, nullable=False),
         pa.field("data", pa.string(), nullable=False),
-        pa.field("tickCount", pa.int64()),
-        pa.field("price", pa.float64()),
-        pa.field("phase", _DICT),
-        pa.field("playerId", pa.string()),
-        pa.field("username", pa.string()),
-        pa.field("tradeType", _DICT),
-        pa.field("amount", pa.float64()),
-        pa.field("qty", pa.float64()),
+        *_TYPED_COLUMNS.values(),
     ],
     metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
 )
 
-_TYPED = ("tickCount", "price", "phase", "playerId", "username", "tradeType", "amount", "qty")
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _tick_fields(data: dict[str, Any]) -> tuple:
-    return (_int(data.get("tickCount")), _num(data.get("price")), _str(data.get("phase")), None, None, None, None, None)
-
-
-def _trade_fields(data: dict[str, Any]) -> tuple:
-    return (
-        _int(data.get("tickIndex")),
-        _num(data.get("price")),
-        None,
-        _str(data.get("playerId")),
-        _str(data.get("username")),
-        _str(data.get("type")),
-        _num(data.get("amount")),
-        _num(data.get("qty")),
-    )
-
 
 _NO_FIELDS = (None,) * len(_TYPED)
-_TYPED_BY_CHANNEL = {"game.tick": _tick_fields, "player.trade": _trade_fields}
+_TYPED_BY_CHANNEL = {channel: column_reader(fields, _TYPED) for channel, fields in TYPED_CHANNELS.items()}
 
 
 def data_json(envelope: Envelope) -> memoryview:

@@ -27,6 +27,7 @@ class WalWriter:
         self.path = path
         self._file = open(path, "ab", buffering=0)
         self._lines: list[bytes] = []
+        self.bytes = 0  # handed to the kernel so far
 
     def append(self, envelope: Envelope) -> None:
         self._lines.append(envelope.to_json())
@@ -38,6 +39,7 @@ class WalWriter:
         self._lines.append(b"")
         view = memoryview(b"\n".join(self._lines))
         self._lines = []
+        self.bytes += len(view)
         while view:
             view = view[self._file.write(view) :]
 

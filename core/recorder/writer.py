@@ -84,6 +84,12 @@ class RecordingWriter(threading.Thread):
         segment = self.segment
         return self.bytes_closed + (segment.parquet.bytes if segment is not None else 0)
 
+    @property
+    def wal_bytes(self) -> int:
+        """The open file's write-ahead log: its rows are on disk long before Parquet writes them."""
+        segment = self.segment
+        return segment.wal.bytes if segment is not None else 0
+
     def in_flight(self) -> list[Envelope]:
         """Envelopes accepted but maybe not yet readable in the log, in `seq` order.
 

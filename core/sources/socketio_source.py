@@ -34,6 +34,7 @@ class SocketIOSource(FeedSource):
         self.settings = settings
         self.url = settings.feed_url
         self._client: FrameTap | None = None
+        self._connected: FrameTap | None = None  # the client while its connection is up
         policy = Policy.from_settings(settings, stale_after_s=settings.stale_after_s)
         self.supervisor = Supervisor(self, self._show, policy, describe=_describe)
 
@@ -49,6 +50,19 @@ class SocketIOSource(FeedSource):
 
     async def run(self) -> None:
         await self.supervisor.run()
+
+    def send_problem(self) -> str | None:
+        """Why an order packet cannot go out now, or None (the direct executor asks before sending)."""
+        return None if self._connected is not None else "the socketio source is not connected"
+
+    async def send_packet(self, packet: str) -> None:
+        """Send one Socket.IO packet text as it is, e.g. `42900000001["buyOrder",...]`: the ack id is
+        the caller's, so python-socketio never sees (or answers for) that ack. `eio.send` is
+        python-engineio's public send of one message."""
+        client = self._connected
+        if client is None:
+            raise ConnectionError("the socketio source is not connected")
+        await client.eio.send(packet)
 
     # --- the supervisor's Link ------------------------------------------------------------------
 
@@ -70,7 +84,9 @@ class SocketIOSource(FeedSource):
                 headers={"Origin": self.settings.feed_origin},
                 transports=["websocket"],
                 wait_timeout=self.settings.connect_timeout_s,
+                auth=self.settings.feed_auth_object,
             )
+        self._connected = client
 
     async def hold(self) -> str:
         """python-socketio runs the connection on its own tasks: only its disconnect callback, the
@@ -78,7 +94,7 @@ class SocketIOSource(FeedSource):
         return await asyncio.get_running_loop().create_future()
 
     async def close(self) -> None:
-        client, self._client = self._client, None
+        client, self._client, self._connected = self._client, None, None
         if client is None:
             return
         try:

@@ -127,7 +127,7 @@ class TabWatch:
         self.tab = tab
         self._check = check
         self._interval_s = interval_s
-        self.problem: str | None = "not checked yet"
+        self.problem: str | None = "not watching the game page (yet)"
         self._task: asyncio.Task | None = None
 
     async def refresh(self) -> str | None:

@@ -1,0 +1,454 @@
+"""The order desk: every order from a bot passes here, is checked, sent at most once, and followed to
+its outcome on the channels.
+
+The desk is a component and a bus subscriber. Commands come in through the foundation (`order`,
+`orders_halt`, `orders_resume`, `orders_status`, `player`); evidence comes in from the bus: acks
+(`raw.ack`, by the ack id the desk chose), the player's own trades (`raw.standard/newTrade`, by the
+trace id the order carried, else by player, type, amount and tick) and the player's state. What it
+learns from the bus it publishes on the next turn of the loop, never from inside the bus's fan-out,
+so every subscriber sees the evidence before the conclusion drawn from it.
+
+An order id is reserved before the first `await`, so the same id arriving twice at once (two
+connections, a retry) finds the first record and sends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.contracts.component import CommandError
+from core.contracts.envelope import Envelope, now_ms
+from core.contracts.health import OrdersHealth
+from core.contracts.orders import BadOrder, Order, RejectCode, order_fields, parse_order
+from core.contracts.requests import Order as OrderCommand, OrdersHalt, OrdersResume, OrdersStatus, Player as PlayerRequest
+from core.foundation import Foundation
+from core.orders.executors.base import Executor, ExecutorError, OrderFrame
+from core.orders.journal import OrderJournal
+from core.orders.limits import DeskView, check
+from core.orders.player import PlayerBook
+from core.orders.shapes import SHAPES, build_frame, trace_id_of
+
+log = logging.getLogger(__name__)
+
+FIRST_ACK_ID = 900_000_000  # far above any ack id a page's own client reaches
+RECENT_SHOWN = 20
+TRADE_TYPES = {"buy": "buy", "sell": "sell", "short_open": "short_open", "short_close": "short_close"}
+AMOUNT_TOLERANCE = 1e-9
+WATCHED = ("raw.ack", "raw.standard/newTrade", "player.update", "player.identity", "raw.gameStatePlayerUpdate")
+
+
+@dataclass(slots=True)
+class Pending:
+    """An order sent and not yet settled."""
+
+    order: Order
+    frame: OrderFrame
+    sent_monotonic: float
+    tick: int | None
+    fill: tuple[str, dict[str, Any] | None, Any, Any] | None = None  # matchedBy, trade, price, tick
+    early_ack: Any = None  # an ack that came before the executor said the frame was sent
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+
+class OrderDesk:
+    name = "orders"
+
+    def __init__(self, foundation: Foundation, executor: Executor | None) -> None:
+        self.foundation = foundation
+        self.settings = foundation.settings
+        self.executor = executor
+        self.player = PlayerBook()
+        self.journal = OrderJournal(self.settings.data_dir / "orders")
+        self.records: dict[str, dict[str, Any]] = {}
+        self.halted = False
+        self._pending: dict[str, Pending] = {}  # sent, waiting for the ack (or unknown after a timeout)
+        self._acked: dict[str, Pending] = {}  # acked, waiting for the player's own trade
+        self._by_ack: dict[int, str] = {}
+        self._accepted: deque[float] = deque()
+        self._staked: dict[str | None, float] = {}
+        self._ack_ids = itertools.count(FIRST_ACK_ID)
+        self._writes = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
+        for action, handler in (
+            ("order", self._order),
+            ("orders_halt", self._halt),
+            ("orders_resume", self._resume),
+            ("orders_status", self._status),
+            ("player", self._player),
+        ):
+            foundation.add_command(action, handler)
+        foundation.bus.subscribe(self)
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.records, self.halted = await asyncio.to_thread(self.journal.load)
+        self._ack_ids = itertools.count(FIRST_ACK_ID + len(self.records))
+        for record in self.records.values():
+            if record["state"] in ("requested", "sent"):
+                # Sent by an earlier run whose outcome never arrived: unknown, and never sent again.
+                record.update(state="timeout", message="Vectra stopped before the outcome was known")
+                log.warning("order %s: outcome unknown (Vectra stopped while it was in flight)", record["order_id"])
+        if self.halted:
+            log.warning("orders are halted (kill switch from an earlier run); `orders_resume` lifts it")
+
+    async def stop(self) -> None:
+        for pending in self._pending.values():
+            for timer in pending.timers:
+                timer.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def health(self) -> OrdersHealth:
+        return OrdersHealth(**self._summary())
+
+    # --- commands -------------------------------------------------------------------------------
+
+    async def _order(self, request: OrderCommand) -> dict[str, Any]:
+        fields = request.order_fields()
+        order_id = fields.get("order_id")
+        if isinstance(order_id, str) and order_id in self.records:
+            return _reply(self.records[order_id])
+        try:
+            order = parse_order(fields)
+        except BadOrder as exc:
+            raise CommandError(RejectCode.BAD_ORDER.value, str(exc)) from None
+        record = self._new_record(order)
+        self.records[order.order_id] = record  # reserved: a repeat from now on gets this record
+        passed, refusal = check(order, self._view(order), self.settings)
+        if refusal is not None:
+            code, message = refusal
+            envelope = self._reject(record, code, message, by="vectra")
+            record["seq_of_request"] = envelope.seq
+            await self._persist(record)
+            return _reply(record)
+        self._count(order)
+        frame = build_frame(order, next(self._ack_ids))
+        executor = self.executor.name if self.executor is not None else None
+        requested = self._publish("order.request", record, order=order_fields(order), checks=passed, executor=executor)
+        record.update(seq_of_request=requested.seq, executor=executor, ackId=frame.ack_id, traceId=frame.trace_id,
+                      frame=frame.text)
+        if record["dryRun"]:
+            self._dry_run(record, frame)
+            await self._persist(record)
+            return _reply(record)
+        pending = self._hold_slot(order, frame)  # before any await: the next order sees it in flight
+        await self._persist(record)  # durable before the frame leaves: a crash can never send it twice
+        return _reply(await self._send(record, pending))
+
+    async def _halt(self, request: OrdersHalt) -> dict[str, Any]:
+        reason = request.reason
+        await asyncio.to_thread(self.journal.set_halted, True, reason)
+        if not self.halted:
+            log.warning("orders halted (%s)", reason)
+        self.halted = True
+        return await self._status(request)
+
+    async def _resume(self, request: OrdersResume) -> dict[str, Any]:
+        await asyncio.to_thread(self.journal.set_halted, False, "")
+        if self.halted:
+            log.warning("orders resumed")
+        self.halted = False
+        return await self._status(request)
+
+    async def _status(self, request: OrdersHalt | OrdersResume | OrdersStatus) -> dict[str, Any]:
+        recent = sorted(self.records.values(), key=lambda record: record["created_ms"])[-RECENT_SHOWN:]
+        in_flight = [self.records[order_id] for order_id in self._pending]
+        return {"type": "orders", "data": {**self._summary(), "in_flight": in_flight, "recent": recent}}
+
+    async def _player(self, request: PlayerRequest) -> dict[str, Any]:
+        last = self.foundation.bus.last_by_type.get("player.state")
+        return {"type": "player", "data": last.data if last is not None else None}
+
+    def _summary(self) -> dict[str, Any]:
+        return {
+            "mode": self.settings.orders,
+            "halted": self.halted,
+            "executor": self.settings.order_executor_name,
+            "executor_problem": self._executor_problem(),
+            "in_flight_count": len(self._pending),
+            "limits": {
+                "max_sol": self.settings.order_max_sol,
+                "max_sol_per_game": self.settings.order_max_sol_per_game,
+                "max_per_minute": self.settings.order_max_per_minute,
+                "max_tick_age_s": self.settings.order_max_tick_age_s,
+                "max_in_flight": self.settings.order_max_in_flight,
+            },
+        }
+
+    # --- checks ---------------------------------------------------------------------------------
+
+    def _view(self, order: Order) -> DeskView:
+        foundation = self.foundation
+        tick = foundation.bus.last_by_type.get("game.tick")
+        game = foundation.normalizer.game
+        now = time.monotonic()
+        while self._accepted and now - self._accepted[0] > 60:
+            self._accepted.popleft()
+        return DeskView(
+            mode=self.settings.orders,
+            halted=self.halted,
+            phase=foundation.normalizer.phase,
+            game_id=game.game_id if game else None,
+            tick_age_s=(now_ms() - tick.timestamp) / 1000 if tick is not None else None,
+            position_qty=_number(self.player.figures["positionQty"]),
+            short_open=None if self.player.player_id is None else bool(self.player.figures["shortPosition"]),
+            staked_this_game=self._staked.get(game.game_id if game else None, 0.0),
+            orders_last_minute=len(self._accepted),
+            in_flight_of_kind=sum(1 for pending in self._pending.values() if pending.order.kind == order.kind),
+            shape_status=SHAPES[order.kind].status,
+            executor_problem=self._executor_problem(),
+        )
+
+    def _executor_problem(self) -> str | None:
+        if self.executor is None:
+            return f"no {self.settings.order_executor_name} executor is installed"
+        return self.executor.available()
+
+    def _count(self, order: Order) -> None:
+        game = self.foundation.normalizer.game
+        key = game.game_id if game else None
+        self._accepted.append(time.monotonic())
+        self._staked[key] = self._staked.get(key, 0.0) + order.amount
+
+    # --- sending --------------------------------------------------------------------------------
+
+    def _dry_run(self, record: dict[str, Any], frame: OrderFrame) -> None:
+        """The whole life, without the wire: the frame that would go out, then a fill at the last tick."""
+        executor = self.executor.name if self.executor is not None else None
+        self._publish("order.sent", record, **self._sent_fields(frame, record["kind"], sent=False, executor=executor))
+        tick = self.foundation.bus.last_by_type.get("game.tick")
+        self._settle_filled(record, "dry-run", None, price=tick.data.get("price") if tick else None,
+                            tick=tick.data.get("tickCount") if tick else None)
+
+    def _hold_slot(self, order: Order, frame: OrderFrame) -> Pending:
+        tick = self.foundation.bus.last_by_type.get("game.tick")
+        pending = Pending(order, frame, time.monotonic(), tick.data.get("tickCount") if tick else None)
+        self._pending[order.order_id] = pending
+        self._by_ack[frame.ack_id] = order.order_id
+        return pending
+
+    async def _send(self, record: dict[str, Any], pending: Pending) -> dict[str, Any]:
+        assert self.executor is not None  # the checks refuse live orders without one
+        order, frame = pending.order, pending.frame
+        pending.sent_monotonic = time.monotonic()
+        try:
+            sent = await self.executor.send(frame)
+        except ExecutorError as exc:
+            self._release(order.order_id)
+            self._reject(record, RejectCode.NO_EXECUTOR, f"not sent: {exc}", by="vectra")
+            await self._persist(record)
+            return record
+        record.update(state="sent", sent_at_ms=sent.sent_at_ms)
+        self._publish("order.sent", record, **self._sent_fields(frame, order.kind, sent=True, executor=sent.executor))
+        loop = asyncio.get_running_loop()
+        pending.timers += [
+            loop.call_later(self.settings.order_ack_timeout_s, self._ack_timeout, order.order_id),
+            loop.call_later(self.settings.order_settle_timeout_s, self._settle_timeout, order.order_id),
+        ]
+        if pending.early_ack is not None:  # the ack beat the executor's own return (a slow CDP call)
+            self._on_ack(frame.ack_id, pending.early_ack)
+        await self._persist(record)
+        return record
+
+    def _sent_fields(self, frame: OrderFrame, kind: str, *, sent: bool, executor: str | None) -> dict[str, Any]:
+        return {"executor": executor, "frame": frame.text, "event": frame.event, "ackId": frame.ack_id,
+                "traceId": frame.trace_id, "sent": sent, "shape": SHAPES[kind].status}
+
+    # --- evidence from the bus ------------------------------------------------------------------
+
+    def deliver(self, envelope: Envelope) -> None:
+        if envelope.type in WATCHED:
+            asyncio.get_running_loop().call_soon(self._learn, envelope)
+
+    def _learn(self, envelope: Envelope) -> None:
+        data = envelope.data
+        if envelope.type == "raw.ack":
+            self._on_ack(data.get("ackId"), data.get("args"))
+        elif envelope.type == "raw.standard/newTrade":
+            self._on_trade(data.get("payload"), data.get("trace"))
+        elif envelope.type == "player.update":
+            if self.player.player_update(data):
+                self._publish_player(None)
+            self._settle_unknown()
+        elif envelope.type == "player.identity":
+            if self.player.identity(data):
+                self._publish_player(None)
+        elif envelope.type == "raw.gameStatePlayerUpdate":
+            state = self.player.leaderboard(data.get("payload"))
+            if state is not None:
+                self._publish_player(state)
+
+    def _publish_player(self, state: dict[str, Any] | None) -> None:
+        game = self.foundation.normalizer.game
+        data = state if state is not None else {"gameId": game.game_id if game else None, **self.player.state()}
+        self.foundation.bus.publish("player.state", data, source=self.foundation.primary_source,
+                                    game_id=data.get("gameId") if isinstance(data.get("gameId"), str) else None)
+
+    def _on_ack(self, ack_id: Any, args: Any) -> None:
+        order_id = self._by_ack.get(ack_id) if isinstance(ack_id, int) else None
+        pending = self._pending.get(order_id) if order_id is not None else None
+        if pending is None:
+            return
+        record = self.records[order_id]
+        if record["state"] == "requested":
+            pending.early_ack = args  # taken up once order.sent is out, so the channels keep their order
+            return
+        args = args if isinstance(args, list) else [args]
+        first = args[0] if args else None
+        success = first.get("success") if isinstance(first, dict) and isinstance(first.get("success"), bool) else None
+        latency = round((time.monotonic() - pending.sent_monotonic) * 1000, 3)
+        self._publish("order.ack", record, ackId=ack_id, ack=args, success=success, latency_ms=latency)
+        if success is not True:
+            reason = first.get("message") or first.get("reason") if isinstance(first, dict) else None
+            self._release(order_id)
+            self._reject(record, RejectCode.SERVER_REJECTED, str(reason or f"the server did not accept it: {args!r}"),
+                         by="server")
+        elif pending.fill is not None:
+            self._release(order_id)
+            self._settle_filled(record, *pending.fill)
+        elif pending.order.kind == "sidebet":
+            self._release(order_id)
+            sidebet = first.get("sidebet") if isinstance(first, dict) else None
+            self._settle_filled(record, "sidebet", sidebet if isinstance(sidebet, dict) else None,
+                                price=None, tick=pending.tick)
+        else:
+            record["state"] = "acked"
+            self._release(order_id, keep_for_fill=True)
+        self._spawn(self._persist(record))
+
+    def _on_trade(self, trade: Any, trace: Any) -> None:
+        if not isinstance(trade, dict):
+            return
+        trace_id = trace_id_of(trace)
+        for order_id, pending in list(self._awaiting_fill().items()):
+            if not self._is_our_trade(pending, trade, trace_id):
+                continue
+            fill = ("trace" if trace_id is not None else "fields", trade, _number(trade.get("price")),
+                    trade.get("tickIndex"))
+            record = self.records[order_id]
+            if record["state"] in ("requested", "sent"):
+                pending.fill = fill  # the real server trades before it acks
+            else:
+                self._release(order_id)
+                self._settle_filled(record, *fill)
+                self._spawn(self._persist(record))
+            return
+
+    def _awaiting_fill(self) -> dict[str, Pending]:
+        return {order_id: pending for order_id, pending in {**self._pending, **self._acked}.items()
+                if pending.fill is None and pending.order.kind in TRADE_TYPES}
+
+    def _is_our_trade(self, pending: Pending, trade: dict[str, Any], trace_id: str | None) -> bool:
+        if trace_id is not None and pending.frame.trace_id is not None:
+            return trace_id == pending.frame.trace_id
+        if trade.get("type") != TRADE_TYPES[pending.order.kind]:
+            return False
+        if self.player.player_id is None or trade.get("playerId") != self.player.player_id:
+            return False
+        tick = trade.get("tickIndex")
+        if pending.tick is not None and isinstance(tick, int) and tick < pending.tick:
+            return False
+        amount = _number(trade.get("amount"))
+        return not pending.order.amount or (amount is not None and abs(amount - pending.order.amount) < AMOUNT_TOLERANCE)
+
+    # --- timeouts -------------------------------------------------------------------------------
+
+    def _ack_timeout(self, order_id: str) -> None:
+        pending = self._pending.get(order_id)
+        record = self.records.get(order_id)
+        if pending is None or record is None or record["state"] != "sent":
+            return
+        record["state"] = "timeout"
+        waited = round((time.monotonic() - pending.sent_monotonic) * 1000, 3)
+        self._publish("order.timeout", record, ackId=pending.frame.ack_id, waited_ms=waited)
+        if pending.fill is not None:
+            self._release(order_id)
+            self._settle_filled(record, *pending.fill)
+        self._spawn(self._persist(record))
+
+    def _settle_unknown(self) -> None:
+        """A `playerUpdate` after a timeout settles the order: traded (filled) or not (rejected)."""
+        for order_id, pending in list(self._pending.items()):
+            record = self.records[order_id]
+            if record["state"] != "timeout":
+                continue
+            self._release(order_id)
+            if pending.fill is not None:
+                self._settle_filled(record, *pending.fill)
+            elif pending.order.kind == "sidebet" and self.player.figures["sidebet"]:
+                self._settle_filled(record, "sidebet", self.player.figures["sidebet"], price=None, tick=pending.tick)
+            else:
+                self._reject(record, RejectCode.SERVER_REJECTED,
+                             "no ack, and the next playerUpdate shows no trade of this order", by="server")
+            self._spawn(self._persist(record))
+
+    def _settle_timeout(self, order_id: str) -> None:
+        """Still unsettled long after sending: it stops holding its kind's in-flight slot."""
+        if order_id in self._pending or order_id in self._acked:
+            log.warning("order %s still unsettled after %g s; no longer counted in flight", order_id,
+                        self.settings.order_settle_timeout_s)
+            self._release(order_id)
+
+    # --- the record and the channels ------------------------------------------------------------
+
+    def _release(self, order_id: str, *, keep_for_fill: bool = False) -> None:
+        pending = self._pending.pop(order_id, None) or self._acked.pop(order_id, None)
+        if pending is None:
+            return
+        if keep_for_fill:
+            self._acked[order_id] = pending
+            return
+        self._by_ack.pop(pending.frame.ack_id, None)
+        for timer in pending.timers:
+            timer.cancel()
+
+    def _new_record(self, order: Order) -> dict[str, Any]:
+        return {
+            "order_id": order.order_id,
+            "kind": order.kind,
+            "state": "requested",
+            "dryRun": self.settings.orders != "live",
+            "order": order_fields(order),
+            "seq_of_request": None,
+            "created_ms": now_ms(),
+        }
+
+    def _reject(self, record: dict[str, Any], code: RejectCode, message: str, *, by: str) -> Envelope:
+        record.update(state="rejected", code=code.value, message=message, by=by)
+        return self._publish("order.rejected", record, code=code.value, message=message, by=by)
+
+    def _settle_filled(self, record: dict[str, Any], how: str, trade: dict[str, Any] | None, price: Any = None,
+                       tick: Any = None) -> None:
+        record.update(state="filled", price=price, tickIndex=tick)
+        self._publish("order.filled", record, matchedBy=how, trade=trade, price=price, tickIndex=tick)
+
+    def _publish(self, channel: str, record: dict[str, Any], **fields: Any) -> Envelope:
+        game = self.foundation.normalizer.game
+        data = {"order_id": record["order_id"], "kind": record["kind"], "dryRun": record["dryRun"], **fields}
+        return self.foundation.bus.publish(channel, data, source=self.foundation.primary_source,
+                                           game_id=game.game_id if game else None)
+
+    async def _persist(self, record: dict[str, Any]) -> None:
+        snapshot = dict(record)
+        async with self._writes:
+            await asyncio.to_thread(self.journal.append, snapshot)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _reply(record: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "order", "data": record}
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator
 
 import orjson
 import pytest
+from websockets.asyncio.client import connect
 
 from core.chrome.devtools import game_page, list_pages
 from core.chrome.pychrome_tab import QuietTab
@@ -27,6 +28,7 @@ from core.orders.executors.page import PageExecutor
 from tests.test_cdp import CHROMIUM, NODE_CLIENT, Collector, running, stack_settings, wait_until
 from tests.conftest import free_port
 from tests.test_chrome import no_browser_outlives_the_test  # noqa: F401 - autouse fixture
+from tests.test_orders import ask, life_of, ws_url
 from tests.test_sim_orders import active_game
 from tests.test_simulator import admin
 
@@ -253,3 +255,38 @@ def test_click_executor_builds_an_amount_from_the_fewest_presses(tmp_path):
     assert plan["presses"] == ['[data-amount="clear"]', add("1"), add("1"), add("0.1"), add("0.01"), add("0.01"),
                                add("0.01"), add("0.001"), add("0.001")]
     assert (plan["order"], plan["lamports"]) == ('[data-order="buy"]', 2_132_000_000)
+
+
+@in_chromium
+@pytest.mark.parametrize("executor", ["page", "click"])
+async def test_a_bot_orders_through_the_desk_and_the_browser_and_the_books_follow(tmp_path, executor):
+    """The assembled daemon (desk, CDP source, the chosen executor from the registry) and a bot on the
+    WebSocket: buy, sell 50 %, sidebet, each filled, each frame on the wire once."""
+    async with active_game(speed=1, min_ticks=400) as sim:
+        settings = stack_settings(tmp_path, sim, game_url=sim.url + "/?player=alice", cdp_silence_reload_s=30.0,
+                                  orders="live", auth_token="s3cret", order_executor=executor,
+                                  orders_unverified=True, order_max_tick_age_s=5.0)
+        async with running(settings) as (foundation, collector):
+            desk = next(component for component in foundation.components if component.name == "orders")
+            assert desk.executor is not None and desk.executor.name == executor
+            await wait_until(lambda: desk.executor.available() is None, 40, f"the {executor} executor to be ready")
+            orders = [{"action": "order", "kind": "buy", "amount_sol": 0.002, "order_id": "b1"},
+                      {"action": "order", "kind": "sell", "percent": 50, "order_id": "s1"},
+                      {"action": "order", "kind": "sidebet", "amount_sol": 0.001, "order_id": "sb1"}]
+            async with connect(ws_url(foundation)) as bot:
+                for order in orders:
+                    reply = await ask(bot, {**order, "token": "s3cret"})
+                    assert reply["data"]["state"] in ("sent", "acked", "filled"), reply
+                    await wait_until(lambda: life_of(foundation, order["order_id"])[-1:] == ["order.filled"], 15,
+                                     f"{order['order_id']} filled")
+            lives = {order["order_id"]: life_of(foundation, order["order_id"]) for order in orders}
+            state = foundation.bus.last_by_type["player.state"].data
+        assert await received_orders(sim) == {"received/buyOrder": 1, "received/sellOrder": 1, "received/requestSidebet": 1}
+        lamports = await books(sim)
+        for figure in ("cash", "positionQty", "totalInvested"):
+            assert round(state[figure] * 1e9) == lamports[figure], figure
+        assert all(life == ["order.request", "order.sent", "order.ack", "order.filled"] for life in lives.values()), lives
+        frames = [e["data"] for e in collector.of_type("order.sent")]
+        for sent, event in zip(frames, ("buyOrder", "sellOrder", "requestSidebet")):  # what went out, as the page sent it
+            assert [e["data"]["frame"] for e in collector.of_type(f"sent.{event}")] == [sent["frame"]]
+            assert (sent["ackId"] >= FIRST_ACK_ID) is (executor == "page")

@@ -19,7 +19,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.contracts.component import CommandError
@@ -32,7 +32,7 @@ from core.orders.executors.base import Executor, ExecutorError, OrderFrame
 from core.orders.journal import OrderJournal
 from core.orders.limits import DeskView, check
 from core.orders.player import PlayerBook
-from core.orders.shapes import SHAPES, build_frame, trace_id_of
+from core.orders.shapes import SHAPES, build_frame, frame_from_text, trace_id_of
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +245,8 @@ class OrderDesk:
             self._reject(record, RejectCode.NO_EXECUTOR, f"not sent: {exc}", by="vectra")
             await self._persist(record)
             return record
+        if sent.frame != frame.text:  # the executor let the page build it (click): its ack id and trace rule
+            frame = self._follow_sent(order.order_id, pending, sent.frame)
         record.update(state="sent", sent_at_ms=sent.sent_at_ms)
         self._publish("order.sent", record, **self._sent_fields(frame, order.kind, sent=True, executor=sent.executor))
         loop = asyncio.get_running_loop()
@@ -257,8 +259,19 @@ class OrderDesk:
         await self._persist(record)
         return record
 
+    def _follow_sent(self, order_id: str, pending: Pending, text: str) -> OrderFrame:
+        """Follow the frame that went out instead of the one proposed. One not seen (empty text) leaves
+        no ack id to wait for and no trace: its fill is matched by its fields, or the player's state
+        settles it. Runs before the desk's next `await`, so no evidence of it is looked at before."""
+        self._by_ack.pop(pending.frame.ack_id, None)
+        seen = frame_from_text(text)
+        if seen is not None:
+            self._by_ack[seen.ack_id] = order_id
+        pending.frame = seen or replace(pending.frame, trace_id=None, text=text)
+        return pending.frame
+
     def _sent_fields(self, frame: OrderFrame, kind: str, *, sent: bool, executor: str | None) -> dict[str, Any]:
-        return {"executor": executor, "frame": frame.text, "event": frame.event, "ackId": frame.ack_id,
+        return {"executor": executor, "frame": frame.text, "event": frame.event, "ackId": frame.ack_id if frame.text else None,
                 "traceId": frame.trace_id, "sent": sent, "shape": SHAPES[kind].status}
 
     # --- evidence from the bus ------------------------------------------------------------------

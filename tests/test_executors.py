@@ -15,16 +15,17 @@ import re
 import time
 from typing import Any, AsyncIterator
 
-import orjson
 import pytest
 from websockets.asyncio.client import connect
 
 from core.chrome.devtools import game_page, list_pages
 from core.chrome.pychrome_tab import QuietTab
 from core.config import Settings
-from core.orders.executors.base import ExecutorError, OrderFrame
+from core.contracts.orders import parse_order
+from core.orders.executors.base import ExecutorError, OrderFrame, Sent
 from core.orders.executors.click import ClickExecutor
 from core.orders.executors.page import PageExecutor
+from core.orders.shapes import build_frame
 from tests.test_cdp import CHROMIUM, NODE_CLIENT, Collector, running, stack_settings, wait_until
 from tests.conftest import free_port
 from tests.test_chrome import no_browser_outlives_the_test  # noqa: F401 - autouse fixture
@@ -49,17 +50,16 @@ def in_chromium(test):
     return test
 
 
-def order_frame(event: str, payload: dict[str, Any], ack_id: int) -> OrderFrame:
-    """A frame in the captured shape (`42<ack>["buyOrder",{trace},{payload}]`), as the desk builds it."""
-    trace_id = f"{ack_id:032x}"
-    args = [{"__trace": True, "traceparent": f"00-{trace_id}-{ack_id:016x}-01"}, payload]
-    text = f"42{ack_id}" + orjson.dumps([event, *args]).decode()
-    return OrderFrame(event=event, args=args, ack_id=ack_id, trace_id=trace_id, text=text)
+def order_frame(ack_id: int, kind: str, **fields: Any) -> OrderFrame:
+    """The desk's frame of an order (the captured shape, `42<ack>["buyOrder",{trace},{payload}]`)."""
+    return build_frame(parse_order({"kind": kind, "order_id": f"test-{ack_id}", **fields}), ack_id)
 
 
-BUY = ("buyOrder", {"amount": 0.002})
-SELL_HALF = ("sellOrder", {"percentage": 50})
-SIDEBET = ("requestSidebet", {"amount": 0.001, "coinAddress": SOL, "xPayout": 5})
+BUY = {"kind": "buy", "amount_sol": 0.002}
+SELL_HALF = {"kind": "sell", "percent": 50}
+SIDEBET = {"kind": "sidebet", "amount_sol": 0.001}
+PAYLOADS = {"buyOrder": {"amount": 0.002}, "sellOrder": {"percentage": 50},
+            "requestSidebet": {"amount": 0.001, "coinAddress": SOL, "xPayout": 5}}
 
 
 @contextlib.asynccontextmanager
@@ -119,31 +119,32 @@ async def received_orders(sim) -> dict[str, int]:
     return counts
 
 
-async def buy_sell_sidebet(sim, collector: Collector, executor) -> list:
+async def buy_sell_sidebet(sim, collector: Collector, executor) -> list[tuple[OrderFrame, Sent]]:
     """buy 0.002, sell 50 %, sidebet 0.001 through `executor`; the books checked to the lamport after each."""
     start = await books(sim)
     sends = []
 
-    sends.append(await executor.send(order_frame(*BUY, FIRST_ACK_ID)))
+    frames = [order_frame(FIRST_ACK_ID + n, **order) for n, order in enumerate((BUY, SELL_HALF, SIDEBET))]
+    sends.append(await executor.send(frames[0]))
     bought = await books_after(sim, lambda b: b["positionQty"] > 0, "a position")
     buy = await alices_trade(collector, "buy")
     assert bought["cash"] == start["cash"] - 2_000_000
     assert bought["totalInvested"] == start["totalInvested"] + 2_000_000
     assert bought["positionQty"] == round(buy["qty"] * 1e9) == int(2_000_000 / buy["price"])
 
-    sends.append(await executor.send(order_frame(*SELL_HALF, FIRST_ACK_ID + 1)))
+    sends.append(await executor.send(frames[1]))
     sold = bought["positionQty"] * 50 // 100
     half = await books_after(sim, lambda b: b["positionQty"] == bought["positionQty"] - sold, "half the position sold")
     sell = await alices_trade(collector, "sell")
     assert round(sell["qty"] * 1e9) == sold
     assert half["cash"] - bought["cash"] == round(sell["amount"] * 1e9) == int(sold * sell["price"])
 
-    sends.append(await executor.send(order_frame(*SIDEBET, FIRST_ACK_ID + 2)))
+    sends.append(await executor.send(frames[2]))
     bet = await books_after(sim, lambda b: b["sidebet"] == 1_000_000, "a sidebet")
     assert bet["cash"] == half["cash"] - 1_000_000 and bet["positionQty"] == half["positionQty"]
 
     assert await received_orders(sim) == {"received/buyOrder": 1, "received/sellOrder": 1, "received/requestSidebet": 1}
-    return sends
+    return list(zip(frames, sends))
 
 
 async def test_page_executor_without_a_browser_says_why_and_sends_nothing(tmp_path):
@@ -152,7 +153,7 @@ async def test_page_executor_without_a_browser_says_why_and_sends_nothing(tmp_pa
     await executor.watch.refresh()
     assert executor.available().startswith("no browser answers on CDP port")
     with pytest.raises(ExecutorError, match="no browser answers"):
-        await executor.send(order_frame(*BUY, FIRST_ACK_ID))
+        await executor.send(order_frame(FIRST_ACK_ID, **BUY))
     await executor.stop()
 
 
@@ -166,12 +167,11 @@ async def test_page_executor_writes_on_the_pages_socket_once_and_the_ack_comes_b
         acks = {e["data"]["ackId"]: e["data"]["args"] for e in collector.of_type("raw.ack")}
         assert acks[FIRST_ACK_ID] == [{"success": True}] and acks[FIRST_ACK_ID + 1] == [{"success": True}]
         assert acks[FIRST_ACK_ID + 2][0]["success"] is True and acks[FIRST_ACK_ID + 2][0]["message"] == "Side bet placed"
-        for sent, (event, payload), ack_id in zip(sends, (BUY, SELL_HALF, SIDEBET), range(FIRST_ACK_ID, FIRST_ACK_ID + 3)):
-            expected = order_frame(event, payload, ack_id).text
-            assert (sent.executor, sent.frame, sent.ack_id) == ("page", expected, ack_id)
-            on_channel = [e["data"] for e in collector.of_type(f"sent.{event}")]
-            assert [data["frame"] for data in on_channel] == [expected]  # the page's WebSocket carried it, once
-            assert on_channel[0]["ackId"] == ack_id and on_channel[0]["payload"] == payload
+        for frame, sent in sends:
+            assert (sent.executor, sent.frame, sent.ack_id) == ("page", frame.text, frame.ack_id)
+            on_channel = [e["data"] for e in collector.of_type(f"sent.{frame.event}")]
+            assert [data["frame"] for data in on_channel] == [frame.text]  # the page's WebSocket carried it, once
+            assert on_channel[0]["ackId"] == frame.ack_id and on_channel[0]["payload"] == PAYLOADS[frame.event]
 
         # the page itself is untouched: it ignored Vectra's acks and still trades with its own buttons
         tab = executor.watch.tab
@@ -195,9 +195,8 @@ async def test_page_executor_writes_on_the_pages_socket_once_and_the_ack_comes_b
 async def test_click_executor_presses_the_pages_buttons_and_reads_the_frame_back(tmp_path):
     async with trading(tmp_path, ClickExecutor) as (sim, collector, executor):
         sends = await buy_sell_sidebet(sim, collector, executor)
-        payloads = (r'\{"amount":0\.002\}', r'\{"percentage":50\}',
-                    re.escape(json.dumps(SIDEBET[1], separators=(",", ":"))))
-        for sent, (event, _), payload in zip(sends, (BUY, SELL_HALF, SIDEBET), payloads):
+        for frame, sent in sends:
+            event, payload = frame.event, re.escape(json.dumps(PAYLOADS[frame.event], separators=(",", ":")))
             assert sent.executor == "click" and sent.ack_id is None
             match = re.fullmatch(ORDER_FRAME.format(event=event, payload=payload), sent.frame)
             assert match, sent.frame
@@ -222,7 +221,7 @@ async def test_page_executor_whose_call_gets_no_answer_says_so_and_never_sends_t
                 other.call_method, "Runtime.evaluate", _timeout=20,
                 expression="const end = Date.now() + 6000; while (Date.now() < end) {}"))
             await asyncio.sleep(0.5)
-            frame = order_frame(*BUY, FIRST_ACK_ID)
+            frame = order_frame(FIRST_ACK_ID, **BUY)
             sent = await executor.send(frame)
             assert (sent.frame, sent.ack_id) == (frame.text, FIRST_ACK_ID)
             assert "it may have reached the page, so it is not repeated" in caplog.text
@@ -237,20 +236,20 @@ async def test_page_executor_whose_call_gets_no_answer_says_so_and_never_sends_t
         assert [e["data"]["frame"] for e in collector.of_type("sent.buyOrder")] == [frame.text]
 
 
-@pytest.mark.parametrize(("event", "payload", "why"), [
-    ("sellOrder", {"percentage": 33}, "the page sells only 10, 25, 50, 100 %, not 33"),
-    ("buyOrder", {"amount": 0.0015}, "multiples of 0.001 SOL, not 0.0015"),
-    ("requestSidebet", {"amount": 0.001, "coinAddress": SOL, "xPayout": 10}, "5x only"),
-    ("shortOpen", {"amount": 0.01}, "no known button for shortOpen"),
+@pytest.mark.parametrize(("order", "why"), [
+    ({"kind": "sell", "percent": 33}, "the page sells only 10, 25, 50, 100 %, not 33"),
+    ({"kind": "buy", "amount_sol": 0.0015}, "multiples of 0.001 SOL, not 0.0015"),
+    ({"kind": "sidebet", "amount_sol": 0.001, "x_payout": 10}, "5x only"),
+    ({"kind": "short_open", "amount_sol": 0.01}, "no known button for shortOpen"),
 ])
-async def test_click_executor_refuses_what_the_buttons_cannot_build_before_pressing_anything(tmp_path, event, payload, why):
+async def test_click_executor_refuses_what_the_buttons_cannot_build_before_pressing_anything(tmp_path, order, why):
     executor = ClickExecutor(Settings(data_dir=tmp_path, cdp_port=free_port()))
     with pytest.raises(ExecutorError, match=re.escape(why)):
-        await executor.send(order_frame(event, payload, FIRST_ACK_ID))
+        await executor.send(order_frame(FIRST_ACK_ID, **order))
 
 
 def test_click_executor_builds_an_amount_from_the_fewest_presses(tmp_path):
-    plan = ClickExecutor(Settings(data_dir=tmp_path)).plan(order_frame("buyOrder", {"amount": 2.132}, FIRST_ACK_ID))
+    plan = ClickExecutor(Settings(data_dir=tmp_path)).plan(order_frame(FIRST_ACK_ID, kind="buy", amount_sol=2.132))
     add = '[data-amount-add="{}"]'.format
     assert plan["presses"] == ['[data-amount="clear"]', add("1"), add("1"), add("0.1"), add("0.01"), add("0.01"),
                                add("0.01"), add("0.001"), add("0.001")]
@@ -270,6 +269,9 @@ async def test_a_bot_orders_through_the_desk_and_the_browser_and_the_books_follo
             desk = next(component for component in foundation.components if component.name == "orders")
             assert desk.executor is not None and desk.executor.name == executor
             await wait_until(lambda: desk.executor.available() is None, 40, f"the {executor} executor to be ready")
+            ticks = collector.count("game.tick")  # the desk refuses orders on a silent feed: let it flow first
+            await wait_until(lambda: collector.count("game.tick") >= ticks + 3 and collector.count("player.identity"), 20,
+                             "the feed flowing through the page, alice known")
             orders = [{"action": "order", "kind": "buy", "amount_sol": 0.002, "order_id": "b1"},
                       {"action": "order", "kind": "sell", "percent": 50, "order_id": "s1"},
                       {"action": "order", "kind": "sidebet", "amount_sol": 0.001, "order_id": "sb1"}]

@@ -40,6 +40,7 @@ FIRST_ACK_ID = 900_000_000  # far above any ack id a page's own client reaches
 RECENT_SHOWN = 20
 TRADE_TYPES = {"buy": "buy", "sell": "sell", "short_open": "short_open", "short_close": "short_close"}
 AMOUNT_TOLERANCE = 1e-9
+UNCLAIMED_KEPT = 64
 WATCHED = ("raw.ack", "raw.standard/newTrade", "player.update", "player.identity", "raw.gameStatePlayerUpdate")
 
 
@@ -70,6 +71,9 @@ class OrderDesk:
         self._pending: dict[str, Pending] = {}  # sent, waiting for the ack (or unknown after a timeout)
         self._acked: dict[str, Pending] = {}  # acked, waiting for the player's own trade
         self._by_ack: dict[int, str] = {}
+        # acks and trades no order claimed: one may belong to a frame the page built (click) whose ack id
+        # and trace the desk learns only when the executor returns, after the server already answered
+        self._unclaimed: deque[tuple[str, Any, Any]] = deque(maxlen=UNCLAIMED_KEPT)
         self._accepted: deque[float] = deque()
         self._staked: dict[str | None, float] = {}
         self._ack_ids = itertools.count(FIRST_ACK_ID)
@@ -268,6 +272,13 @@ class OrderDesk:
         if seen is not None:
             self._by_ack[seen.ack_id] = order_id
         pending.frame = seen or replace(pending.frame, trace_id=None, text=text)
+        evidence = list(self._unclaimed)  # looked at again now that the frame is known
+        self._unclaimed.clear()
+        for kind, first, second in evidence:
+            if kind == "ack":
+                self._on_ack(first, second)
+            else:
+                self._on_trade(first, second)
         return pending.frame
 
     def _sent_fields(self, frame: OrderFrame, kind: str, *, sent: bool, executor: str | None) -> dict[str, Any]:
@@ -308,6 +319,7 @@ class OrderDesk:
         order_id = self._by_ack.get(ack_id) if isinstance(ack_id, int) else None
         pending = self._pending.get(order_id) if order_id is not None else None
         if pending is None:
+            self._unclaimed.append(("ack", ack_id, args))
             return
         record = self.records[order_id]
         if record["state"] == "requested":
@@ -353,6 +365,7 @@ class OrderDesk:
                 self._settle_filled(record, *fill)
                 self._spawn(self._persist(record))
             return
+        self._unclaimed.append(("trade", trade, trace))
 
     def _awaiting_fill(self) -> dict[str, Pending]:
         return {order_id: pending for order_id, pending in {**self._pending, **self._acked}.items()

@@ -21,7 +21,9 @@ from core.contracts.feed import FeedSource
 from core.foundation import Foundation
 from core.orders.desk import OrderDesk
 from core.orders.executors.base import Executor
+from core.orders.executors.click import ClickExecutor
 from core.orders.executors.direct import DirectExecutor
+from core.orders.executors.page import PageExecutor
 from core.recorder.recorder import Recorder
 from core.sources.cdp_source import CdpSource
 from core.sources.replay_source import ReplaySource
@@ -64,7 +66,19 @@ def install_recorder(foundation: Foundation) -> Recorder:
 # live orders with `no_executor`, naming the executor that is missing.
 EXECUTORS: dict[str, Callable[[Foundation], Executor]] = {
     "direct": lambda foundation: DirectExecutor(_source(foundation, "socketio")),
+    "page": lambda foundation: _in_the_browser(foundation, PageExecutor(foundation.settings)),
+    "click": lambda foundation: _in_the_browser(foundation, ClickExecutor(foundation.settings)),
 }
+
+
+def _in_the_browser(foundation: Foundation, executor: PageExecutor | ClickExecutor) -> Executor:
+    """`page` and `click` act in the managed browser's game tab: they watch it (a component) unless
+    orders are off, which leaves the page alone (no script, no reload); `click` reads its frames back."""
+    if isinstance(executor, ClickExecutor):
+        foundation.bus.subscribe(executor)
+    if foundation.settings.orders != "off":
+        foundation.add_component(executor)
+    return executor
 
 
 def _source(foundation: Foundation, name: str) -> FeedSource | None:

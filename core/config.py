@@ -295,6 +295,35 @@ class Settings(BaseSettings):
         json_schema_extra=FEED,
     )
 
+    # the click executor presses these (CSS selectors; defaults: the simulator's page)
+    click_amount_input: str = Field(
+        "#amount-input", description="Click executor: the amount field (read back before the order button is pressed).",
+        json_schema_extra=ORDERS,
+    )
+    click_amount_clear: str = Field(
+        '[data-amount="clear"]', description="Click executor: the button that clears the amount (X).",
+        json_schema_extra=ORDERS,
+    )
+    click_amount_add: str = Field(
+        '[data-amount-add="{step}"]',
+        description="Click executor: the +1 / +0.1 / +0.01 / +0.001 buttons; `{step}` becomes 1, 0.1, 0.01 or 0.001.",
+        json_schema_extra=ORDERS,
+    )
+    click_sell_percent: str = Field(
+        '[data-sell-percent="{percent}"]',
+        description="Click executor: the sell percentage buttons; `{percent}` becomes 10, 25, 50 or 100.",
+        json_schema_extra=ORDERS,
+    )
+    click_buy: str = Field('[data-order="buy"]', description="Click executor: the BUY button.", json_schema_extra=ORDERS)
+    click_sell: str = Field(
+        '[data-order="sell"]', description="Click executor: the SELL button (sells the selected percentage).",
+        json_schema_extra=ORDERS,
+    )
+    click_sidebet: str = Field(
+        '[data-order="sidebet"]', description="Click executor: the SIDEBET button (bets the amount, 5x).",
+        json_schema_extra=ORDERS,
+    )
+
     # --- operator -------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="Log level of the stderr log.",

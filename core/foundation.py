@@ -31,8 +31,8 @@ from core.contracts.health import (
 )
 from core.contracts.history import History
 from core.contracts.recordings import recordings_dir
-from core.framing import FrameError, PacketDecoder, unwrap_event
-from core.normalizer import Normalizer, error_draft
+from core.framing import EIO_MESSAGE, FrameError, PacketDecoder, unwrap_event
+from core.normalizer import Normalizer, error_draft, verbatim_draft
 from core.seqstore import SeqStore
 from core.contracts.component import Component
 from core.contracts.feed import FeedSource
@@ -64,6 +64,7 @@ class Foundation:
         self.commands: dict[str, CommandHandler] = {"reconnect": self._reconnect}
         self.history: History | None = None  # events older than the ring (the recorder's)
         self._decoders: dict[str, PacketDecoder] = {}
+        self._sent_decoders: dict[str, PacketDecoder] = {}  # the page's own frames: their own binary state
         self.dedup = FrameDeduplicator(settings.dedup_window_s) if len(settings.sources) > 1 else None
         self._tasks: list[asyncio.Task] = []
         self._stopped = asyncio.Event()
@@ -74,6 +75,7 @@ class Foundation:
     def add_source(self, source: FeedSource) -> None:
         self.sources.append(source)
         self._decoders[source.name] = PacketDecoder(self.settings.max_frame_bytes)
+        self._sent_decoders[source.name] = PacketDecoder(self.settings.max_frame_bytes)
         self.connections[source.name] = _new_connection(getattr(source, "url", None))
 
     def add_component(self, component: Component) -> None:
@@ -160,6 +162,21 @@ class Foundation:
         except FrameError as exc:
             self._error(source, exc.code, exc.message, preview(message), received_ms)
 
+    def sent(self, source: str, message: str | bytes, sent_ms: int) -> None:
+        """`sent.<event>`: what the page asked of the server (orders placed by hand included), with the
+        frame as its WebSocket carried it. Other packets it sends (connect, acks) carry no order."""
+        try:
+            packet = self._sent_decoders[source].feed(message)
+            if packet is None or packet.kind != "event":
+                return
+            draft = verbatim_draft("sent", unwrap_event(packet))
+        except FrameError as exc:
+            self._error(source, exc.code, f"a frame the page sent: {exc.message}", preview(message), sent_ms)
+            return
+        if isinstance(message, str):
+            draft.data["frame"] = EIO_MESSAGE + message
+        self.bus.publish(draft.type, draft.data, source=source, game_id=draft.gameId, received_ms=sent_ms)
+
     def event(self, source: str, event: FeedEvent, received_ms: int) -> None:
         if self.dedup is not None and not self.dedup.admit(source, event):
             return  # the other source already delivered this frame
@@ -182,9 +199,10 @@ class Foundation:
             logging.WARNING if state == "failed" else logging.INFO,
             "%s %s %s (attempt %d)%s", source, state, url, attempt, f": {reason}" if reason else "",
         )
-        decoder = self._decoders.get(source)
-        if decoder is not None:
-            decoder.reset()
+        for decoders in (self._decoders, self._sent_decoders):
+            decoder = decoders.get(source)
+            if decoder is not None:
+                decoder.reset()
         self.bus.publish(
             "connection.status",
             {"state": state, "source": source, "url": url, "attempt": attempt, "reason": reason},

@@ -47,6 +47,21 @@ def error_draft(code: str, message: str, raw: str | None) -> Draft:
     return Draft("error", None, {"code": code, "message": message, "raw": raw})
 
 
+def verbatim_draft(family: str, event: FeedEvent) -> Draft:
+    """`<family>.<event name>` with the event as it was: `raw.*` for what the server sent, `sent.*` for
+    what the page sent."""
+    data: dict[str, Any] = {"payload": event.payload, "trace": event.trace}
+    if event.extra_args:
+        data["args"] = event.extra_args
+    if event.ack_id is not None:
+        data["ackId"] = event.ack_id
+    if event.namespace != "/":
+        data["namespace"] = event.namespace
+    payload = event.payload
+    game_id = as_str(payload.get("gameId")) if isinstance(payload, dict) else None
+    return Draft(f"{family}.{event.name}", game_id, data)
+
+
 @dataclass(slots=True)
 class GameState:
     game_id: str
@@ -74,7 +89,7 @@ class Normalizer:
 
     def normalize(self, event: FeedEvent, received_ms: int) -> list[Draft]:
         """All drafts one feed event produces: `raw.<name>` first, then the normalized ones."""
-        out = [self._raw(event)]
+        out = [verbatim_draft("raw", event)]
         try:
             handler = self._handlers.get(event.name)
             if handler is not None:
@@ -85,19 +100,6 @@ class Normalizer:
             log.exception("normalizer failed on %s", event.name)
             out.append(error_draft("normalize_failed", f"{event.name}: {exc!r}", None))
         return out
-
-    @staticmethod
-    def _raw(event: FeedEvent) -> Draft:
-        data: dict[str, Any] = {"payload": event.payload, "trace": event.trace}
-        if event.extra_args:
-            data["args"] = event.extra_args
-        if event.ack_id is not None:
-            data["ackId"] = event.ack_id
-        if event.namespace != "/":
-            data["namespace"] = event.namespace
-        payload = event.payload
-        game_id = as_str(payload.get("gameId")) if isinstance(payload, dict) else None
-        return Draft(f"raw.{event.name}", game_id, data)
 
     @staticmethod
     def _passthrough(event: FeedEvent, out: list[Draft]) -> None:

@@ -60,3 +60,12 @@ async def close_page(port: int, target_id: str, timeout: float) -> None:
         await _request("GET", port, f"/json/close/{target_id}", timeout)
     except DevToolsError:
         pass  # `/json/close` answers with text, not JSON; the tab is gone either way
+
+
+def game_page(pages: list[dict[str, Any]], game_url: str) -> dict[str, Any] | None:
+    """The debuggable tab showing the game (its URL starts with `game_url`), if any."""
+    game = game_url.rstrip("/")
+    return next(
+        (page for page in pages if page.get("webSocketDebuggerUrl") and page.get("url", "").startswith(game)),
+        None,
+    )

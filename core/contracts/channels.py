@@ -92,6 +92,12 @@ class RawEvent(_Open):
     trace: dict[str, Any] | None
 
 
+class SentEvent(RawEvent):
+    """`sent.*`: like `raw.*`, plus the frame as the page's WebSocket carried it."""
+
+    frame: str | None = None
+
+
 class RawAck(_Open):
     ackId: int
     args: list[Any]
@@ -152,6 +158,7 @@ CHANNELS: dict[str, type[BaseModel]] = {
     "recording.gap": RecordingGap,
     **ORDER_CHANNELS,
     "raw.*": RawEvent,
+    "sent.*": SentEvent,
 }
 
 # Feed events whose payload is republished unchanged on a named channel of their own.

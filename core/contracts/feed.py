@@ -38,6 +38,9 @@ class FeedSink(Protocol):
     def frame(self, source: str, message: str | bytes, received_ms: int) -> None:
         """One Engine.IO message payload (a Socket.IO packet as text, or a binary attachment)."""
 
+    def sent(self, source: str, message: str | bytes, sent_ms: int) -> None:
+        """One Engine.IO message payload the page itself sent (the browser source sees both ways)."""
+
     def event(self, source: str, event: FeedEvent, received_ms: int) -> None:
         """An already decoded event (replayed recordings)."""
 

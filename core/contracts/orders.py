@@ -126,7 +126,7 @@ class OrderSent(_OrderEvent):
     executor: str | None
     frame: str
     event: str
-    ackId: int
+    ackId: int | None  # None: the page built the frame (click) and it was not seen
     traceId: str | None
     sent: bool
     shape: Literal["captured", "unverified"]

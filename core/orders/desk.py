@@ -19,7 +19,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.contracts.component import CommandError
@@ -32,7 +32,7 @@ from core.orders.executors.base import Executor, ExecutorError, OrderFrame
 from core.orders.journal import OrderJournal
 from core.orders.limits import DeskView, check
 from core.orders.player import PlayerBook
-from core.orders.shapes import SHAPES, build_frame, trace_id_of
+from core.orders.shapes import SHAPES, build_frame, frame_from_text, trace_id_of
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ FIRST_ACK_ID = 900_000_000  # far above any ack id a page's own client reaches
 RECENT_SHOWN = 20
 TRADE_TYPES = {"buy": "buy", "sell": "sell", "short_open": "short_open", "short_close": "short_close"}
 AMOUNT_TOLERANCE = 1e-9
+UNCLAIMED_KEPT = 64
 WATCHED = ("raw.ack", "raw.standard/newTrade", "player.update", "player.identity", "raw.gameStatePlayerUpdate")
 
 
@@ -70,6 +71,9 @@ class OrderDesk:
         self._pending: dict[str, Pending] = {}  # sent, waiting for the ack (or unknown after a timeout)
         self._acked: dict[str, Pending] = {}  # acked, waiting for the player's own trade
         self._by_ack: dict[int, str] = {}
+        # acks and trades no order claimed: one may belong to a frame the page built (click) whose ack id
+        # and trace the desk learns only when the executor returns, after the server already answered
+        self._unclaimed: deque[tuple[str, Any, Any]] = deque(maxlen=UNCLAIMED_KEPT)
         self._accepted: deque[float] = deque()
         self._staked: dict[str | None, float] = {}
         self._ack_ids = itertools.count(FIRST_ACK_ID)
@@ -245,6 +249,8 @@ class OrderDesk:
             self._reject(record, RejectCode.NO_EXECUTOR, f"not sent: {exc}", by="vectra")
             await self._persist(record)
             return record
+        if sent.frame != frame.text:  # the executor let the page build it (click): its ack id and trace rule
+            frame = self._follow_sent(order.order_id, pending, sent.frame)
         record.update(state="sent", sent_at_ms=sent.sent_at_ms)
         self._publish("order.sent", record, **self._sent_fields(frame, order.kind, sent=True, executor=sent.executor))
         loop = asyncio.get_running_loop()
@@ -257,8 +263,26 @@ class OrderDesk:
         await self._persist(record)
         return record
 
+    def _follow_sent(self, order_id: str, pending: Pending, text: str) -> OrderFrame:
+        """Follow the frame that went out instead of the one proposed. One not seen (empty text) leaves
+        no ack id to wait for and no trace: its fill is matched by its fields, or the player's state
+        settles it. Runs before the desk's next `await`, so no evidence of it is looked at before."""
+        self._by_ack.pop(pending.frame.ack_id, None)
+        seen = frame_from_text(text)
+        if seen is not None:
+            self._by_ack[seen.ack_id] = order_id
+        pending.frame = seen or replace(pending.frame, trace_id=None, text=text)
+        evidence = list(self._unclaimed)  # looked at again now that the frame is known
+        self._unclaimed.clear()
+        for kind, first, second in evidence:
+            if kind == "ack":
+                self._on_ack(first, second)
+            else:
+                self._on_trade(first, second)
+        return pending.frame
+
     def _sent_fields(self, frame: OrderFrame, kind: str, *, sent: bool, executor: str | None) -> dict[str, Any]:
-        return {"executor": executor, "frame": frame.text, "event": frame.event, "ackId": frame.ack_id,
+        return {"executor": executor, "frame": frame.text, "event": frame.event, "ackId": frame.ack_id if frame.text else None,
                 "traceId": frame.trace_id, "sent": sent, "shape": SHAPES[kind].status}
 
     # --- evidence from the bus ------------------------------------------------------------------
@@ -295,6 +319,7 @@ class OrderDesk:
         order_id = self._by_ack.get(ack_id) if isinstance(ack_id, int) else None
         pending = self._pending.get(order_id) if order_id is not None else None
         if pending is None:
+            self._unclaimed.append(("ack", ack_id, args))
             return
         record = self.records[order_id]
         if record["state"] == "requested":
@@ -340,6 +365,7 @@ class OrderDesk:
                 self._settle_filled(record, *fill)
                 self._spawn(self._persist(record))
             return
+        self._unclaimed.append(("trade", trade, trace))
 
     def _awaiting_fill(self) -> dict[str, Pending]:
         return {order_id: pending for order_id, pending in {**self._pending, **self._acked}.items()

@@ -75,3 +75,19 @@ def trace_id_of(trace: Any) -> str | None:
         return None
     parts = trace["traceparent"].split("-")
     return parts[1] if len(parts) == 4 else None
+
+
+def frame_from_text(text: str) -> OrderFrame | None:
+    """An order frame read back from its wire text (`42<ackId>["event", {trace}?, {payload}]`), as an
+    executor that lets the page build it reports it; None when the text is not such a frame."""
+    head, _, body = text.partition("[")
+    if not head.startswith("42") or not head[2:].isdigit():
+        return None
+    try:
+        event, *args = orjson.loads("[" + body)
+    except (orjson.JSONDecodeError, ValueError):
+        return None
+    if not isinstance(event, str) or not args:
+        return None
+    trace_id = trace_id_of(args[0]) if len(args) > 1 else None
+    return OrderFrame(event=event, args=args, ack_id=int(head[2:]), trace_id=trace_id, text=text)

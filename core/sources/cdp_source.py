@@ -16,6 +16,8 @@ frame is lost on attach): the first unannounced socket of the game tab that carr
 becomes the game socket, until an announced socket matching `VECTRA_CDP_SOCKET_MATCH` replaces it.
 Before its WebSocket upgrade the page's client long-polls over HTTP (as the real site does on every
 reconnect); those responses are read too (`Network.getResponseBody`), so no frame of that phase is lost.
+What the page sends on its game socket (or posts while long-polling) goes to the core too
+(`sent.<event>`), so orders a person places by hand are recorded like everything else.
 
 When the feed goes wrong the source escalates, one step at a time, each on `connection.status`:
 no frame for `VECTRA_CDP_SILENCE_RELOAD_S` → reload the page; renderer crashed → navigate again;
@@ -36,7 +38,7 @@ from typing import Any
 import pychrome
 import websocket
 
-from core.chrome.devtools import DevToolsError, browser_version, close_page, list_pages, open_page
+from core.chrome.devtools import DevToolsError, browser_version, close_page, game_page, list_pages, open_page
 from core.chrome.manager import ChromeManager
 from core.chrome.pychrome_tab import QuietTab
 from core.config import Settings
@@ -213,13 +215,11 @@ class CdpSource(FeedSource):
 
     def _pick_tab(self, pages: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
         """The tab showing the game; else a blank tab to navigate; else none (a new one is opened)."""
-        game = self.settings.game_url.rstrip("/")
-        debuggable = [page for page in pages if page.get("webSocketDebuggerUrl")]
-        for page in debuggable:
-            if page.get("url", "").startswith(game):
-                return page, False
-        for page in debuggable:
-            if page.get("url", "") in BLANK_PAGES:
+        game = game_page(pages, self.settings.game_url)
+        if game is not None:
+            return game, False
+        for page in pages:
+            if page.get("webSocketDebuggerUrl") and page.get("url", "") in BLANK_PAGES:
                 return page, True
         return None, False
 
@@ -277,12 +277,17 @@ class CdpSource(FeedSource):
             if self._is_game_socket(request_id, params):
                 self._on_frame(params.get("response") or {}, received_ms)
         elif name == "Network.webSocketFrameSent":
-            self._is_game_socket(request_id, params)  # the page's own packets identify its game socket too
+            # the page's own packets identify its game socket too
+            if self._is_game_socket(request_id, params):
+                self._on_sent_frame(params.get("response") or {}, received_ms)
         elif name == "Network.requestWillBeSent":
             request = params.get("request") or {}
             url = request.get("url", "")
-            if request.get("method") == "GET" and POLLING_MARK in url and self.settings.cdp_socket_match in url:
-                self._polls.add(request_id)
+            if POLLING_MARK in url and self.settings.cdp_socket_match in url:
+                if request.get("method") == "GET":
+                    self._polls.add(request_id)
+                elif request.get("method") == "POST" and isinstance(request.get("postData"), str):
+                    self._on_sent_poll(request["postData"], received_ms)
         elif name == "Network.loadingFinished":
             if request_id in self._polls:
                 self._polls.discard(request_id)
@@ -382,6 +387,30 @@ class CdpSource(FeedSource):
         if kind == EIO_MESSAGE:
             self._deliver(body, received_ms)
         # open, close, ping/pong (probes included), upgrade and noop carry no game data
+
+    def _on_sent_frame(self, response: dict[str, Any], sent_ms: int) -> None:
+        payload = response.get("payloadData", "")
+        if response.get("opcode") == BINARY_OPCODE:
+            self.sink.sent(self.name, base64.b64decode(payload), sent_ms)
+        else:
+            self._on_sent_text(payload, sent_ms)
+
+    def _on_sent_poll(self, body: str, sent_ms: int) -> None:
+        """What the page sent by long-polling, before its WebSocket upgrade (one POST, several packets)."""
+        for packet in decode_polling_payload(body):
+            if isinstance(packet, bytes):
+                self.sink.sent(self.name, packet, sent_ms)
+            else:
+                self._on_sent_text(packet, sent_ms)
+
+    def _on_sent_text(self, payload: str, sent_ms: int) -> None:
+        try:
+            kind, body = split_engineio(payload)
+        except FrameError:
+            self.sink.sent(self.name, payload, sent_ms)  # reported by the core, raw included
+            return
+        if kind == EIO_MESSAGE:
+            self.sink.sent(self.name, body, sent_ms)
 
     def _deliver(self, message: str | bytes, received_ms: int) -> None:
         self._last_frame = time.monotonic()

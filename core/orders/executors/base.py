@@ -29,9 +29,11 @@ class OrderFrame:
 
 @dataclass(frozen=True, slots=True)
 class Sent:
+    """What went out: `ack_id` is None when the executor cannot choose one (`click`: the page does)."""
+
     executor: str
     frame: str
-    ack_id: int
+    ack_id: int | None
     sent_at_ms: int
 
 

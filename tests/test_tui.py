@@ -23,6 +23,13 @@ SIZE = (100, 30)
 REPO = Path(__file__).resolve().parent.parent
 
 
+async def press_and_settle(pilot, *keys: str) -> None:
+    """Press keys, let the commands they start finish, and let the screen catch up."""
+    await pilot.press(*keys)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
 def shown(app: VectraConsole, panel_id: str) -> str:
     """The text a panel puts on the screen right now (border and title included), as the operator reads it."""
     panel = app.query_one(f"#{panel_id}", Panel)
@@ -82,15 +89,11 @@ async def test_unreachable_feed_and_daemon_are_said_plainly(fake):
 async def test_r_flips_recording_in_the_foundation(fake):
     app = VectraConsole(fake)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("r")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await press_and_settle(pilot, "r")
         assert fake.commands[-1] == {"action": "record", "on": True}
         assert fake.report.recording.on
         assert "REC" in shown(app, "recording")
-        await pilot.press("r")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await press_and_settle(pilot, "r")
         assert fake.commands[-1] == {"action": "record", "on": False}
         assert "off" in shown(app, "recording")
 
@@ -98,9 +101,7 @@ async def test_r_flips_recording_in_the_foundation(fake):
 async def test_c_reconnects_and_b_relaunches_the_browser(fake):
     app = VectraConsole(fake)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("c")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await press_and_settle(pilot, "c")
         assert fake.commands == [{"action": "reconnect"}]
         assert "reconnects 3" in shown(app, "connection")
         await pilot.press("b")
@@ -145,9 +146,7 @@ async def test_without_an_order_desk_there_is_no_player_panel_and_no_order_keys(
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.pause()
         assert not app.query_one("#player", Panel).display
-        await pilot.press("h", "u")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await press_and_settle(pilot, "h", "u")
         assert fake.commands == [] and not isinstance(app.screen, ConfirmScreen)
 
 
@@ -155,9 +154,7 @@ async def test_h_halts_orders_at_once_and_u_resumes_only_when_confirmed():
     fake = FakeFoundation(trading=True)
     app = VectraConsole(fake, keymap=parse_keymap("resume=ctrl+u", VectraConsole.BINDINGS))
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("h")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await press_and_settle(pilot, "h")
         assert fake.commands == [{"action": "orders_halt", "reason": "console"}]
         assert "■ HALTED  every order refused" in shown(app, "player")
         assert app.query_one("#player", Panel).has_class("-halted")
@@ -168,17 +165,13 @@ async def test_h_halts_orders_at_once_and_u_resumes_only_when_confirmed():
         await pilot.press("ctrl+u")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("n")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await press_and_settle(pilot, "n")
         assert len(fake.commands) == 1 and fake.report.orders.halted
         assert "HALTED" in shown(app, "player")
 
         await pilot.press("ctrl+u")
         await pilot.pause()
-        await pilot.press("y")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await press_and_settle(pilot, "y")
         assert fake.commands[-1] == {"action": "orders_resume"}
         assert "HALTED" not in shown(app, "player") and not app.query_one("#player", Panel).has_class("-halted")
 
@@ -243,9 +236,7 @@ async def test_a_remapped_key_does_what_the_original_key_did(fake):
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert fake.commands == [] and not fake.report.recording.on
-        await pilot.press("ctrl+r")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await press_and_settle(pilot, "ctrl+r")
         assert fake.commands[-1] == {"action": "record", "on": True}
         assert "REC" in shown(app, "recording")
         await pilot.press("p")

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"VGM1"
 HEADER = struct.Struct("<4sQQII")  # magic, generation, first seq of the frame's events, how many, payload length
-CHECK = struct.Struct("<I")  # crc32 of header and payload
+CHECK = struct.Struct("<I")  # crc32 of header and payload, after them
 SLOT_SIZE = 4096
 PAYLOAD_MAX = SLOT_SIZE - HEADER.size - CHECK.size
 FILE_SIZE = 2 * SLOT_SIZE
@@ -127,11 +127,8 @@ class GameStore:
             payload = b"null"
         self._generation += 1
         offset = (self._generation % 2) * SLOT_SIZE
-        header = HEADER.pack(MAGIC, self._generation, first_seq, count, len(payload))
-        end = offset + HEADER.size + len(payload)
-        self._map[offset : offset + HEADER.size] = header
-        self._map[offset + HEADER.size : end] = payload
-        CHECK.pack_into(self._map, end, zlib.crc32(payload, zlib.crc32(header)))
+        record = HEADER.pack(MAGIC, self._generation, first_seq, count, len(payload)) + payload
+        self._map[offset : offset + len(record) + CHECK.size] = record + CHECK.pack(zlib.crc32(record))
 
     def close(self) -> None:
         if not self._map.closed:
@@ -144,17 +141,15 @@ class GameStore:
 
     def _read(self, index: int) -> Slot | None:
         offset = index * SLOT_SIZE
-        header = bytes(self._map[offset : offset + HEADER.size])
-        magic, generation, first_seq, count, length = HEADER.unpack(header)
+        magic, generation, first_seq, count, length = HEADER.unpack_from(self._map, offset)
         if magic != MAGIC or length > PAYLOAD_MAX or generation % 2 != index:
             return None
         end = offset + HEADER.size + length
-        payload = bytes(self._map[offset + HEADER.size : end])
         (check,) = CHECK.unpack_from(self._map, end)
-        if check != zlib.crc32(payload, zlib.crc32(header)):
+        if check != zlib.crc32(self._map[offset:end]):
             return None
         try:
-            memory = orjson.loads(payload)
+            memory = orjson.loads(self._map[offset + HEADER.size : end])
         except orjson.JSONDecodeError:
             return None
         return Slot(generation, first_seq, count, memory)

@@ -43,20 +43,26 @@ def of_game(events: list[dict], channel: str, game_id: str) -> list[dict]:
     return [event for event in events if event["type"] == channel and event["gameId"] == game_id]
 
 
-def assert_whole_game(events: list[dict], game_id: str) -> dict:
-    """One start, one end, every tick from the start to the end published once or declared, honest counts."""
-    starts, ends = of_game(events, "game.start", game_id), of_game(events, "game.end", game_id)
-    assert len(starts) == 1, f"{len(starts)} game.start for {game_id}"
-    assert len(ends) == 1, f"{len(ends)} game.end for {game_id}"
-    start, end = starts[0], ends[0]
+def assert_every_tick_accounted_for(events: list[dict], game_id: str, first: int, last: int) -> list[int]:
+    """Every tick from `first` to `last` published once (live or backfilled) or declared on `game.gap`."""
     ticks = ticks_by_game(events)[game_id]
     assert ticks == sorted(set(ticks)), f"ticks of {game_id} repeat or go backwards"
     declared: list[int] = []
     for gap in of_game(events, "game.gap", game_id):
         declared += range(gap["data"]["fromTick"], gap["data"]["toTick"] + 1)
     assert not set(declared) & set(ticks), "a published tick is also declared missing"
+    assert sorted(ticks + declared) == list(range(first, last + 1)), f"unexplained hole in {game_id}"
+    return ticks
+
+
+def assert_whole_game(events: list[dict], game_id: str) -> dict:
+    """One start, one end, every tick from the start to the end published once or declared, honest counts."""
+    starts, ends = of_game(events, "game.start", game_id), of_game(events, "game.end", game_id)
+    assert len(starts) == 1, f"{len(starts)} game.start for {game_id}"
+    assert len(ends) == 1, f"{len(ends)} game.end for {game_id}"
+    start, end = starts[0], ends[0]
     first, final = start["data"]["tick"], end["data"]["finalTick"]
-    assert sorted(ticks + declared) == list(range(first, final + 1)), f"unexplained hole in {game_id}"
+    ticks = assert_every_tick_accounted_for(events, game_id, first, final)
     assert end["data"]["ticksExpected"] == final - first + 1
     assert end["data"]["ticksSeen"] == len(ticks)
     assert end["data"]["backfilledTicks"] == len(
@@ -92,6 +98,31 @@ def test_a_restart_inside_a_game_keeps_one_start_and_counts_the_whole_game(long_
         e for e in of_game(second.events, "game.tick", game_id) if e["data"]["backfilled"]
     ]
     assert not missed or refilled, "the ticks missed while Vectra was down are backfilled or declared"
+
+
+def test_a_restart_between_a_games_cooldown_and_its_run_expects_every_tick_from_zero(daemon_for):
+    sim = SimProcess(speed=2, seed=11, max_ticks=700).start()  # a 7.5 s cooldown, then 700 ticks
+    try:
+        first = daemon_for(sim)
+        first.wait_for(lambda evs: any(e["type"] == "game.tick" and e["data"]["phase"] in ("COOLDOWN", "PRESALE")
+                                       for e in evs))
+        first.kill()
+        (game_id,) = {e["gameId"] for e in first.of_type("game.tick")}
+        deadline = time.monotonic() + 30
+        while (state := sim.state())["phase"] != "ACTIVE" or state["tickCount"] < 10:  # runs while Vectra is down
+            assert state["gameId"] == game_id and time.monotonic() < deadline
+            time.sleep(0.1)
+        second = daemon_for(sim)
+        second.wait_for(lambda evs: len(ticks_by_game(evs)[game_id]) >= 5)
+        assert second.terminate() == 0
+    finally:
+        sim.kill()
+    assert_nothing_lost_between_runs(first, second)
+    events = first.events + second.events
+    (start,) = of_game(events, "game.start", game_id)
+    assert not start["data"]["late"], "its cooldown was seen: not a late join, every tick from 0 is expected"
+    assert_every_tick_accounted_for(events, game_id, 0, ticks_by_game(events)[game_id][-1])
+    assert of_game(events, "game.gap", game_id), "ticks 0 to 4 at least were missed while Vectra was down"
 
 
 def test_vectra_down_across_a_rug_gives_that_game_its_inferred_end(daemon_for):

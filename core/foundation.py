@@ -100,13 +100,11 @@ class Foundation:
             return None
 
     def _resume_games(self) -> Normalizer:
-        memory = self.gamestore.restore(self.seqstore.resume.previous_last_seq) if self.gamestore else None
-        if memory is None:
+        """The game rules carry on where the last run left them, so a restart inside a game keeps it whole."""
+        if self.gamestore is None:
             return Normalizer()
-        try:
-            normalizer = Normalizer.resumed(memory)
-        except ValueError as exc:
-            log.warning("game memory in %s is not usable (%s): games start afresh", self.gamestore.path, exc)
+        normalizer = self.gamestore.restore(self.seqstore.resume.previous_last_seq, Normalizer.resumed)
+        if normalizer is None:
             return Normalizer()
         if normalizer.game is not None:
             log.info("resuming inside game %s (%s)", normalizer.game.game_id, normalizer.game.phase)

@@ -28,11 +28,12 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import orjson
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAGIC = b"VGM1"
 HEADER = struct.Struct("<4sQQII")  # magic, generation, first seq of the frame's events, how many, payload length
@@ -65,7 +66,7 @@ class GameStore:
             size = os.fstat(fd).st_size
             if size != FILE_SIZE:  # new, or not ours to read: start from zeros, which no slot accepts
                 os.ftruncate(fd, 0)
-                os.posix_fallocate(fd, 0, FILE_SIZE)  # real blocks: a full disk fails here, not in a store
+                os.pwrite(fd, bytes(FILE_SIZE), 0)  # real blocks: a full disk fails here, not in a store
             self._map = mmap.mmap(fd, FILE_SIZE)
         finally:
             os.close(fd)
@@ -76,14 +77,21 @@ class GameStore:
         self._generation = self._slots[0].generation if self._slots else 0
         self._refused = False
 
-    def restore(self, last_published_seq: int) -> Any:
-        """The memory that matches what subscribers saw up to `last_published_seq`, or None (logged).
+    def restore(self, last_published_seq: int, resume: Callable[[Any], T]) -> T | None:
+        """`resume(memory)` for the memory that matches what subscribers saw up to `last_published_seq`,
+        or None when there is none or `resume` refuses it (ValueError); every refusal is logged.
 
         The verdict is written back as the newest copy at once, so a memory set aside now (older than
-        a copy it was preferred to, or none at all) cannot be picked by a later start."""
-        memory = self._matching(last_published_seq)
+        a copy it was preferred to, refused, or none at all) cannot be picked by a later start."""
+        memory, resumed = self._matching(last_published_seq), None
+        if memory is not None:
+            try:
+                resumed = resume(memory)
+            except ValueError as exc:
+                log.warning("game memory in %s is not usable (%s): games start afresh", self.path, exc)
+                memory = None
         self.save(memory, last_published_seq + 1, 0)
-        return memory
+        return resumed
 
     def _matching(self, last_published_seq: int) -> Any:
         newest = self._slots[0] if self._slots else None

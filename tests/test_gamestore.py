@@ -27,7 +27,7 @@ def store_with_two_frames(path):
 def restored(path, last_published_seq):
     store = GameStore(path)
     try:
-        return store.restore(last_published_seq)
+        return store.restore(last_published_seq, lambda memory: memory)
     finally:
         store.close()
 
@@ -110,3 +110,19 @@ def test_a_memory_that_cannot_be_kept_is_recorded_as_none(tmp_path, caplog):
     store.close()
     assert len(caplog.records) == 1
     assert restored(path, 6) is None, "never the older memory: it no longer matches what was published"
+
+
+def test_a_memory_the_normalizer_refuses_gives_one_line_and_is_set_aside(tmp_path, caplog):
+    path = tmp_path / "games.state"
+    store_with_two_frames(path)
+
+    def refuse(memory):
+        raise ValueError("not a game memory of version 1")
+
+    store = GameStore(path)
+    with caplog.at_level(logging.WARNING):
+        assert store.restore(5, refuse) is None
+    store.close()
+    (line,) = caplog.records
+    assert "not usable (not a game memory of version 1)" in line.getMessage()
+    assert restored(path, 5) is None

@@ -12,11 +12,14 @@ is still whole. Each slot is written *before* the frame's events are published a
 sequence numbers they get, so at the next start the last published `seq` tells which slot matches what
 subscribers saw:
 - the frame's events were all published: the newest slot is exact;
-- the newest slot is torn: the kill came before its events went out, so the older slot is exact;
+- the newest slot is torn, or none of its events was published: the kill came before they went out,
+  so the older slot is exact;
 - the kill came between the frame's events: the older slot (before that frame) is taken, and the line
   logged says that channels of that one frame may repeat;
 - anything else (unreadable, from another layout, ahead of the sequence file): no memory, games start
   afresh as they did before this file existed, with one line in the log saying why.
+Neither file is fsynced per event: after a power cut (not a process kill) the page cache of both may be
+lost, and the memory read back may be older than the last events published.
 """
 
 from __future__ import annotations
@@ -105,13 +108,14 @@ class GameStore:
                             "published: resuming from it", self.path)
             return newest.memory
         older = self._slots[1] if len(self._slots) > 1 else None
-        if newest.first_seq <= last_published_seq and older is not None and older.generation == newest.generation - 1:
-            log.warning(
-                "game memory: the stop came while one frame's events were going out (seq %d of %d-%d published); "
-                "resuming from the state before that frame: channels of that frame may repeat",
-                last_published_seq, newest.first_seq, newest.last_seq,
-            )
-            return older.memory
+        if older is not None and older.generation == newest.generation - 1 and older.last_seq <= last_published_seq:
+            if newest.first_seq <= last_published_seq:
+                log.warning(
+                    "game memory: the stop came while one frame's events were going out (seq %d of %d-%d "
+                    "published); resuming from the state before that frame: channels of that frame may repeat",
+                    last_published_seq, newest.first_seq, newest.last_seq,
+                )
+            return older.memory  # (else the stop came before any of them went out: exact)
         log.warning(
             "game memory in %s is ahead of the sequence file (events up to seq %d, last published %d): "
             "games start afresh", self.path, newest.last_seq, last_published_seq,

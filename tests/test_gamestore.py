@@ -64,6 +64,14 @@ def test_a_kill_at_any_byte_of_a_write_resumes_from_the_frame_before(tmp_path, c
         assert len(caplog.records) <= 1
 
 
+def test_a_kill_after_a_write_and_before_its_events_resumes_from_the_frame_before(tmp_path, caplog):
+    path = tmp_path / "games.state"
+    store_with_two_frames(path)
+    with caplog.at_level(logging.WARNING):
+        assert restored(path, 2) == BEFORE
+    assert not caplog.records, "exact: nothing to say"
+
+
 def test_a_kill_between_a_frames_events_resumes_from_before_that_frame_and_says_so(tmp_path, caplog):
     path = tmp_path / "games.state"
     store_with_two_frames(path)

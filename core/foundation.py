@@ -33,6 +33,7 @@ from core.contracts.history import History
 from core.contracts.recordings import recordings_dir
 from core.framing import EIO_MESSAGE, FrameError, PacketDecoder, unwrap_event
 from core.normalizer import Normalizer, error_draft, verbatim_draft
+from core.gamestore import GameStore
 from core.seqstore import SeqStore
 from core.contracts.component import Component
 from core.contracts.feed import FeedSource
@@ -57,7 +58,8 @@ class Foundation:
         self.settings = settings
         self.seqstore = SeqStore(settings.data_dir / "seq.state")
         self.bus = EventBus(self.seqstore, settings.ring_size)
-        self.normalizer = Normalizer()
+        self.gamestore = self._open_gamestore()
+        self.normalizer = self._resume_games()
         self.sources: list[FeedSource] = []
         self.components: list[Component] = []
         self.connections: dict[str, dict[str, Any]] = {}
@@ -86,6 +88,29 @@ class Foundation:
         if action not in ACTIONS:
             raise ValueError(f"no request model for action {action!r} in core/contracts/requests.py")
         self.commands[action] = handler
+
+    def _open_gamestore(self) -> GameStore | None:
+        """Game memory is kept for live feeds only: a replay plays games of another time, from the start."""
+        path = self.settings.data_dir / "games.state"
+        if "replay" in self.settings.sources:
+            path.unlink(missing_ok=True)  # the games it remembers are no longer the last ones published
+            return None
+        try:
+            return GameStore(path)
+        except OSError as exc:
+            log.warning("game memory %s cannot be opened (%s): a restart inside a game will start it afresh", path, exc)
+            return None
+
+    def _resume_games(self) -> Normalizer:
+        """The game rules carry on where the last run left them, so a restart inside a game keeps it whole."""
+        if self.gamestore is None:
+            return Normalizer()
+        normalizer = self.gamestore.restore(self.seqstore.resume.previous_last_seq, Normalizer.resumed)
+        if normalizer is None:
+            return Normalizer()
+        if normalizer.game is not None:
+            log.info("resuming inside game %s (%s)", normalizer.game.game_id, normalizer.game.phase)
+        return normalizer
 
     @property
     def primary_source(self) -> str:
@@ -140,6 +165,8 @@ class Foundation:
             except Exception:
                 log.exception("stopping %s failed", component.name)
         self.seqstore.close()
+        if self.gamestore is not None:
+            self.gamestore.close()
         self._stopped.set()
 
     # --- the sink the sources report to ---------------------------------------------------------
@@ -181,6 +208,8 @@ class Foundation:
         if self.dedup is not None and not self.dedup.admit(source, event):
             return  # the other source already delivered this frame
         drafts = self.normalizer.normalize(event, received_ms)
+        if self.gamestore is not None and (memory := self.normalizer.changed_memory()) is not None:
+            self.gamestore.save(memory, self.bus.last_seq + 1, len(drafts))  # before: see core/gamestore.py
         self.bus.publish_drafts(drafts, source=source, received_ms=received_ms)
 
     def forget_games(self) -> None:

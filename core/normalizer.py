@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import fields
+from itertools import islice
+from operator import attrgetter
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from pydantic.dataclasses import dataclass
 
 from core.contracts.channels import PASSTHROUGH_EVENTS
 from core.contracts.fields import TICK_FIELDS, TRADE_FIELDS, as_float, as_int, as_str, data_reader
@@ -21,8 +26,11 @@ from core.contracts.feed import Draft, FeedEvent
 log = logging.getLogger(__name__)
 
 COOLDOWN, PRESALE, ACTIVE, RUGGED, UNKNOWN = "COOLDOWN", "PRESALE", "ACTIVE", "RUGGED", "UNKNOWN"
+Phase = Literal["COOLDOWN", "PRESALE", "ACTIVE", "RUGGED", "UNKNOWN"]
 PHASE_RANK = {COOLDOWN: 0, PRESALE: 1, ACTIVE: 2, RUGGED: 3}
 REMEMBERED_GAMES = 64
+REMEMBERED_ACROSS_RESTART = 4  # finished games whose late frames a restarted normalizer still recognises
+MEMORY_VERSION = 1
 REMEMBERED_TRADES = 20_000
 _tick_data = data_reader(TICK_FIELDS)
 _trade_data = data_reader(TRADE_FIELDS)
@@ -64,8 +72,11 @@ def verbatim_draft(family: str, event: FeedEvent) -> Draft:
 
 @dataclass(slots=True)
 class GameState:
+    """What the normalizer knows of the current game; a pydantic dataclass, so that the copy a restart
+    reads back (`Normalizer.resumed`) is checked field by field."""
+
     game_id: str
-    phase: str = UNKNOWN
+    phase: Phase = UNKNOWN
     seen_before_active: bool = False
     started: bool = False
     ended: bool = False
@@ -80,12 +91,60 @@ class GameState:
     last_ms: int | None = None
 
 
+_game_values = attrgetter(*(field.name for field in fields(GameState)))
+
+
 class Normalizer:
     def __init__(self) -> None:
         self.game: GameState | None = None
         self.phase: str | None = None
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._trade_ids: OrderedDict[str, None] = OrderedDict()
+        self._changed = False
+        self._recently_finished: list[str] = []
+
+    # --- memory across restarts ---------------------------------------------------------------
+
+    def changed_memory(self) -> dict[str, Any] | None:
+        """The game memory, when the last event may have changed it (a game frame), else None.
+
+        A restarted Vectra resumes from it (`resumed`), so the game it was inside keeps one
+        `game.start`, its missed ticks are refilled or declared, and its counts cover the whole game."""
+        if not self._changed:
+            return None
+        self._changed = False
+        game = self.game
+        return {
+            "version": MEMORY_VERSION,
+            "phase": self.phase,
+            "finished": self._recently_finished,
+            "game": None if game is None else _game_values(game),
+        }
+
+    @classmethod
+    def resumed(cls, memory: Any) -> "Normalizer":
+        """A normalizer that carries on from `changed_memory()`; ValueError if it is not one."""
+        if not isinstance(memory, dict) or memory.get("version") != MEMORY_VERSION:
+            raise ValueError(f"not a game memory of version {MEMORY_VERSION}")
+        phase, finished, game = memory.get("phase"), memory.get("finished"), memory.get("game")
+        if phase is not None and phase not in PHASE_RANK:
+            raise ValueError(f"unknown phase {phase!r}")
+        if not isinstance(finished, list) or not all(isinstance(game_id, str) for game_id in finished):
+            raise ValueError("finished games are not a list of game ids")
+        if game is not None and (not isinstance(game, list) or len(game) != len(fields(GameState))):
+            raise ValueError("the current game is not a list of its fields")
+        normalizer = cls()
+        try:
+            normalizer.game = None if game is None else GameState(*game)
+        except ValidationError as exc:
+            problems = "; ".join(f"field {error['loc']}: {error['msg']}" for error in exc.errors())
+            raise ValueError(f"the current game does not fit: {problems}") from None
+        normalizer.phase = phase
+        normalizer._finished.update(dict.fromkeys(finished))
+        normalizer._recently_finished = finished[-REMEMBERED_ACROSS_RESTART:]
+        return normalizer
+
+    # --- events ---------------------------------------------------------------------------------
 
     def normalize(self, event: FeedEvent, received_ms: int) -> list[Draft]:
         """All drafts one feed event produces: `raw.<name>` first, then the normalized ones."""
@@ -130,6 +189,7 @@ class Normalizer:
         if not isinstance(frame, dict):
             out.append(error_draft("bad_payload", "gameStateUpdate payload is not an object", None))
             return
+        self._changed = True
         game_id = as_str(frame.get("gameId"))
         if game_id is None:
             out.append(error_draft("bad_payload", "gameStateUpdate without a gameId", None))
@@ -195,6 +255,7 @@ class Normalizer:
             self._finished[previous.game_id] = None
             if len(self._finished) > REMEMBERED_GAMES:
                 self._finished.popitem(last=False)
+            self._recently_finished = list(islice(reversed(self._finished), REMEMBERED_ACROSS_RESTART))[::-1]
         self.game = GameState(game_id)
 
     def _infer_end(self, game: GameState, history: Any, out: list[Draft]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import orjson
 import pytest
 
 from tests.protocol_models import EnvelopeModel, model_for
@@ -258,3 +259,40 @@ def test_passthrough_events_keep_their_payload(discovered_schemas):
     assert [(d.type, d.data) for d in out[1:]] == [("player.update", update)]
     identity = normalizer.normalize(FeedEvent("usernameStatus", {"username": "bot"}), 1)
     assert identity[1].type == "player.identity"
+
+
+def resumed(normalizer: Normalizer) -> Normalizer:
+    """What a restarted Vectra holds: the memory, through the JSON it is stored as."""
+    memory = normalizer.changed_memory()
+    assert memory is not None
+    return Normalizer.resumed(orjson.loads(orjson.dumps(memory)))
+
+
+def test_a_normalizer_resumed_from_its_memory_carries_on_the_same_game(key_samples):
+    """The same real game with a restart after the midgame tick gives exactly the channels of a run without one."""
+    normalizer = Normalizer()
+    before = [d for name in LIVE_ORDER[:9] for d in feed(normalizer, key_samples[name])]
+    normalizer = resumed(normalizer)
+    after = [d for name in LIVE_ORDER[9:] for d in feed(normalizer, key_samples[name])]
+    uninterrupted = Normalizer()
+    expected = [d for name in LIVE_ORDER for d in feed(uninterrupted, key_samples[name])]
+    assert game_events(before + after) == game_events(expected)
+    assert [d.type for d in game_events(after)].count("game.end") == 1
+
+
+def test_a_normalizer_remembers_only_after_a_game_frame(key_samples):
+    normalizer = Normalizer()
+    feed(normalizer, key_samples["06_trade_buy"])
+    assert normalizer.changed_memory() is None, "a trade changes no game: nothing to write"
+    feed(normalizer, key_samples["05_active_midgame"])
+    assert normalizer.changed_memory() is not None
+    assert normalizer.changed_memory() is None
+
+
+@pytest.mark.parametrize("memory", [None, [], {"version": 99}, {"version": 1, "phase": "LOST", "finished": [], "game": None},
+                                    {"version": 1, "phase": None, "finished": "g", "game": None},
+                                    {"version": 1, "phase": None, "finished": [], "game": ["g"]},
+                                    {"version": 1, "phase": None, "finished": [], "game": ["g", "ACTIVE", "maybe"] + [0] * 11}])
+def test_a_memory_that_is_not_one_is_refused(memory):
+    with pytest.raises(ValueError):
+        Normalizer.resumed(memory)

@@ -127,8 +127,7 @@ class Watchers:
     def __init__(self, stack: "Stack") -> None:
         self.stack = stack
         self.events: dict[int, dict[str, Any]] = {}  # seq -> envelope (type, gameId, data)
-        self.feed_times: list[float] = []  # monotonic receive time of each raw.* event (client view)
-        self.health: list[tuple[float, str, str | None]] = []  # (monotonic, status, recording state)
+        self.health: list[tuple[float, str, str | None]] = []  # (epoch s at the reply, status, recording state)
         self.tasks: list[asyncio.Task] = []
 
     def keep(self, envelope: dict[str, Any]) -> None:
@@ -159,8 +158,6 @@ async def watch_with_client(stack: "Stack", view: View, from_seq: int = 1, patte
         envelope = item.as_dict()
         view.seqs.add(item.seq)
         stack.watchers.keep(envelope)
-        if item.type.startswith("raw."):
-            stack.watchers.feed_times.append(time.monotonic())
 
 
 async def watch_with_websocket(stack: "Stack", view: View, from_seq: int = 1, stop_after: int | None = None) -> None:
@@ -193,7 +190,7 @@ async def poll_health(stack: "Stack") -> None:
             status, body = await asyncio.to_thread(http_get, stack.http_url + "/health", None, 1.0)
             report = json.loads(body)
             recording = report.get("recording") or {}
-            stack.watchers.health.append((time.monotonic(), report.get("status", f"http {status}"), recording.get("state")))
+            stack.watchers.health.append((time.time(), report.get("status", f"http {status}"), recording.get("state")))
         except (OSError, ValueError):
             pass
         await asyncio.sleep(0.25)
@@ -324,7 +321,7 @@ class Stack:
             await asyncio.sleep(0.02)
 
     def fault_over(self) -> None:
-        self.fault_over_at = time.monotonic()
+        self.fault_over_at = time.time()
 
     def last_seq(self) -> int:
         reply = zmq_request({"action": "ping"}, 5, router=self.env["VECTRA_ZMQ_ROUTER"])
@@ -353,7 +350,6 @@ class Stack:
         except TimeoutError:
             row.notes.append("not caught up within %gs: %s" % (CATCH_UP_S, ", ".join(
                 f"{view.name} at {view.high()}/{cutoff}" for view in live if view.high() < cutoff)))
-        recovery = self._recovery()
         await self.watchers.stop()
         await self.stop_daemon(signal.SIGTERM)
         recorded = {envelope.seq: envelope.as_dict()
@@ -373,7 +369,12 @@ class Stack:
             declared = {seq for first, last in view.declared for seq in range(first, min(last, cutoff) + 1)}
             expected = {seq for seq in published if seq >= view.first_seq}
             lost[view.name] += len(expected - view.seqs - declared - never_used)
-            alarms[view.name] += len(declared & (view.seqs | never_used))
+            for first, last in view.declared:
+                span = set(range(first, last + 1))
+                if span & view.seqs:
+                    alarms[f"{view.name} gap {first}-{last} of delivered events"] += 1
+                elif span <= never_used:
+                    alarms[f"{view.name} gap {first}-{last} of numbers never used"] += 1
             row.declared_gaps += len(view.declared)
         game_lost, game_alarms, game_gaps = self._games(cutoff)
         lost.update(game_lost)
@@ -383,8 +384,8 @@ class Stack:
         row.lost_silently = sum(lost.values())
         row.false_alarms = sum(alarms.values())
         row.notes += [f"lost: {name} {n}" for name, n in lost.items() if n]
-        row.notes += [f"false alarm: {name} {n}" for name, n in alarms.items() if n]
-        row.recovery_s = self.recovery_override if self.recovery_override is not None else recovery
+        row.notes += [f"false alarm: {name}" + (f" x{n}" if n > 1 else "") for name, n in alarms.items() if n]
+        row.recovery_s = self.recovery_override if self.recovery_override is not None else self._recovery()
         return row
 
     def _never_used(self, published: set[int]) -> set[int]:
@@ -455,10 +456,10 @@ class Stack:
         return lost, alarms, declared
 
     def _health_alarms(self) -> Counter:
-        """Episodes of `/health` `ok` while no feed frame reached a subscriber for longer than the
-        staleness limit, or while the recording had failed."""
+        """Episodes of `/health` `ok` while the daemon had received no feed frame (a `raw.*` event,
+        by its receive stamp) for longer than the staleness limit, or while the recording had failed."""
         alarms: Counter[str] = Counter()
-        feed = self.watchers.feed_times
+        feed = self.feed_times()
         silent_before, failed_before = False, False
         index = 0
         for at, status, recording_state in self.watchers.health:
@@ -475,11 +476,15 @@ class Stack:
             silent_before, failed_before = silent_ok, failed_ok
         return alarms
 
+    def feed_times(self) -> list[float]:
+        """When the daemon received each feed frame (epoch s), from every envelope seen."""
+        return sorted(e["timestamp"] / 1000 for e in self.watchers.events.values() if e["type"].startswith("raw."))
+
     def _recovery(self) -> float | None:
         start = self.fault_over_at
         if start is None:
             return None
-        frame = next((at for at in self.watchers.feed_times if at >= start), None)
+        frame = next((at for at in self.feed_times() if at >= start), None)
         healthy = next((at for at, status, _ in self.watchers.health if at >= start and status == "ok"), None)
         if frame is None or healthy is None:
             return None

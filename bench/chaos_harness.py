@@ -228,7 +228,6 @@ class Stack:
         self.daemons: list[DaemonProcess] = []
         self.watchers = Watchers(self)
         self.views: list[View] = []
-        self.extra_published: set[int] = set()
         self.row = Row(name)
         self.fault_over_at: float | None = None
         self.recovery_override: float | None = None
@@ -323,9 +322,19 @@ class Stack:
     def fault_over(self) -> None:
         self.fault_over_at = time.time()
 
-    def last_seq(self) -> int:
-        reply = zmq_request({"action": "ping"}, 5, router=self.env["VECTRA_ZMQ_ROUTER"])
-        return int(reply["seq"])
+    def last_seq(self, patience_s: float = 60) -> int:
+        """The last seq published, asked on the ROUTER (retried: a stalled daemon may answer late)."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                reply = zmq_request({"action": "ping"}, 5, router=self.env["VECTRA_ZMQ_ROUTER"])
+                if reply.get("type") == "pong":
+                    return int(reply["seq"])
+            except TimeoutError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the daemon does not answer `ping`")
+            time.sleep(0.5)
 
     def fail(self, what: str) -> None:
         """The scenario's own check of the behaviour the issue requires did not hold."""
@@ -360,22 +369,10 @@ class Stack:
             for envelope in daemon.events:
                 self.watchers.keep(envelope)
         recording = View("recordings", set(recorded), self._recording_gaps())
-        published = {seq for seq in self.watchers.events if seq <= cutoff} | {s for s in self.extra_published if s <= cutoff}
-        never_used = self._never_used(published)
+        published = {seq for seq in self.watchers.events if seq <= cutoff}
         row.published = len(published)
-        lost: Counter[str] = Counter()
-        alarms: Counter[str] = Counter()
-        for view in [*self.views, recording]:
-            declared = {seq for first, last in view.declared for seq in range(first, min(last, cutoff) + 1)}
-            expected = {seq for seq in published if seq >= view.first_seq}
-            lost[view.name] += len(expected - view.seqs - declared - never_used)
-            for first, last in view.declared:
-                span = set(range(first, last + 1))
-                if span & view.seqs:
-                    alarms[f"{view.name} gap {first}-{last} of delivered events"] += 1
-                elif span <= never_used:
-                    alarms[f"{view.name} gap {first}-{last} of numbers never used"] += 1
-            row.declared_gaps += len(view.declared)
+        lost, alarms = self.account(published, cutoff, [recording])
+        row.declared_gaps += sum(len(view.declared) for view in [*self.views, recording])
         game_lost, game_alarms, game_gaps = self._games(cutoff)
         lost.update(game_lost)
         alarms.update(game_alarms)
@@ -387,6 +384,24 @@ class Stack:
         row.notes += [f"false alarm: {name}" + (f" x{n}" if n > 1 else "") for name, n in alarms.items() if n]
         row.recovery_s = self.recovery_override if self.recovery_override is not None else self._recovery()
         return row
+
+    def account(self, published: set[int], cutoff: int, extra_views: list[View]) -> tuple[Counter, Counter]:
+        """Per view: published events neither delivered nor declared (lost silently), and
+        declarations of delivered events or of numbers never used (false alarms)."""
+        never_used = self._never_used(published)
+        lost: Counter[str] = Counter()
+        alarms: Counter[str] = Counter()
+        for view in [*self.views, *extra_views]:
+            declared = {seq for first, last in view.declared for seq in range(first, min(last, cutoff) + 1)}
+            expected = {seq for seq in published if seq >= view.first_seq}
+            lost[view.name] += len(expected - view.seqs - declared - never_used)
+            for first, last in view.declared:
+                span = set(range(first, last + 1))
+                if span & view.seqs:
+                    alarms[f"{view.name} gap {first}-{last} of delivered events"] += 1
+                elif span <= never_used:
+                    alarms[f"{view.name} gap {first}-{last} of numbers never used"] += 1
+        return +lost, +alarms
 
     def _never_used(self, published: set[int]) -> set[int]:
         """Numbers between a run's announced `previous_last_seq` and its `sys.start` that nobody

@@ -202,7 +202,7 @@ async def poll_health(stack: "Stack") -> None:
 class Stack:
     """One scenario's world; see the module docstring."""
 
-    def __init__(self, name: str, workdir: Path, *, speed: float = 10, max_ticks: int | None = 60,
+    def __init__(self, name: str, workdir: Path, *, speed: float = 10, max_ticks: int = 60,
                  seed: int = 11, env: dict[str, str] | None = None, data_dir: Path | None = None,
                  cdp: bool = False) -> None:
         self.name = name

@@ -33,7 +33,6 @@ from bench.chaos_harness import (
     http_get,
     scenario,
     tmpfs,
-    watch_with_client,
     watch_with_websocket,
 )
 
@@ -44,12 +43,15 @@ PAGE_CLIENT = REPO / "node_modules" / "socket.io-client" / "dist" / "socket.io.m
 # --- feed --------------------------------------------------------------------------------------------
 
 
-async def feed_fault_and_back(stack: Stack, body: dict[str, Any], lasts_s: float = 0) -> None:
+async def feed_fault_and_back(stack: Stack, body: dict[str, Any], lasts_s: float = 0, in_game: bool = False) -> None:
+    """One simulator fault (during a running game if `in_game`), lasting `lasts_s`, then 4 s of normal feed."""
     await stack.start()
+    if in_game:
+        await stack.wait_phase(("ACTIVE",))
     await stack.fault(**body)
     await asyncio.sleep(lasts_s)
     stack.fault_over()
-    await asyncio.sleep(3)
+    await asyncio.sleep(4)
 
 
 @scenario("feed-killed", quick=True)
@@ -88,31 +90,18 @@ async def feed_duplicates(stack: Stack) -> None:
 
 @scenario("feed-reorder")
 async def feed_reorder(stack: Stack) -> None:
-    await stack.start()
-    await stack.wait_phase(("ACTIVE",))
-    await stack.fault(kind="reorder", count=5)
-    stack.fault_over()
-    await asyncio.sleep(4)
+    await feed_fault_and_back(stack, {"kind": "reorder", "count": 5}, in_game=True)
 
 
 @scenario("feed-reconnect-in-game")
 async def feed_reconnect_in_game(stack: Stack) -> None:
-    await stack.start()
-    await stack.wait_phase(("ACTIVE",))
-    await stack.fault(kind="drop", seconds=0.3)
-    await asyncio.sleep(0.3)
-    stack.fault_over()
-    await asyncio.sleep(4)
+    await feed_fault_and_back(stack, {"kind": "drop", "seconds": 0.3}, 0.3, in_game=True)
 
 
 @scenario("feed-long-disconnect-rug")
 async def feed_long_disconnect_rug(stack: Stack) -> None:
-    await stack.start()
-    await stack.wait_phase(("ACTIVE",))
-    await stack.fault(kind="drop", seconds=5)  # games here last ~3 s: at least one rug is missed
-    await asyncio.sleep(5)
-    stack.fault_over()
-    await asyncio.sleep(5)
+    # games here last ~3 s: at least one rug is missed
+    await feed_fault_and_back(stack, {"kind": "drop", "seconds": 5}, 5, in_game=True)
 
 
 # --- browser (CDP source) ------------------------------------------------------------------------------

@@ -21,12 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.chaos_harness import Stack, process_figures, table  # noqa: E402
 
 SIMULATED_S = 3600
+REAL_LENGTHS = 100_000  # no forced rug in practice: games end at the 0.5 % per tick rug
 
 
 async def soak(minutes: float) -> int:
     speed = SIMULATED_S / (minutes * 60)
     workdir = Path(tempfile.mkdtemp(prefix="chaos-soak-"))
-    stack = Stack("soak", workdir, speed=speed, max_ticks=None, env={"VECTRA_RECORD_ROTATE_MB": "16"})
+    stack = Stack("soak", workdir, speed=speed, max_ticks=REAL_LENGTHS, env={"VECTRA_RECORD_ROTATE_MB": "16"})
     print(f"soak: {minutes:g} min at speed {speed:g} (one hour of games), recording on", flush=True)
     print("minute  rss_MB  fds  cpu_%  seq  games_ended", flush=True)
     try:

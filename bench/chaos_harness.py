@@ -280,7 +280,8 @@ class Stack:
 
     def _answers(self) -> bool:
         if self.daemon.proc.poll() is not None:
-            raise RuntimeError(f"daemon exited {self.daemon.proc.returncode}: {''.join(self.daemon.stderr[-3:]).strip()}")
+            said = "".join(self.daemon.stderr[-3:]).strip()
+            raise RuntimeError(f"daemon exited {self.daemon.proc.returncode}" + (f": {said}" if said else ", no message"))
         try:
             return http_get(self.http_url + "/health", None, 0.5)[0] in (200, 503)
         except OSError:

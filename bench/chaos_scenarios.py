@@ -456,16 +456,19 @@ def attack_scenario(name: str, **options: Any):
     return register
 
 
-@attack_scenario("attack-many-patterns")
+@attack_scenario("attack-many-patterns", timeout_s=400)
 async def many_patterns(stack: Stack) -> None:
-    """Defect 1: eight subscribes of 6,000 distinct patterns on one WebSocket."""
+    """Defect 1: eight subscribes of 6,000 distinct patterns on one WebSocket; then how long until the
+    daemon answers a `ping` on the ROUTER again (up to 5 min)."""
     messages = [orjson.dumps({"action": "subscribe", "channels": [f"x{batch}.{n}" for n in range(6000)]})
                 for batch in range(8)]
     before = time.monotonic()
-    await ws_exchange(stack, *messages, orjson.dumps({"action": "ping"}), wait_s=15)
-    took = time.monotonic() - before
-    if took > 15:
-        stack.fail(f"the subscribes held the daemon {took:.0f} s")
+    with contextlib.suppress(Exception):
+        await ws_exchange(stack, *messages, orjson.dumps({"action": "ping"}), wait_s=15)
+    await asyncio.to_thread(stack.last_seq, 300)
+    held = time.monotonic() - before
+    if held > 5:
+        stack.fail(f"the subscribes held the daemon {held:.0f} s")
 
 
 @attack_scenario("attack-zmq-never-reads")

@@ -415,8 +415,19 @@ class Stack:
         return unused
 
     def _recording_gaps(self) -> list[tuple[int, int]]:
-        return [(e["data"]["from_seq"], e["data"]["to_seq"]) for e in self.watchers.events.values()
-                if e["type"] == "recording.gap" and "from_seq" in e["data"]]
+        """`recording.gap` ranges (the channel is issue 14's; its field names are taken as they come)."""
+        gaps = []
+        for event in self.watchers.events.values():
+            if event["type"] != "recording.gap":
+                continue
+            data = event["data"]
+            for first, last in (("from_seq", "to_seq"), ("fromSeq", "toSeq"), ("from", "to")):
+                if isinstance(data.get(first), int) and isinstance(data.get(last), int):
+                    gaps.append((data[first], data[last]))
+                    break
+            else:
+                self.note(f"recording.gap without a range: {data}")
+        return gaps
 
     def _games(self, cutoff: int) -> tuple[Counter, Counter, int]:
         """Per game: ticks neither published nor declared, starts without an end, and the false

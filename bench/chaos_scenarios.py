@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -249,7 +250,7 @@ async def watch_with_tail(stack: Stack, view: View, from_seq: int = 1, stop_afte
     """`vectra tail --from-seq N` (the Python client as its own process), SIGKILLed after
     `stop_after` events."""
     args = [sys.executable, "-m", "vectra_cli", "tail", "--from-seq", str(from_seq)]
-    process = subprocess.Popen(args, cwd=REPO, env={**__import__("os").environ, **stack.env},
+    process = subprocess.Popen(args, cwd=REPO, env={**os.environ, **stack.env},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stack.cleanups.append(process.kill)
 

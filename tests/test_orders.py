@@ -408,15 +408,17 @@ async def test_halt_refuses_every_order_until_resumed_and_survives_a_restart(tmp
             await refused(bot, buy("h-1", token="s3cret"), RejectCode.HALTED)
             status = await ask(bot, {"action": "orders_status"})  # read-only: no token needed
             assert status["data"]["halted"] is True and status["data"]["recent"][-1]["order_id"] == "h-1"
+    # Each restart sees the presale a little later (the same frame again is a duplicate since the
+    # game's state survives restarts, and a duplicate is no fresh tick).
     async with desk_only(tmp_path, orders="dry-run", auth_token="s3cret") as restarted:
-        presale(restarted)
+        presale(restarted, timer=7000)
         async with connect(ws_url(restarted)) as bot:
             await refused(bot, buy("h-2", token="s3cret"), RejectCode.HALTED)
             resumed = await ask_zmq(restarted, {"action": "orders_resume", "token": "s3cret"})
             assert resumed["type"] == "orders" and resumed["data"]["halted"] is False
             await accepted(bot, buy("h-3", token="s3cret"))
     async with desk_only(tmp_path, orders="dry-run", auth_token="s3cret") as again:
-        presale(again)
+        presale(again, timer=6000)
         async with connect(ws_url(again)) as bot:
             await accepted(bot, buy("h-4", token="s3cret"))
 

@@ -10,45 +10,17 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from itertools import islice
 from typing import Any, Callable, Iterable
 
 from core.contracts.component import Subscriber
 from core.contracts.envelope import Envelope, now_ms
 from core.contracts.feed import Draft
+from core.ring import Ring
 from core.seqstore import SeqStore
 
 log = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 2048
-
-
-class Ring:
-    """The most recent envelopes of this run, compact, addressable by `seq` (contiguous within a run)."""
-
-    def __init__(self, size: int) -> None:
-        self._items: deque[Envelope] = deque(maxlen=size)
-
-    def append(self, envelope: Envelope) -> None:
-        self._items.append(envelope.compact())
-
-    @property
-    def first_seq(self) -> int | None:
-        return self._items[0].seq if self._items else None
-
-    @property
-    def last(self) -> Envelope | None:
-        return self._items[-1] if self._items else None
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def since(self, from_seq: int) -> list[Envelope]:
-        """Every held envelope with `seq >= from_seq`, oldest first."""
-        first = self.first_seq
-        if first is None:
-            return []
-        return list(islice(self._items, max(0, from_seq - first), None))
 
 
 class Stats:
@@ -93,9 +65,9 @@ class Stats:
 
 
 class EventBus:
-    def __init__(self, seqstore: SeqStore, ring_size: int) -> None:
+    def __init__(self, seqstore: SeqStore, ring: Ring) -> None:
         self.seqstore = seqstore
-        self.ring = Ring(ring_size)
+        self.ring = ring
         self.stats = Stats()
         self._subscribers: list[Subscriber] = []
         self._control_listeners: list[Callable[[dict[str, Any]], None]] = []

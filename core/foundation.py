@@ -33,6 +33,7 @@ from core.contracts.history import History
 from core.contracts.recordings import recordings_dir
 from core.framing import FrameError, PacketDecoder, unwrap_event
 from core.normalizer import Normalizer, error_draft
+from core.ring import Ring
 from core.seqstore import SeqStore
 from core.contracts.component import Component
 from core.contracts.feed import FeedSource
@@ -56,7 +57,7 @@ class Foundation:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.seqstore = SeqStore(settings.data_dir / "seq.state")
-        self.bus = EventBus(self.seqstore, settings.ring_size)
+        self.bus = EventBus(self.seqstore, Ring(settings.ring_size, int(settings.ring_max_mb * 1024 * 1024)))
         self.normalizer = Normalizer()
         self.sources: list[FeedSource] = []
         self.components: list[Component] = []

@@ -97,7 +97,9 @@ class Normalizer:
             data["namespace"] = event.namespace
         payload = event.payload
         game_id = as_str(payload.get("gameId")) if isinstance(payload, dict) else None
-        return Draft(f"raw.{event.name}", game_id, data)
+        plain = event.payload_json is not None and len(data) == 2 and event.trace is None
+        data_json = b'{"payload":%b,"trace":null}' % event.payload_json.encode() if plain else None
+        return Draft(f"raw.{event.name}", game_id, data, data_json)
 
     @staticmethod
     def _passthrough(event: FeedEvent, out: list[Draft]) -> None:

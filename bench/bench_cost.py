@@ -43,6 +43,7 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.bench_ws import percentile  # noqa: E402
 from bench.proc import cpu_seconds, resident_mb  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
@@ -124,21 +125,10 @@ async def baseline_main(feed_url: str, ws_port: int, zmq_url: str) -> None:
     import socketio
     import websockets
     import zmq
-    from websockets.asyncio.server import serve
 
-    clients: set = set()
+    from bench.bench_ws import bare_clients
 
-    async def handler(connection) -> None:
-        clients.add(connection)
-        try:
-            async for _ in connection:
-                pass
-        except websockets.ConnectionClosed:
-            pass
-        finally:
-            clients.discard(connection)
-
-    server = await serve(handler, "127.0.0.1", ws_port, compression=None)
+    server, clients = await bare_clients(ws_port)
     pub = zmq.Context().socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, 10_000)
     pub.bind(zmq_url)
@@ -196,13 +186,6 @@ def wait_until(check, timeout: float, what: str) -> None:
             pass
         time.sleep(0.1)
     raise TimeoutError(f"gave up waiting for {what}")
-
-
-def percentile(values: list[float], fraction: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 class Processes:
@@ -332,6 +315,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="one run under cProfile, then its hot path")
     parser.add_argument("--rates", default=None, help="comma-separated frames/s (default 1000,2000,4000)")
     parser.add_argument("--seconds", type=float, default=None, help="length of each pour (default 5, quick 2)")
+    parser.add_argument("--match", default="", help="only the runs whose label holds this text, e.g. 'rec on'")
     parser.add_argument("--subscriber", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--baseline", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -368,10 +352,14 @@ def main() -> None:
             Run("vectra", rate, count, 10, True, recorder=True),
             Run("baseline", rate, count, 10, True),
         ):
+            if args.match not in run.label:
+                continue
             result = measure(run)
             results.append(result)
             print_row(result)
-    print_row(measure(Run("vectra", 4000, RING_FILL_EVENTS // 2 + 1000, 1, False, name="vectra ring full, 1 WS, rec off")))
+    fill = Run("vectra", 4000, RING_FILL_EVENTS // 2 + 1000, 1, False, name="vectra ring full, 1 WS, rec off")
+    if args.match in fill.label:
+        print_row(measure(fill))
     vectra = [r for r in results if r["run"].target == "vectra" and r["run"].websockets == 10 and r["run"].recorder]
     baseline = [r for r in results if r["run"].target == "baseline"]
     ours, theirs = lossless_rate(vectra), lossless_rate(baseline)

@@ -24,6 +24,8 @@ import sys
 import threading
 from array import array
 from collections import deque
+from itertools import chain
+from typing import Iterator
 
 import pyarrow as pa
 
@@ -75,14 +77,13 @@ class Block:
         self.size = len(self.packed)
         self.lines = None
 
-    def envelopes(self, from_index: int) -> list[Envelope]:
+    def envelopes(self, start: int, stop: int) -> list[Envelope]:
         lines = self.lines
         if lines is None:
             lines = CODEC.decompress(self.packed, self.raw_bytes, asbytes=True).split(LINE)
         first, types, stamps, games, sources = self.first_seq, self.types, self.stamps, self.games, self.sources
         return [
-            Envelope(first + i, types[i], stamps[i], games[i], sources[i], json=lines[i])
-            for i in range(from_index, len(types))
+            Envelope(first + i, types[i], stamps[i], games[i], sources[i], json=lines[i]) for i in range(start, stop)
         ]
 
 
@@ -163,14 +164,20 @@ class Ring:
         oldest = self._oldest()
         return oldest.first_seq + self._skip if oldest is not None and self._count else None
 
-    def since(self, from_seq: int) -> list[Envelope]:
-        """Every held envelope with `seq >= from_seq`, oldest first."""
+    def since(self, from_seq: int) -> Iterator[Envelope]:
+        """Every envelope held now with `seq >= from_seq`, oldest first.
+
+        Lazy, one block at a time: a resume from the start of a full ring decompresses hundreds of
+        blocks, which its reader spreads over the loop between its sends instead of in one stall.
+        Events appended meanwhile are not included; blocks dropped meanwhile are still read."""
         first = self.first_seq
         if first is None:
-            return []
+            return iter(())
         from_seq = max(from_seq, first)
-        held: list[Envelope] = []
-        for block in [*self._sealed, *([self._open] if self._open is not None else [])]:
-            if block.first_seq + len(block) > from_seq:
-                held.extend(block.envelopes(max(0, from_seq - block.first_seq)))
-        return held
+        blocks = [*self._sealed, *([self._open] if self._open is not None else [])]
+        spans = [
+            (block, max(0, from_seq - block.first_seq), len(block))
+            for block in blocks
+            if block.first_seq + len(block) > from_seq
+        ]
+        return chain.from_iterable(block.envelopes(start, stop) for block, start, stop in spans)

@@ -32,21 +32,12 @@ sys.path.insert(0, str(REPO))
 from core.config import load_settings  # noqa: E402
 from core.assembly import build_foundation  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
-
-
-def tick_packet(tick: int, leaderboard: list[dict]) -> str:
-    frame = {
-        "gameId": "20261125-bench000000000000", "active": True, "rugged": False, "price": 1 + tick / 1000,
-        "tickCount": tick, "cooldownTimer": 0, "allowPreRoundBuys": False, "tradeCount": tick,
-        "connectedPlayers": 170, "leaderboard": leaderboard,
-        "partialPrices": {"startTick": max(0, tick - 4), "endTick": tick,
-                          "values": {str(t): 1 + t / 1000 for t in range(max(0, tick - 4), tick + 1)}},
-    }
-    return "2" + orjson.dumps(["gameStateUpdate", frame]).decode()
+from bench.feed_server import leaderboard, tick_packet  # noqa: E402
+from bench.proc import cpu_seconds  # noqa: E402
 
 
 def bench_core(count: int) -> tuple[float, int]:
-    packets = [tick_packet(t, _leaderboard()) for t in range(count)]
+    packets = [tick_packet(t, leaderboard()) for t in range(count)]
     with tempfile.TemporaryDirectory() as data:
         foundation = build_foundation(load_settings({"data_dir": data}))  # built, never started
         began = time.perf_counter()
@@ -96,36 +87,13 @@ def sim_frames(port: int) -> int:
         return orjson.loads(reply.read())["frames_emitted"]
 
 
-FIREHOSE = """
-import asyncio, sys
-import socketio
-from aiohttp import web
-packets = sys.stdin.read().split("\\n")
-sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*")
-app = web.Application()
-sio.attach(app)
-
-@sio.event
-async def connect(sid, environ):
-    eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
-    async def pour():
-        await asyncio.sleep(0.2)
-        for index, packet in enumerate(packets):
-            await sio.eio.send(eio_sid, packet)
-            if index % 50 == 0:
-                await asyncio.sleep(0)
-    asyncio.get_running_loop().create_task(pour())
-
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
-"""
-
-
 async def bench_firehose(count: int) -> float:
     """A bare Socket.IO server pouring pre-encoded 5 KB ticks as fast as it can (the simulator
     builds every frame and tops out near 1,000 frames/s): what the direct source and core ingest."""
     port = free_port()
-    packets = "\n".join(tick_packet(t, _leaderboard()) for t in range(count))
-    feeder = subprocess.Popen([sys.executable, "-c", FIREHOSE, str(port)], stdin=subprocess.PIPE, cwd=REPO)
+    packets = "\n".join(tick_packet(t, leaderboard()) for t in range(count))
+    feeder = subprocess.Popen([sys.executable, str(REPO / "bench" / "feed_server.py"), str(port)],
+                              stdin=subprocess.PIPE, cwd=REPO)
     feeder.stdin.write(packets.encode())
     feeder.stdin.close()
     time.sleep(1.5)
@@ -151,16 +119,6 @@ async def bench_firehose(count: int) -> float:
     finally:
         feeder.kill()
     return (count - 1) / (marks[-1] - marks[0])
-
-
-def _leaderboard() -> list[dict]:
-    return [{"id": f"did:privy:{i:024d}", "username": f"player{i}", "pnl": 0.01 * i, "level": i,
-             "positionQty": 0.5, "avgCost": 1.01, "totalInvested": 0.3} for i in range(28)]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_daemon_cpu(seconds: float) -> float:

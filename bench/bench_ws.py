@@ -276,8 +276,8 @@ async def vectra_server(data_dir: Path):
     return foundation, server, zmq_url
 
 
-async def bare_server():
-    """The ceiling: websockets' own broadcast(), no queues, no filters, no sequencing."""
+async def bare_clients(port: int = 0):
+    """A websockets server that only keeps the set of its clients, for `websockets.broadcast()`."""
     import websockets
     from websockets.asyncio.server import serve
 
@@ -293,7 +293,14 @@ async def bare_server():
         finally:
             clients.discard(connection)
 
-    server = await serve(handler, "127.0.0.1", 0, compression=None)
+    return await serve(handler, "127.0.0.1", port, compression=None), clients
+
+
+async def bare_server():
+    """The ceiling: websockets' own broadcast(), no queues, no filters, no sequencing."""
+    import websockets
+
+    server, clients = await bare_clients()
     port = server.sockets[0].getsockname()[1]
 
     def publish(data: dict) -> None:

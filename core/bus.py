@@ -10,49 +10,26 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from itertools import islice
 from typing import Any, Callable, Iterable
 
 from core.contracts.component import Subscriber
 from core.contracts.envelope import Envelope, now_ms
 from core.contracts.feed import Draft
+from core.ring import Ring
 from core.seqstore import SeqStore
 
 log = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 2048
-
-
-class Ring:
-    """The most recent envelopes of this run, compact, addressable by `seq` (contiguous within a run)."""
-
-    def __init__(self, size: int) -> None:
-        self._items: deque[Envelope] = deque(maxlen=size)
-
-    def append(self, envelope: Envelope) -> None:
-        self._items.append(envelope.compact())
-
-    @property
-    def first_seq(self) -> int | None:
-        return self._items[0].seq if self._items else None
-
-    @property
-    def last(self) -> Envelope | None:
-        return self._items[-1] if self._items else None
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def since(self, from_seq: int) -> list[Envelope]:
-        """Every held envelope with `seq >= from_seq`, oldest first."""
-        first = self.first_seq
-        if first is None:
-            return []
-        return list(islice(self._items, max(0, from_seq - first), None))
+RATE_WINDOW_S = 5
 
 
 class Stats:
-    """Counters the health endpoint and the console read; cheap enough for every event."""
+    """Counters the health endpoint and the console read; O(1) for every event.
+
+    The event rate comes from per-second buckets over the last `RATE_WINDOW_S` seconds, not from a
+    timestamp per event (which cost a deque append and a sweep of old entries on every event).
+    """
 
     def __init__(self) -> None:
         self.started = time.monotonic()
@@ -61,26 +38,37 @@ class Stats:
         self.last_event_ms: int | None = None
         self.last_frame_ms: int | None = None  # of an event a feed frame caused; Vectra's own do not count
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self._recent: deque[float] = deque()
+        self._buckets = [0] * (RATE_WINDOW_S + 1)  # events per whole second, indexed by second modulo size
+        self._bucket_second = int(self.started)
 
     def count(self, envelope: Envelope, received_ms: int | None) -> None:
         self.events_total += 1
         family = envelope.type.split(".", 1)[0]
         self.by_family[family] = self.by_family.get(family, 0) + 1
         self.last_event_ms = envelope.timestamp
-        now = time.monotonic()
-        self._recent.append(now)
-        while self._recent and now - self._recent[0] > 5.0:
-            self._recent.popleft()
+        second = int(time.monotonic())
+        if second != self._bucket_second:
+            self._advance(second)
+        self._buckets[second % len(self._buckets)] += 1
         if received_ms is not None:
             self.last_frame_ms = received_ms
             self._latencies.append(time.time() * 1000 - received_ms)
 
+    def _advance(self, second: int) -> None:
+        """Empty the buckets of the seconds that passed without an event (at most the whole window)."""
+        size = len(self._buckets)
+        for passed in range(self._bucket_second + 1, min(second, self._bucket_second + size) + 1):
+            self._buckets[passed % size] = 0
+        self._bucket_second = second
+
     def events_per_s(self) -> float:
+        """Events over the last `RATE_WINDOW_S` whole seconds plus the current one, per second."""
         now = time.monotonic()
-        recent = [t for t in self._recent if now - t <= 5.0]
-        span = min(5.0, now - self.started) or 1.0
-        return round(len(recent) / span, 2)
+        second = int(now)
+        if second != self._bucket_second:
+            self._advance(second)
+        span = min(RATE_WINDOW_S + now - second, now - self.started) or 1.0
+        return round(sum(self._buckets) / span, 2)
 
     def latency_ms(self) -> dict[str, float | None]:
         values = sorted(self._latencies)
@@ -93,9 +81,9 @@ class Stats:
 
 
 class EventBus:
-    def __init__(self, seqstore: SeqStore, ring_size: int) -> None:
+    def __init__(self, seqstore: SeqStore, ring: Ring) -> None:
         self.seqstore = seqstore
-        self.ring = Ring(ring_size)
+        self.ring = ring
         self.stats = Stats()
         self._subscribers: list[Subscriber] = []
         self._control_listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -123,6 +111,7 @@ class EventBus:
         source: str,
         game_id: str | None = None,
         received_ms: int | None = None,
+        data_json: bytes | None = None,
     ) -> Envelope:
         envelope = Envelope(
             seq=self.seqstore.next(),
@@ -131,6 +120,7 @@ class EventBus:
             gameId=game_id,
             source=source,
             data=data,
+            data_json=data_json,
         )
         self.ring.append(envelope)
         self.last_by_type[type] = envelope
@@ -146,7 +136,7 @@ class EventBus:
         self, drafts: Iterable[Draft], *, source: str, received_ms: int
     ) -> list[Envelope]:
         return [
-            self.publish(d.type, d.data, source=source, game_id=d.gameId, received_ms=received_ms)
+            self.publish(d.type, d.data, source=source, game_id=d.gameId, received_ms=received_ms, data_json=d.data_json)
             for d in drafts
         ]
 

@@ -131,6 +131,11 @@ class Settings(BaseSettings):
         100_000, ge=1000, description="Events kept in memory for resume (`from_seq`) and replay.",
         json_schema_extra=SERVING,
     )
+    ring_max_mb: float = Field(
+        32.0, gt=0, description="Memory the resume ring may hold (compressed blocks of events); the oldest go "
+        "first when it or `ring_size` is reached, and are then read from the recordings.",
+        json_schema_extra=SERVING,
+    )
     auth_token: SecretStr | None = Field(
         None, description="When set, control commands must carry it; required off loopback.",
         json_schema_extra=BROADCAST,

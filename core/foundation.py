@@ -34,6 +34,7 @@ from core.contracts.recordings import recordings_dir
 from core.framing import EIO_MESSAGE, FrameError, PacketDecoder, unwrap_event
 from core.normalizer import Normalizer, error_draft, verbatim_draft
 from core.gamestore import GameStore
+from core.ring import Ring
 from core.seqstore import SeqStore
 from core.contracts.component import Component
 from core.contracts.feed import FeedSource
@@ -57,7 +58,7 @@ class Foundation:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.seqstore = SeqStore(settings.data_dir / "seq.state")
-        self.bus = EventBus(self.seqstore, settings.ring_size)
+        self.bus = EventBus(self.seqstore, Ring(settings.ring_size, int(settings.ring_max_mb * 1024 * 1024)))
         self.gamestore = self._open_gamestore()
         self.normalizer = self._resume_games()
         self.sources: list[FeedSource] = []

@@ -50,6 +50,7 @@ class Packet:
     namespace: str = "/"
     ack_id: int | None = None
     data: Any = None
+    text: str = ""  # the JSON text `data` was parsed from
 
 
 def split_engineio(frame: str) -> tuple[str, str]:
@@ -109,7 +110,7 @@ def _parse_packet_text(text: str) -> tuple[int, int, Packet]:
         data = orjson.loads(body) if body else None
     except orjson.JSONDecodeError as exc:
         raise FrameError("bad_json", f"packet body is not valid JSON: {exc}") from None
-    return ptype, attachments, Packet(PACKET_KINDS[ptype], namespace, ack_id, data)
+    return ptype, attachments, Packet(PACKET_KINDS[ptype], namespace, ack_id, data, body)
 
 
 def _fill_placeholders(value: Any, attachments: list[bytes]) -> Any:
@@ -191,4 +192,13 @@ def unwrap_event(packet: Packet) -> FeedEvent:
         extra_args=rest[:-1],
         ack_id=packet.ack_id,
         namespace=packet.namespace,
+        payload_json=_payload_text(packet.text, name) if len(args) == 2 else None,
     )
+
+
+def _payload_text(text: str, name: str) -> str | None:
+    """The payload's own JSON text in `["name",<payload>]`, so the `raw.*` envelope can wrap it
+    instead of encoding the parsed payload again (the bulk of a 5 KB tick). Only this plain
+    shape, as the feed sends it: anything else (spaces, escapes in the name) is encoded as usual."""
+    head = f'["{name}",'
+    return text[len(head) : -1] if text.startswith(head) and text.endswith("]") else None

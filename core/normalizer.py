@@ -67,7 +67,9 @@ def verbatim_draft(family: str, event: FeedEvent) -> Draft:
         data["namespace"] = event.namespace
     payload = event.payload
     game_id = as_str(payload.get("gameId")) if isinstance(payload, dict) else None
-    return Draft(f"{family}.{event.name}", game_id, data)
+    plain = event.payload_json is not None and len(data) == 2 and event.trace is None
+    data_json = b'{"payload":%b,"trace":null}' % event.payload_json.encode() if plain else None
+    return Draft(f"{family}.{event.name}", game_id, data, data_json)
 
 
 @dataclass(slots=True)

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import pytest
 
 from core.bus import EventBus
+from core.ring import Ring
 from core.chrome.devtools import browser_version, list_pages
 from core.chrome.manager import ChromeError, ChromeManager, chrome_command, terminate_group
 from core.chrome.profile import ProfileInUse
@@ -111,7 +112,7 @@ async def until_answers(port: int, timeout: float = 20) -> None:
 
 @contextlib.asynccontextmanager
 async def managed(settings: Settings):
-    bus = EventBus(SeqStore(settings.data_dir / "seq.state"), 1000)
+    bus = EventBus(SeqStore(settings.data_dir / "seq.state"), Ring(1000, 1 << 30))
     recorder = Recorder()
     manager = ChromeManager(settings, bus)
     bus.subscribe(recorder)

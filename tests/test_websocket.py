@@ -172,6 +172,19 @@ async def test_resume_older_than_the_ring_gets_an_explicit_gap_first(tmp_path):
         assert [event["seq"] for event in received[1:]] == list(range(first_held, foundation.bus.last_seq + 1))
 
 
+async def test_resume_past_a_ring_bounded_by_memory_gets_the_gap_then_every_held_event_intact(tmp_path):
+    async with running(tmp_path, ring_max_mb=0.5) as (foundation, server):
+        published = publish_mixed(foundation, 2000, size=2000)
+        await asyncio.sleep(0)  # the ring's packer compresses the sealed blocks meanwhile
+        first_held = foundation.bus.ring.first_seq
+        async with connect(ws_url(server), max_size=None) as client:
+            await command(client, {"action": "subscribe", "channels": ["*"], "from_seq": 1})
+            received = await receive_until(client, foundation.bus.last_seq)
+        assert first_held > published[0]["seq"]  # 4 MB of events do not fit in half a megabyte
+        assert received[0] == {"type": "gap", "from_seq": 1, "to_seq": first_held - 1}
+        assert received[1:] == [event for event in published if event["seq"] >= first_held]
+
+
 async def test_a_second_subscribe_replays_only_the_new_channels(tmp_path):
     async with running(tmp_path) as (foundation, server):
         async with connect(ws_url(server)) as client:

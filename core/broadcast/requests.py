@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, AsyncIterator, Iterator
 
 from core.contracts.component import CommandError
@@ -101,10 +101,11 @@ class Requests:
             if cursor == before:
                 break
         held = self.foundation.bus.ring.since(cursor)
-        first_held = held[0].seq if held else self.foundation.bus.last_seq + 1
+        first = next(held, None)
+        first_held = first.seq if first is not None else self.foundation.bus.last_seq + 1
         if cursor < first_held:
             yield gap_message(cursor, first_held - 1)
-        for envelope in held:
+        for envelope in chain((first,), held) if first is not None else ():
             if wanted(envelope.type):
                 yield envelope
 

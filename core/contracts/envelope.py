@@ -34,14 +34,17 @@ class Envelope:
         data: dict[str, Any] | None = None,
         *,
         json: bytes | None = None,
+        data_json: bytes | None = None,
     ) -> None:
+        """`json`: the whole envelope already serialized; `data_json`: only its `data`, which the
+        envelope's JSON then wraps as it is (a `raw.*` event around the payload it received)."""
         self.seq = seq
         self.type = type
         self.timestamp = timestamp
         self.gameId = gameId
         self.source = source
         self._data = data
-        self._json = json
+        self._json = json if data_json is None else self._around(data_json)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -67,6 +70,13 @@ class Envelope:
             "source": self.source,
             "data": self.data,
         }
+
+    def _around(self, data_json: bytes) -> bytes:
+        head = orjson.dumps(
+            {"v": SCHEMA_VERSION, "seq": self.seq, "type": self.type, "timestamp": self.timestamp,
+             "gameId": self.gameId, "source": self.source}
+        )
+        return b"%b,\"data\":%b}" % (head[:-1], data_json)
 
     def to_json(self) -> bytes:
         if self._json is None:

@@ -23,6 +23,7 @@ class FeedEvent:
     extra_args: list[Any] = field(default_factory=list)
     ack_id: int | None = None
     namespace: str = "/"
+    payload_json: str | None = None  # the payload's JSON text as received, when the packet held it plainly
 
 
 @dataclass(slots=True)
@@ -32,6 +33,7 @@ class Draft:
     type: str
     gameId: str | None
     data: dict[str, Any]
+    data_json: bytes | None = None  # `data` already as JSON (a `raw.*` event around the received payload)
 
 
 class FeedSink(Protocol):

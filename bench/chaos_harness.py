@@ -415,16 +415,15 @@ class Stack:
         return unused
 
     def _recording_gaps(self) -> list[tuple[int, int]]:
-        """`recording.gap` ranges (the channel is issue 14's; its field names are taken as they come)."""
+        """`recording.gap` ranges: `data.from`..`data.to`, inclusive (docs/PROTOCOL.md,
+        `RecordingGap` in core/contracts/channels.py); one without them is noted, not guessed."""
         gaps = []
         for event in self.watchers.events.values():
             if event["type"] != "recording.gap":
                 continue
             data = event["data"]
-            for first, last in (("from_seq", "to_seq"), ("fromSeq", "toSeq"), ("from", "to")):
-                if isinstance(data.get(first), int) and isinstance(data.get(last), int):
-                    gaps.append((data[first], data[last]))
-                    break
+            if isinstance(data.get("from"), int) and isinstance(data.get("to"), int):
+                gaps.append((data["from"], data["to"]))
             else:
                 self.note(f"recording.gap without a range: {data}")
         return gaps

@@ -374,6 +374,8 @@ class Stack:
         row.published = len(published)
         lost, alarms = self.account(published, cutoff, [recording])
         row.declared_gaps += sum(len(view.declared) for view in [*self.views, recording])
+        row.notes += [f"declared: {view.name} {first}-{last}" for view in [*self.views, recording]
+                      for first, last in view.declared]
         game_lost, game_alarms, game_gaps = self._games(cutoff)
         lost.update(game_lost)
         alarms.update(game_alarms)
@@ -459,6 +461,7 @@ class Stack:
                 ticks[game].add(data["tickCount"])
             elif kind == "game.gap":
                 declared += 1
+                self.note(f"declared: game.gap ticks {data['fromTick']}-{data['toTick']}")
                 span = set(range(data["fromTick"], data["toTick"] + 1))
                 if game in ends:
                     alarms["game.gap after game.end"] += 1

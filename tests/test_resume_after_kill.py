@@ -18,17 +18,10 @@ import zmq
 import zmq.asyncio
 from websockets.asyncio.client import connect as ws_connect
 
-from tests.processes import DaemonProcess, SimProcess
-from tests.test_zmq import daemon_env, wait_until_serving
+from tests.processes import DaemonProcess
+from tests.test_zmq import daemon_env, sim, wait_until_serving  # noqa: F401 - sim: the simulator fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-@pytest.fixture(scope="module")
-def sim():
-    process = SimProcess(speed=20, seed=9, max_ticks=30).start()
-    yield process
-    process.kill()
 
 
 @pytest.fixture

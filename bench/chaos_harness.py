@@ -374,6 +374,8 @@ class Stack:
         row.published = len(published)
         lost, alarms = self.account(published, cutoff, [recording])
         row.declared_gaps += sum(len(view.declared) for view in [*self.views, recording])
+        row.notes += [f"declared: {view.name} {first}-{last}" for view in [*self.views, recording]
+                      for first, last in view.declared]
         game_lost, game_alarms, game_gaps = self._games(cutoff)
         lost.update(game_lost)
         alarms.update(game_alarms)
@@ -415,16 +417,15 @@ class Stack:
         return unused
 
     def _recording_gaps(self) -> list[tuple[int, int]]:
-        """`recording.gap` ranges (the channel is issue 14's; its field names are taken as they come)."""
+        """`recording.gap` ranges: `data.from`..`data.to`, inclusive (docs/PROTOCOL.md,
+        `RecordingGap` in core/contracts/channels.py); one without them is noted, not guessed."""
         gaps = []
         for event in self.watchers.events.values():
             if event["type"] != "recording.gap":
                 continue
             data = event["data"]
-            for first, last in (("from_seq", "to_seq"), ("fromSeq", "toSeq"), ("from", "to")):
-                if isinstance(data.get(first), int) and isinstance(data.get(last), int):
-                    gaps.append((data[first], data[last]))
-                    break
+            if isinstance(data.get("from"), int) and isinstance(data.get("to"), int):
+                gaps.append((data["from"], data["to"]))
             else:
                 self.note(f"recording.gap without a range: {data}")
         return gaps
@@ -460,6 +461,7 @@ class Stack:
                 ticks[game].add(data["tickCount"])
             elif kind == "game.gap":
                 declared += 1
+                self.note(f"declared: game.gap ticks {data['fromTick']}-{data['toTick']}")
                 span = set(range(data["fromTick"], data["toTick"] + 1))
                 if game in ends:
                     alarms["game.gap after game.end"] += 1

@@ -42,6 +42,8 @@ What the caller sees besides events (status objects with `seq = None`, so `event
   unreachable), and `{"state": "up", ...}` when it is back. The iterator keeps waiting; when the
   foundation returns, the missed range is replayed.
 - A replay the foundation refuses (which the client's own requests never provoke) raises `ClientError`.
+  More patterns than the foundation takes (`VECTRA_MAX_PATTERNS`) are no reason: the client then
+  replays every channel and filters the replay itself.
 
 `from_seq=N` starts with every matching event from N on (resume after a restart of the caller, using its
 last seen seq + 1); without it the stream starts with the first event received live.
@@ -205,6 +207,7 @@ class Subscription:
         self.request_timeout_s = request_timeout_s
         self.queue_limit = queue_limit
         self.replays = 0
+        self._replay_everything = False
         self.down = False
         self._context = zmq.asyncio.Context()
         self._sub: zmq.asyncio.Socket | None = None
@@ -312,8 +315,8 @@ class Subscription:
         event finds the same hole and asks again)."""
         assert self._dealer is not None and self.last_seq is not None
         self.replays += 1
-        channels = self.patterns if self.wanted("sys.start") else [*self.patterns, "sys.start"]
-        await self._dealer.send(orjson.dumps({"action": "replay", "from_seq": self.last_seq + 1, "channels": channels}))
+        await self._dealer.send(orjson.dumps({"action": "replay", "from_seq": self.last_seq + 1,
+                                              "channels": self._replay_channels()}))
         pending_gap: tuple[int, int] | None = None
         while True:
             if not await self._dealer.poll(timeout=int(self.request_timeout_s * 1000)):
@@ -343,8 +346,21 @@ class Subscription:
                 return
             elif reply.get("data", {}).get("code") == "busy":
                 return  # the next heartbeat or event finds the same hole and asks again
+            elif reply.get("data", {}).get("code") == "too_many_patterns" and not self._replay_everything:
+                self._replay_everything = True  # the same replay, unfiltered: the caller's filter applies here
+                async for item in self._catch_up():
+                    yield item
+                return
             else:
                 raise ClientError(f"replay refused by {self.router}: {reply}")
+
+    def _replay_channels(self) -> list[str]:
+        """The caller's patterns plus `sys.start`; everything once the foundation refused that many
+        patterns (`VECTRA_MAX_PATTERNS`): events are filtered here anyway, so a long list of
+        patterns costs only the extra traffic of a replay, never the subscription."""
+        if self._replay_everything:
+            return ["*"]
+        return self.patterns if self.wanted("sys.start") else [*self.patterns, "sys.start"]
 
     def _status(self, state: str) -> Status:
         return Status(

@@ -432,6 +432,29 @@ async def test_a_filtered_subscriber_that_falls_behind_loses_nothing(tmp_path):
         await foundation.stop()
 
 
+async def test_a_subscriber_with_more_patterns_than_the_router_takes_still_resumes(tmp_path):
+    """The client filters locally, so a replay it asks for never fails on `VECTRA_MAX_PATTERNS`:
+    refused with its patterns, it replays every channel and keeps what the caller wants."""
+    foundation = await start_foundation(tmp_path / "data", max_patterns=4)
+    patterns = ("player.trade", "game.end", "a.*", "b.*", "c.*", "d.*")
+    for n in range(300):
+        foundation.bus.publish(("game.tick", "player.trade", "game.end")[n % 3], {"n": n}, source="socketio")
+    expected = [e.seq for e in foundation.bus.ring.since(1) if e.type in ("player.trade", "game.end")]
+    subscription = subscribe(*patterns, settings=foundation.settings, from_seq=1)
+    events = subscription.__aiter__()
+    try:
+        got = []
+        while len(got) < len(expected):
+            item = await asyncio.wait_for(events.__anext__(), timeout=10)
+            assert item.seq is not None, item
+            got.append(item.seq)
+        assert got == expected
+        assert subscription.replays >= 1
+    finally:
+        await events.aclose()
+        await foundation.stop()
+
+
 # --- docs/PROTOCOL.md says what the ROUTER does -------------------------------------------------
 
 

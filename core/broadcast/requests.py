@@ -84,6 +84,8 @@ class Requests:
         Events older than the ring come from the recordings, read in a worker thread a batch at a
         time so that a resume spanning hours never stalls the loop. The ring moves on meanwhile,
         so the history is read again up to the ring's new start until it has nothing more.
+        A hole is announced only for numbers that held events: the block a restart reserved and
+        never used (`sys.start.data.skipped`) is not a loss, and a browser must not report one.
         """
         cursor = max(1, from_seq)
         while self.history is not None and cursor < self._ring_start():
@@ -93,8 +95,8 @@ class Requests:
                 for envelope in batch:
                     if envelope.seq < cursor:
                         continue
-                    if envelope.seq > cursor:
-                        yield gap_message(cursor, envelope.seq - 1)
+                    for gap in self._holes(cursor, envelope.seq - 1, envelope):
+                        yield gap
                     cursor = envelope.seq + 1
                     if wanted(envelope.type):
                         yield envelope
@@ -103,11 +105,20 @@ class Requests:
         held = self.foundation.bus.ring.since(cursor)
         first = next(held, None)
         first_held = first.seq if first is not None else self.foundation.bus.last_seq + 1
-        if cursor < first_held:
-            yield gap_message(cursor, first_held - 1)
+        for gap in self._holes(cursor, first_held - 1, first):
+            yield gap
         for envelope in chain((first,), held) if first is not None else ():
             if wanted(envelope.type):
                 yield envelope
+
+    def _holes(self, first: int, last: int, following: Envelope | None) -> list[dict[str, Any]]:
+        """The gap messages for the missing numbers first..last (none when first > last), without
+        the numbers a restart skipped: this run's block, and the block the run that `following`
+        starts announced on its `sys.start`."""
+        if first > last:
+            return []
+        unused = [self.foundation.seqstore.resume.skipped, skipped_by(following)]
+        return [gap_message(a, b) for a, b in without(first, last, [block for block in unused if block])]
 
     def _ring_start(self) -> int:
         first = self.foundation.bus.ring.first_seq
@@ -133,6 +144,28 @@ class Requests:
             return await self.foundation.command(request)
         except CommandError as exc:
             return error_reply(exc.code, exc.message)
+
+
+def skipped_by(envelope: Envelope | None) -> tuple[int, int] | None:
+    """The numbers a new run reserved and never used, as its `sys.start` announced them."""
+    if envelope is None or envelope.type != "sys.start":
+        return None
+    skipped = envelope.data.get("skipped")
+    if not isinstance(skipped, dict):
+        return None
+    first, last = skipped.get("from"), skipped.get("to")
+    return (first, last) if isinstance(first, int) and isinstance(last, int) else None
+
+
+def without(first: int, last: int, blocks: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """first..last (inclusive) minus the inclusive ranges in `blocks`, as inclusive ranges in order."""
+    pieces = [(first, last)] if first <= last else []
+    for low, high in blocks:
+        cut = []
+        for a, b in pieces:
+            cut += [piece for piece in ((a, min(b, low - 1)), (max(a, high + 1), b)) if piece[0] <= piece[1]]
+        pieces = cut
+    return pieces
 
 
 def _take(reader: Iterator[Envelope], count: int) -> list[Envelope]:

@@ -2,7 +2,10 @@
 
 File names carry each file's first `seq` and row groups carry min/max statistics, so a range read
 opens only the files and row groups that can hold it. The write-ahead logs of the segment being
-written (and of any not yet recovered) are read last, so nothing recorded is out of reach.
+written (and of any not yet recovered) are read last, so nothing recorded is out of reach: the live
+logs too, since after a SIGKILL the last events of the killed run may be in its live log alone until
+recovery has rebuilt them into a file, and a log recovered (deleted) while being read sends the
+reader back to the files, which now hold it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.contracts.envelope import Envelope
-from core.contracts.recordings import closed_files, first_seq_of, wal_segments
+from core.contracts.recordings import closed_files, first_seq_of, live_logs, wal_segments
 from core.recorder.schema import envelopes_from_table
 from core.recorder.wal import read_wal
 
@@ -81,17 +84,11 @@ class RecordingHistory:
 
     def read_range(self, first_seq: int, last_seq: int) -> Iterator[Envelope]:
         waiting = self.in_flight()
-        logs = wal_segments(self.root)
-        files = overlapping(closed_files(self.root), first_seq, last_seq)
+        logs = sorted([*wal_segments(self.root), *live_logs(self.root)], key=lambda path: first_seq_of(path) or 0)
         cursor = first_seq
-        for path in files:
-            try:
-                for envelope in read_file_range(path, cursor, last_seq):
-                    if envelope.seq >= cursor:
-                        cursor = envelope.seq + 1
-                        yield envelope
-            except (OSError, pa.ArrowException) as exc:
-                log.error("recording %s is unreadable: %s", path, exc)
+        for envelope in self._from_files(cursor, last_seq):
+            cursor = envelope.seq + 1
+            yield envelope
         for path in logs:
             if (first_seq_of(path) or 0) > last_seq:
                 break
@@ -100,9 +97,23 @@ class RecordingHistory:
                     if cursor <= envelope.seq <= last_seq:
                         cursor = envelope.seq + 1
                         yield envelope
-            except FileNotFoundError:
-                continue
+            except FileNotFoundError:  # recovered into a closed file since the listing
+                for envelope in self._from_files(cursor, last_seq):
+                    cursor = envelope.seq + 1
+                    yield envelope
         for envelope in waiting:
             if cursor <= envelope.seq <= last_seq:
                 cursor = envelope.seq + 1
                 yield envelope
+
+    def _from_files(self, first_seq: int, last_seq: int) -> Iterator[Envelope]:
+        """The closed files' events in [first_seq, last_seq], in `seq` order, none twice."""
+        cursor = first_seq
+        for path in overlapping(closed_files(self.root), first_seq, last_seq):
+            try:
+                for envelope in read_file_range(path, cursor, last_seq):
+                    if envelope.seq >= cursor:
+                        cursor = envelope.seq + 1
+                        yield envelope
+            except (OSError, pa.ArrowException) as exc:
+                log.error("recording %s is unreadable: %s", path, exc)

@@ -13,12 +13,13 @@ ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_TRUSTED_HOST
 ARG PIP_DEFAULT_TIMEOUT
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/vectra
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone: a change to the code does not download them again.
+# Dependencies first, from pyproject.toml alone: a change to the code does not install them again, and
+# pip's cache (a build cache mount, never in the image) saves downloading them after a pyproject change.
 COPY pyproject.toml README.md ./
-RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN --mount=type=cache,target=/root/.cache/pip python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
     && /opt/vectra/bin/pip install -q -r /tmp/requirements.txt
 COPY core core

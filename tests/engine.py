@@ -72,15 +72,16 @@ class Container:
                "-v", f"{self.volume}:/var/lib/vectra/data", *settings, IMAGE)
         return self
 
-    def health(self) -> int:
-        """Runs the image's HEALTHCHECK once, as the engine's scheduler would (podman's is systemd, absent
-        here): 0 healthy, 1 unhealthy."""
-        return podman("healthcheck", "run", self.name, check=False).returncode
-
-    def wait_health(self, wanted: int, timeout: float = 60) -> None:
+    def wait_health(self, wanted: str, timeout: float = 60) -> None:
+        """Runs the image's HEALTHCHECK, as the engine's scheduler would (podman's is systemd, absent here),
+        until the container's health status is `wanted` (the HEALTHCHECK's retries count)."""
         deadline = time.monotonic() + timeout
-        while self.health() != wanted:
-            assert time.monotonic() < deadline, f"{self.name}: health never became {wanted}; {self.logs()[-1500:]}"
+        while True:
+            podman("healthcheck", "run", self.name, check=False)
+            status = self.inspect("{{.State.Healthcheck.Status}}")
+            if status == wanted:
+                return
+            assert time.monotonic() < deadline, f"{self.name}: health {status!r}, never {wanted!r}; {self.logs()[-1500:]}"
             time.sleep(0.5)
 
     def inspect(self, template: str) -> str:

@@ -74,12 +74,16 @@ def daemon_settings(sim: SimProcess, **extra: str) -> dict[str, str]:
 # --- what a user sees from outside ---------------------------------------------------------------------
 
 
+def ws_url(settings: dict[str, str]) -> str:
+    return f"ws://127.0.0.1:{settings['VECTRA_HTTP_PORT']}/ws"
+
+
 def ws_collect(settings: dict[str, str], channels: list[str], done, timeout: float = GAME_TIMEOUT_S) -> list[dict]:
     """Every event on `channels` from seq 1 on, over the WebSocket, until `done(events)`."""
     deadline = time.monotonic() + timeout
     while True:  # the daemon may still be starting
         try:
-            ws = connect(f"ws://127.0.0.1:{settings['VECTRA_HTTP_PORT']}/ws", open_timeout=5)
+            ws = connect(ws_url(settings), open_timeout=5, ping_interval=None)  # sys.heartbeat does that
             break
         except OSError:
             assert time.monotonic() < deadline, "the daemon's WebSocket never opened"
@@ -98,7 +102,7 @@ def ws_collect(settings: dict[str, str], channels: list[str], done, timeout: flo
 
 
 def ws_reply(settings: dict[str, str], command: dict) -> dict:
-    with connect(f"ws://127.0.0.1:{settings['VECTRA_HTTP_PORT']}/ws", open_timeout=5) as ws:
+    with connect(ws_url(settings), open_timeout=5, ping_interval=None) as ws:
         ws.send(json.dumps(command))
         return json.loads(ws.recv(timeout=10))
 

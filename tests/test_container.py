@@ -145,7 +145,7 @@ def whole_games(events: list[dict]) -> dict[str, list[dict]]:
     started: set[str] = set()
     for event in events:
         game = event.get("gameId")
-        if event["type"] == "game.start":
+        if event["type"] == "game.start" and not event["data"].get("late"):  # seen from its first tick
             started.add(game)
         if game in started:
             data = {key: value for key, value in event["data"].items() if key not in LOCAL_CLOCK}

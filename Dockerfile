@@ -62,7 +62,10 @@ USER root
 RUN apt-get update -qq \
     && apt-get install -y -qq --no-install-recommends chromium fonts-liberation \
     && rm -rf /var/lib/apt/lists/*
-ENV VECTRA_CHROME_BINARY=/usr/bin/chromium
+# Debian's /usr/bin/chromium adds CHROMIUM_FLAGS. Chromium's own sandbox needs user namespaces, which
+# container engines deny by default: the container is the sandbox here. /dev/shm is small in containers.
+ENV VECTRA_CHROME_BINARY=/usr/bin/chromium \
+    CHROMIUM_FLAGS="--no-sandbox --disable-dev-shm-usage"
 VOLUME ["/var/lib/vectra/chrome"]
 USER 10001:10001
 

@@ -49,27 +49,27 @@ def prepare_engine() -> str:
     return base
 
 
-def build_image(base: str) -> str:
-    """The Dockerfile's default target. pip inside the build reaches PyPI through this machine's own
+def build_image(base: str, target: str = "daemon", tag: str = IMAGE) -> str:
+    """A target of the Dockerfile (the daemon by default). pip inside the build reaches PyPI through this machine's own
     configuration: its CA bundle and pip settings are mounted for the build, never copied into the image."""
     mounts = [arg for path in HOST_PIP_FILES if os.path.exists(path) for arg in ("-v", f"{path}:{path}:ro")]
     build_args = [arg for name in PIP_BUILD_ARGS if os.environ.get(name)
                   for arg in ("--build-arg", f"{name}={os.environ[name]}")]
     podman("build", "--format", "docker", "--network", "host", "--build-arg", f"BASE={base}", *build_args,
-           *mounts, "-t", IMAGE, str(REPO), timeout=900)
-    return IMAGE
+           *mounts, "--target", target, "-t", tag, str(REPO), timeout=900)
+    return tag
 
 
 class Container:
     """One `podman run -d` of the image: the daemon with its data on a named volume."""
 
-    def __init__(self, name: str, env: dict[str, str], volume: str):
-        self.name, self.env, self.volume = name, env, volume
+    def __init__(self, name: str, env: dict[str, str], volume: str, image: str = IMAGE):
+        self.name, self.env, self.volume, self.image = name, env, volume, image
 
     def run(self) -> "Container":
         settings = [arg for key, value in self.env.items() for arg in ("-e", f"{key}={value}")]
         podman("run", "-d", "--name", self.name, "--network", "host",
-               "-v", f"{self.volume}:/var/lib/vectra/data", *settings, IMAGE)
+               "-v", f"{self.volume}:/var/lib/vectra/data", *settings, self.image)
         return self
 
     def wait_health(self, wanted: str, timeout: float = 60) -> None:

@@ -225,6 +225,23 @@ def test_stop_and_start_keep_seq_and_recordings_and_health_follows_the_feed(imag
     box.wait_health("unhealthy")
 
 
+def test_the_browser_image_follows_the_simulators_page_over_cdp(image, sim, tmp_path):
+    """The `browser` target: Debian's chromium, headless, launched by the daemon as its non-root user."""
+    browser_image = f"{image}-browser"
+    build_image(prepare_engine(), target="browser", tag=browser_image)
+    settings = daemon_settings(sim, VECTRA_SOURCE="cdp", VECTRA_GAME_URL=sim.url + "/",
+                               VECTRA_CDP_SOCKET_MATCH=f"127.0.0.1:{sim.port}/socket.io",
+                               VECTRA_CDP_PORT=str(free_port()))
+    box = Container(f"vectra-browser-{os.getpid()}", settings, f"vectra-browser-{os.getpid()}", image=browser_image)
+    try:
+        box.run()
+        events = ws_collect(settings, ["game.*"], lambda events: len(events) >= 20)
+        assert {event["source"] for event in events} == {"cdp"}
+        assert box.inspect("{{.Config.Env}}").count("VECTRA_CHROME_HEADLESS=true") == 1
+    finally:
+        box.remove()
+
+
 # --- compose.yaml ----------------------------------------------------------------------------------------
 
 

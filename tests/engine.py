@@ -95,5 +95,5 @@ class Container:
         return Path(podman("volume", "inspect", "--format", "{{.Mountpoint}}", self.volume).stdout.strip())
 
     def remove(self) -> None:
-        podman("rm", "-f", "-t", "0", self.name, check=False)
+        podman("rm", "-f", "-v", "-t", "0", self.name, check=False)  # -v: the image's anonymous volumes too
         podman("volume", "rm", "-f", self.volume, check=False)

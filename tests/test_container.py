@@ -361,7 +361,7 @@ def test_the_unit_starts_and_stops_under_systemd_in_a_container(image, sim, cont
         shown = podman("exec", name, "systemctl", "show", "-p", "Result", "-p", "ExecMainStatus", "vectra").stdout
         assert "Result=success" in shown and "ExecMainStatus=0" in shown, shown
     finally:
-        podman("rm", "-f", "-t", "0", name, check=False)
+        podman("rm", "-f", "-v", "-t", "0", name, check=False)
 
 
 SYSTEMD_IMAGE = "localhost/vectra-systemd:test"

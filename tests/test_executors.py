@@ -77,6 +77,11 @@ async def trading(tmp_path, executor_class, **extra: Any) -> AsyncIterator[tuple
                 while (problem := executor.available()) is not None:
                     assert time.monotonic() < deadline, f"the {executor.name} executor is not ready: {problem}"
                     await asyncio.sleep(0.1)
+                # The page's frames (`sent.*`, acks) reach the bus through the CDP source: trade once
+                # it follows the page, as an operator would wait for the feed to show connected.
+                while foundation.connections.get("cdp", {}).get("state") != "connected":
+                    assert time.monotonic() < deadline, f"the CDP source never connected: {foundation.connections}"
+                    await asyncio.sleep(0.1)
                 yield sim, collector, executor
             finally:
                 await executor.stop()

@@ -41,6 +41,12 @@ class SimProcess:
         threading.Thread(target=self.proc.stderr.read, daemon=True).start()
         return self
 
+    def __enter__(self) -> "SimProcess":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.kill()
+
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()

@@ -182,18 +182,9 @@ def assert_valid_envelopes(events: list[dict[str, Any]]) -> None:
             model.model_validate(event["data"])
 
 
-@contextlib.contextmanager
-def sim_process(**options):
-    process = SimProcess(**options).start()
-    try:
-        yield process
-    finally:
-        process.kill()
-
-
 @pytest.fixture
 def sim():
-    with sim_process(speed=20, seed=5, max_ticks=40) as process:
+    with SimProcess(speed=20, seed=5, max_ticks=40) as process:
         yield process
 
 
@@ -291,7 +282,7 @@ async def test_stream_comes_back_after_every_failure(tmp_path, sim):
 @pytest.fixture
 def slow_sim():
     """2x the real rate: the two paths then differ by less than one frame interval, as they do live."""
-    with sim_process(speed=2, seed=9, max_ticks=16) as process:
+    with SimProcess(speed=2, seed=9, max_ticks=16) as process:
         yield process
 
 

@@ -37,9 +37,8 @@ def image() -> str:
 
 @pytest.fixture
 def sim():
-    process = SimProcess(speed=20, seed=7, max_ticks=30).start()
-    yield process
-    process.kill()
+    with SimProcess(speed=20, seed=7, max_ticks=30) as process:
+        yield process
 
 
 @pytest.fixture

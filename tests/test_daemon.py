@@ -14,9 +14,8 @@ from tests.processes import DaemonProcess, SimProcess
 
 @pytest.fixture
 def sim():
-    process = SimProcess(speed=20, seed=11, max_ticks=30).start()
-    yield process
-    process.kill()
+    with SimProcess(speed=20, seed=11, max_ticks=30) as process:
+        yield process
 
 
 def games_ended(events: list[dict]) -> int:

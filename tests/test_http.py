@@ -106,9 +106,8 @@ async def test_unknown_path_is_404_and_the_page_and_module_are_served(tmp_path):
 
 @pytest.fixture
 def sim():
-    process = SimProcess(speed=10, seed=5, max_ticks=60).start()
-    yield process
-    process.kill()
+    with SimProcess(speed=10, seed=5, max_ticks=60) as process:
+        yield process
 
 
 @pytest.mark.slow

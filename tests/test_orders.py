@@ -14,7 +14,6 @@ import contextlib
 import json
 import re
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request

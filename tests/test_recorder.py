@@ -88,9 +88,8 @@ def health(daemon: DaemonProcess) -> dict:
 
 @pytest.fixture
 def sim():
-    process = SimProcess(speed=20, seed=3, max_ticks=40).start()
-    yield process
-    process.kill()
+    with SimProcess(speed=20, seed=3, max_ticks=40) as process:
+        yield process
 
 
 @pytest.fixture
@@ -350,9 +349,8 @@ class SeqWatcher:
 
 @pytest.fixture
 def fast_sim():
-    process = SimProcess(speed=100, seed=5, max_ticks=400).start()
-    yield process
-    process.kill()
+    with SimProcess(speed=100, seed=5, max_ticks=400) as process:
+        yield process
 
 
 def declared(events: list[dict]) -> set[int]:

@@ -16,9 +16,8 @@ from tests.test_daemon import ticks_by_game
 
 @pytest.fixture
 def long_game_sim():
-    process = SimProcess(speed=10, seed=11, max_ticks=700).start()  # seed 11: the first game runs 700 ticks
-    yield process
-    process.kill()
+    with SimProcess(speed=10, seed=11, max_ticks=700) as process:  # seed 11: the first game runs 700 ticks
+        yield process
 
 
 def active_tick(events: list[dict]) -> tuple[str, int] | None:

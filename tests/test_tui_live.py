@@ -39,9 +39,8 @@ def recorded_seqs(data_dir: Path) -> list[int]:
 
 @pytest.fixture
 def sim_process():
-    process = SimProcess(speed=20, seed=5, max_ticks=40).start()
-    yield process
-    process.kill()
+    with SimProcess(speed=20, seed=5, max_ticks=40) as process:
+        yield process
 
 
 @pytest.mark.timeout(60)

@@ -127,9 +127,8 @@ def seqs(events: list[dict]) -> list[int]:
 
 @pytest.fixture(scope="module")
 def sim():
-    process = SimProcess(speed=20, seed=5, max_ticks=30).start()
-    yield process
-    process.kill()
+    with SimProcess(speed=20, seed=5, max_ticks=30) as process:
+        yield process
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from core.contracts.health import RecordingHealth
 from core.contracts.requests import Record, RecordStatus
 from core.foundation import Foundation
 from core.recorder.history import RecordingHistory
+from core.supervisor import ChangeGate
 from core.recorder.live_log import LiveLog
 from core.contracts.recordings import recordings_dir
 from core.recorder.writer import CLOSE, Item, RecordingWriter
@@ -64,7 +65,7 @@ class Recorder:
         self.history = RecordingHistory(self.root, self._writer.in_flight)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watch_task: asyncio.Task | None = None
-        self._published: tuple | None = None
+        self._shown = ChangeGate()  # `recording.status` goes out once per change
         self._announced = False
         self._reported_error: str | None = None
         self._behind_flagged = False
@@ -138,7 +139,7 @@ class Recorder:
             self.refresh()
             return self.status()
         final = self.status(on=False)
-        self._publish(final)
+        self._publish(final, always=True)
         self.on = False
         self._live.close()
         self._queue.append(CLOSE)
@@ -212,10 +213,7 @@ class Recorder:
                 source=self.source,
             )
         self._reported_error = error
-        status = self.status()
-        key = (status["on"], status["state"], status["path"], status["reason"])
-        if key != self._published:
-            self._publish(status)
+        self._publish(self.status())
 
     def _declare_losses(self) -> None:
         """Once per run, after the first recovery: earlier events that are in no recording.
@@ -237,9 +235,10 @@ class Recorder:
             log.error("events %d..%d of an earlier run are in no recording", first, final)
             self.bus.publish(GAP_CHANNEL, {"from": first, "to": final, "reason": LOST_REASON}, source=self.source)
 
-    def _publish(self, status: dict[str, Any]) -> None:
-        self._published = (status["on"], status["state"], status["path"], status["reason"])
-        self.bus.publish(STATUS_CHANNEL, status, source=self.source)
+    def _publish(self, status: dict[str, Any], *, always: bool = False) -> None:
+        changed = self._shown.changed((status["on"], status["state"], status["path"], status["reason"]))
+        if changed or always:
+            self.bus.publish(STATUS_CHANNEL, status, source=self.source)
 
     def _writer_changed(self) -> None:
         """Called on the writer thread."""

@@ -57,7 +57,7 @@ def install_recorder(foundation: Foundation) -> Recorder:
     """The recorder: a component, a subscriber that never drops, and the history replays read from."""
     recorder = Recorder(foundation)
     foundation.add_component(recorder)
-    foundation.bus.subscribe(recorder)
+    foundation.bus.keep_with(recorder)
     foundation.history = recorder.history
     return recorder
 

@@ -1,6 +1,6 @@
 """The one place where events get their sequence number and reach every subscriber.
 
-Fan-out is a synchronous call per subscriber on the event loop: each subscriber (ZeroMQ, a WebSocket
+Fan-out is a synchronous call per subscriber on the event loop, the keeper (the recorder) first: each subscriber (ZeroMQ, a WebSocket
 client, the recorder) owns a bounded buffer and its own policy when that buffer is full, so the bus
 itself never waits and never decides to drop.
 """
@@ -85,6 +85,7 @@ class EventBus:
         self.seqstore = seqstore
         self.ring = ring
         self.stats = Stats()
+        self._keepers: list[Subscriber] = []
         self._subscribers: list[Subscriber] = []
         self._control_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.last_by_type: dict[str, Envelope] = {}
@@ -95,6 +96,11 @@ class EventBus:
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
+
+    def keep_with(self, keeper: Subscriber) -> None:
+        """`keeper` makes events durable (the recorder): it gets each event before the sequence file
+        counts it as published and before any subscriber can send it anywhere."""
+        self._keepers.append(keeper)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         if subscriber in self._subscribers:
@@ -122,15 +128,21 @@ class EventBus:
             data=data,
             data_json=data_json,
         )
+        self._deliver(self._keepers, envelope)
+        self.seqstore.published(envelope.seq)
         self.ring.append(envelope)
         self.last_by_type[type] = envelope
         self.stats.count(envelope, received_ms)
-        for subscriber in self._subscribers:
+        self._deliver(self._subscribers, envelope)
+        return envelope
+
+    @staticmethod
+    def _deliver(subscribers: list[Subscriber], envelope: Envelope) -> None:
+        for subscriber in subscribers:
             try:
                 subscriber.deliver(envelope)
             except Exception:
                 log.exception("subscriber %r failed; it stays subscribed", subscriber)
-        return envelope
 
     def publish_drafts(
         self, drafts: Iterable[Draft], *, source: str, received_ms: int

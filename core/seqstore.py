@@ -1,7 +1,10 @@
 """The sequence counter that survives restarts, SIGKILL included, without an fsync per event.
 
 The file holds two numbers. `last` is written on every publish through a shared memory map: a store
-into the page cache, which outlives the process however it dies. `reserved` is the upper end of a
+into the page cache, which outlives the process however it dies. It is written once the event is kept
+(`published()`, after the recorder's live log has it and before any transport sends it), not when
+the number is handed out: a kill in between leaves a number nobody saw and no recording holds, and
+it must read as never used (`skipped`), not as a lost event. `reserved` is the upper end of a
 block of numbers, written and fsynced once per block, which also survives a power cut. A new run
 starts after `reserved`, so a number is never used twice; numbers between `last` and `reserved`
 were never used and are announced as such on `sys.start`.
@@ -47,12 +50,15 @@ class SeqStore:
         self._reserved = reserved
 
     def next(self) -> int:
+        """The next number; the file counts it as used only after `published()`."""
         seq = self.last + 1
         if seq > self._reserved:
             self._reserve(seq + self.block - 1)
         self.last = seq
-        LAYOUT.pack_into(self._map, 0, seq, self._reserved)
         return seq
+
+    def published(self, seq: int) -> None:
+        LAYOUT.pack_into(self._map, 0, seq, self._reserved)
 
     def _reserve(self, upto: int) -> None:
         self._reserved = upto

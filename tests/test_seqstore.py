@@ -13,9 +13,15 @@ from core.seqstore import SeqStore
 from tests.processes import REPO, VECTRA
 
 
+def publish(store: SeqStore) -> int:
+    seq = store.next()
+    store.published(seq)
+    return seq
+
+
 def test_clean_restart_continues_exactly(tmp_path):
     store = SeqStore(tmp_path / "seq.state", block=100)
-    assert [store.next() for _ in range(5)] == [1, 2, 3, 4, 5]
+    assert [publish(store) for _ in range(5)] == [1, 2, 3, 4, 5]
     store.close()
     again = SeqStore(tmp_path / "seq.state", block=100)
     assert again.resume.previous_last_seq == 5 and again.resume.skipped is None
@@ -31,16 +37,47 @@ def test_sigkill_never_reuses_a_number_and_names_the_skipped_ones(tmp_path):
         from core.seqstore import SeqStore
         store = SeqStore(Path({str(path)!r}), block=100)
         for _ in range(130):
-            store.next()
+            store.published(store.next())
+        store.next()  # handed out, then killed before the event was kept anywhere
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
     result = subprocess.run([sys.executable, "-c", script], timeout=30)
     assert result.returncode == -9
     store = SeqStore(path, block=100)
-    assert store.resume.previous_last_seq == 130
+    assert store.resume.previous_last_seq == 130, "the number handed out but never kept was not published"
     assert store.resume.skipped == (131, 200)
     assert store.next() == 201
+
+
+def test_a_kill_before_the_recorder_kept_an_event_leaves_its_number_unused_not_lost(tmp_path):
+    """The bus counts an event as published only once its keeper (the recorder's live log) has it:
+    a kill in between must not make the next run's replay report a one-event `gap`."""
+    path = tmp_path / "seq.state"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from pathlib import Path
+        from core.bus import EventBus
+        from core.ring import Ring
+        from core.seqstore import SeqStore
+
+        class DiesOnTheFiftieth:
+            def deliver(self, envelope):
+                if envelope.seq == 50:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        bus = EventBus(SeqStore(Path({str(path)!r}), block=100), Ring(1000, 1 << 20))
+        bus.keep_with(DiesOnTheFiftieth())
+        for _ in range(60):
+            bus.publish("game.tick", {{}}, source="test")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, timeout=30)
+    assert result.returncode == -9
+    store = SeqStore(path, block=100)
+    assert store.resume.previous_last_seq == 49
+    assert store.resume.skipped == (50, 100)
 
 
 def fill(folder: Path) -> None:

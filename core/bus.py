@@ -1,8 +1,8 @@
 """The one place where events get their sequence number and reach every subscriber.
 
-Fan-out is a synchronous call per subscriber on the event loop, the keeper (the recorder) first: each subscriber (ZeroMQ, a WebSocket
-client, the recorder) owns a bounded buffer and its own policy when that buffer is full, so the bus
-itself never waits and never decides to drop.
+Fan-out is a synchronous call per subscriber on the event loop, the keeper (the recorder) first:
+each subscriber (ZeroMQ, a WebSocket client, the recorder) owns a bounded buffer and its own policy
+when that buffer is full, so the bus itself never waits and never decides to drop.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Vectra's one entry point. The first run sets up everything Vectra needs (a virtual environment with
-# the project, the browser page's npm packages, Chromium and tmux when missing); later runs skip what is
-# done. Then:   ./start.sh [ARGS...]   runs `vectra ARGS...` (no ARGS: the operator console)
-#               ./start.sh test [PYTEST ARGS...]   runs the test suite
+# the project, the browser page's npm packages, Chromium, tmux and nats-server when missing); later
+# runs skip what is done. Then:
+#   ./start.sh [ARGS...]               runs `vectra ARGS...` (no ARGS: the operator console)
+#   ./start.sh test [PYTEST ARGS...]   runs the test suite
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -38,11 +39,12 @@ setup_system() {
     local missing=()
     command -v chromium >/dev/null || missing+=(chromium)
     command -v tmux >/dev/null || missing+=(tmux)
+    command -v nats-server >/dev/null || missing+=(nats-server)
     [ ${#missing[@]} -eq 0 ] && return
     local sudo=""
     if [ "$(id -u)" -ne 0 ]; then
         if command -v sudo >/dev/null; then sudo="sudo"; else
-            log "missing ${missing[*]} and not root: install them with apt-get for the browser tests"
+            log "missing ${missing[*]} and not root: install them with apt-get for the browser and NATS tests"
             return 0
         fi
     fi

@@ -32,6 +32,7 @@ AREAS: dict[str, str] = {
     "replay": "recordings played back as the feed",
     "browser": "the managed browser (CDP source)",
     "orders": "orders from bots: the mode, the executor and the limits",
+    "nats": "the NATS JetStream bridge and the servers an edge reads from",
     "operator": "state folder, logging and the console",
 }
 FEED = {"area": "feed"}
@@ -41,6 +42,7 @@ RECORDING = {"area": "recording"}
 REPLAY = {"area": "replay"}
 BROWSER = {"area": "browser"}
 ORDERS = {"area": "orders"}
+NATS = {"area": "nats"}
 OPERATOR = {"area": "operator"}
 
 
@@ -299,6 +301,14 @@ class Settings(BaseSettings):
         "simulator (empty: none).",
         json_schema_extra=FEED,
     )
+
+    nats_url: str = Field(
+        "", description="NATS server(s) the bridge publishes every event to, as JetStream stream `VECTRA` "
+        "(comma-separated for a cluster, e.g. `nats://10.0.0.5:4222`); empty: no bridge.",
+        json_schema_extra=NATS,
+    )
+    nats_user: str = Field("", description="NATS user name (bridge, edge and client); empty: none.", json_schema_extra=NATS)
+    nats_password: SecretStr | None = Field(None, description="NATS password for `nats_user`.", json_schema_extra=NATS)
 
     # the click executor presses these (CSS selectors; defaults: the simulator's page)
     click_amount_input: str = Field(

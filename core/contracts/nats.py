@@ -9,6 +9,8 @@ reader uses to find a `seq` without parsing bodies. Both grow with the stream's 
 
 from __future__ import annotations
 
+from typing import Awaitable, Callable
+
 STREAM = "VECTRA"
 SUBJECT_PREFIX = "vectra."
 SUBJECTS = SUBJECT_PREFIX + ">"
@@ -24,3 +26,26 @@ def channel_of(subject: str) -> str:
     if not subject.startswith(SUBJECT_PREFIX):
         raise ValueError(f"{subject!r} is not a Vectra subject (they start with {SUBJECT_PREFIX!r})")
     return subject[len(SUBJECT_PREFIX):]
+
+
+async def stream_position(first: int, last: int, seq_at: Callable[[int], Awaitable[int | None]], wanted: int) -> int | None:
+    """Where to start reading the stream for every event with `Vectra-Seq` >= `wanted`: a position
+    before which every message is below `wanted` and from which none is, found by bisection between
+    the stream's `first` and `last` sequences (about log2(n) lookups, no scan).
+
+    `seq_at(position)` reads that message's `Vectra-Seq`, or None where the stream holds no message
+    (deleted, or aged out meanwhile): the search looks at the next one. None: no message at or after
+    `wanted` yet (read new messages from `last + 1` on).
+    """
+    low, high = first, last + 1
+    while low < high:
+        middle = (low + high) // 2
+        probe, seq = middle, await seq_at(middle)
+        while seq is None and probe + 1 < high:
+            probe += 1
+            seq = await seq_at(probe)
+        if seq is None or seq >= wanted:
+            high = middle  # every message from `middle` on is at or past `wanted` (or there is none)
+        else:
+            low = probe + 1
+    return low if low <= last else None

@@ -32,7 +32,7 @@ from nats.js.errors import NotFoundError
 from core.broadcast.requests import Requests
 from core.contracts.envelope import Envelope
 from core.contracts.health import NatsHealth
-from core.contracts.nats import MSG_ID_HEADER, SEQ_HEADER, STREAM, SUBJECTS, subject_for
+from core.contracts.nats import MSG_ID_HEADER, SEQ_HEADER, STREAM, SUBJECTS, subject_for, without_credentials
 from core.contracts.patterns import ChannelFilter
 from core.foundation import Foundation
 from core.supervisor import Policy, Supervisor, Transition
@@ -93,7 +93,7 @@ class NatsBridge:
     def health(self) -> NatsHealth:
         backlog = self.backlog()
         return NatsHealth(
-            state=self._state, url=",".join(self.servers), stream=STREAM, acked_seq=self.acked, backlog=backlog,
+            state=self._state, url=",".join(without_credentials(url) for url in self.servers), stream=STREAM, acked_seq=self.acked, backlog=backlog,
             degraded=backlog > self.settings.nats_backlog_degraded, last_error=self._last_error,
         )
 
@@ -239,3 +239,4 @@ class NatsBridge:
                 await connection.close()
             except Exception:  # closing a broken connection: nothing left to save
                 log.debug("closing the NATS connection failed", exc_info=True)
+

@@ -9,6 +9,7 @@ reader uses to find a `seq` without parsing bodies. Both grow with the stream's 
 
 from __future__ import annotations
 
+import re
 from typing import Awaitable, Callable
 from urllib.parse import quote, unquote
 
@@ -36,6 +37,11 @@ def channel_of(subject: str) -> str:
         raise ValueError(f"{subject!r} is not a Vectra subject (they start with {SUBJECT_PREFIX!r})")
     tokens = subject[len(SUBJECT_PREFIX):].split(".")
     return ".".join("" if token == _EMPTY_TOKEN else unquote(token) for token in tokens)
+
+
+def without_credentials(url: str) -> str:
+    """A server URL fit for `/health`, logs and errors: `nats://user:password@host` loses its user part."""
+    return re.sub(r"//[^/@]*@", "//", url)
 
 
 async def stream_position(first: int, last: int, seq_at: Callable[[int], Awaitable[int | None]], wanted: int) -> int | None:

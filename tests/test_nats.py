@@ -8,10 +8,9 @@ exactly that, in `seq` order, once each, whatever happened to NATS, the daemon o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Callable
 
@@ -21,19 +20,10 @@ import pytest
 from core.client import subscribe
 from core.contracts.nats import STREAM, channel_of, subject_for
 from tests.nats_servers import nats_cluster, nats_server  # noqa: F401 - fixtures
-from tests.processes import DaemonProcess, SimProcess
-from tests.test_zmq import daemon_env, wait_until_serving
+from tests.processes import DaemonProcess, SimProcess, health
+from tests.test_zmq import daemon_env, started, wait_until_serving  # noqa: F401 - started: a fixture
 
 READ_TIMEOUT_S = 60
-
-
-@pytest.fixture
-def started():
-    """Every process a test starts is killed when it ends, whatever happened."""
-    processes: list = []
-    yield processes.append
-    for process in reversed(processes):
-        process.kill()
 
 
 def fast_sim(started) -> SimProcess:
@@ -48,15 +38,6 @@ def nats_daemon(data_dir: Path, sim: SimProcess, url: str, started, **settings: 
     started(daemon)
     wait_until_serving(daemon, env)
     return daemon, env
-
-
-def health(env: dict[str, str]) -> dict:
-    """The report, whether `/health` answers 200 (ok) or 503 (degraded, down)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{env['VECTRA_HTTP_PORT']}/health", timeout=5) as reply:
-            return json.loads(reply.read())
-    except urllib.error.HTTPError as refused:
-        return json.loads(refused.read())
 
 
 def wait_health(env: dict[str, str], predicate, timeout: float = 30) -> dict:
@@ -75,8 +56,8 @@ async def read(url: str, until: int | Callable[[], int], *patterns: str, from_se
     subscription = subscribe(*patterns, transport="nats", url=url, from_seq=from_seq)
     last = until if callable(until) else lambda: until
     items: list = []
-    async with asyncio.timeout(READ_TIMEOUT_S):
-        async for item in subscription:
+    async with asyncio.timeout(READ_TIMEOUT_S), contextlib.aclosing(aiter(subscription)) as events:
+        async for item in events:
             if item.seq is not None and item.seq > last():
                 break
             if item.type != "client.status":

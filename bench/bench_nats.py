@@ -15,7 +15,8 @@ bridge on (recorder off). This process is the subscriber.
    sending 5 KB messages to a stream of the same servers.
 2. Latency: 500 frames/s (1,000 events/s) for 5 s; the client library (`subscribe(...,
    transport="nats")`) reads `raw.gameStateUpdate` and compares each frame's send stamp with its
-   arrival: feed -> daemon -> JetStream -> subscriber, p50/p99 (same host, same clock).
+   arrival: feed -> daemon -> JetStream -> subscriber, p50/p99 (same host, same clock). A ZeroMQ
+   subscriber of the same daemon reads the same pour: the difference is what the bridge adds.
 No figure is asserted anywhere; the load average is printed, as the machine's load moves them.
 """
 
@@ -49,7 +50,7 @@ PAYLOAD_BYTES = 5_000
 LATENCY_RATE, LATENCY_SECONDS = 500, 5  # frames/s: two events each
 
 
-def start_daemon(processes: Processes, data: Path, feed_port: int, nats_url: str, replicas: int) -> str:
+def start_daemon(processes: Processes, data: Path, feed_port: int, nats_url: str, replicas: int) -> dict[str, str]:
     http = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "VECTRA_DATA_DIR": str(data), "VECTRA_FEED_URL": f"http://127.0.0.1:{feed_port}",
            "VECTRA_HTTP_PORT": http.rsplit(":", 1)[1], "VECTRA_ZMQ_PUB": f"tcp://127.0.0.1:{free_port()}",
@@ -58,7 +59,7 @@ def start_daemon(processes: Processes, data: Path, feed_port: int, nats_url: str
     processes.start([sys.executable, "-m", "vectra_cli", "--daemon"], env=env, stderr=subprocess.DEVNULL)
     wait_until(lambda: (get_json(f"{http}/health", 2).get("nats") or {}).get("acked_seq") is not None, 60, "the bridge")
     wait_until(lambda: get_json(f"http://127.0.0.1:{feed_port}/clients", 2)["clients"] == 1, 30, "the feed connection")
-    return http
+    return {**env, "http": http}
 
 
 def throughput(http: str, feed_port: int, frames: int, rate: int) -> dict:
@@ -109,28 +110,35 @@ async def bare_publisher(url: str, replicas: int, count: int) -> float:
     return count / elapsed
 
 
-async def latency(nats_url: str, feed_port: int) -> dict:
-    """Feed send stamp -> arrival at a NATS subscriber, for every poured frame."""
+async def latency(daemon: dict[str, str], nats_url: str, feed_port: int) -> dict[str, dict]:
+    """Feed send stamp -> arrival, for every poured frame, at a NATS subscriber and, for comparison in
+    the same pour, at a ZeroMQ subscriber of the same daemon."""
     count = LATENCY_RATE * LATENCY_SECONDS
-    delays: list[float] = []
-    subscription = subscribe("raw.gameStateUpdate", transport="nats", url=nats_url.split(",")[-1])
+    subscriptions = {
+        "nats": subscribe("raw.gameStateUpdate", transport="nats", url=nats_url.split(",")[-1]),
+        "zmq": subscribe("raw.gameStateUpdate", pub=daemon["VECTRA_ZMQ_PUB"], router=daemon["VECTRA_ZMQ_ROUTER"],
+                         dead_after_s=60),
+    }
+    delays: dict[str, list[float]] = {name: [] for name in subscriptions}
 
-    async def receive() -> None:
-        async for item in subscription:
+    async def receive(name: str) -> None:
+        async for item in subscriptions[name]:
             stamp = STAMP.search(item.to_json()) if item.type == "raw.gameStateUpdate" else None
             if stamp:
-                delays.append((time.time_ns() - int(stamp.group(2))) / 1e6)
-                if len(delays) >= count:
+                delays[name].append((time.time_ns() - int(stamp.group(2))) / 1e6)
+                if len(delays[name]) >= count:
                     return
 
-    reading = asyncio.create_task(receive())
-    await asyncio.sleep(1.0)  # the consumer is in place before the pour
+    readers = [asyncio.create_task(receive(name)) for name in subscriptions]
+    await asyncio.sleep(1.0)  # the consumers are in place before the pour
     await asyncio.to_thread(get_json, f"http://127.0.0.1:{feed_port}/pour?rate={LATENCY_RATE}&count={count}")
-    try:
-        await asyncio.wait_for(reading, 30)
-    except TimeoutError:
-        pass
-    return {"received": len(delays), "count": count, "p50": percentile(delays, 0.5), "p99": percentile(delays, 0.99)}
+    await asyncio.wait(readers, timeout=30)
+    for reader in readers:
+        reader.cancel()
+    return {
+        name: {"received": len(values), "count": count, "p50": percentile(values, 0.5), "p99": percentile(values, 0.99)}
+        for name, values in delays.items()
+    }
 
 
 def main() -> None:
@@ -150,9 +158,9 @@ def main() -> None:
             feed_port = free_port()
             processes.start([sys.executable, str(REPO / "bench" / "feed_server.py"), str(feed_port), "--paced"])
             wait_until(lambda: get_json(f"http://127.0.0.1:{feed_port}/clients", 2) is not None, 20, "the feed server")
-            http = start_daemon(processes, root / "data", feed_port, nats_url, args.replicas)
-            result = throughput(http, feed_port, args.frames, args.rate)
-            delay = asyncio.run(latency(nats_url, feed_port))
+            daemon = start_daemon(processes, root / "data", feed_port, nats_url, args.replicas)
+            result = throughput(daemon["http"], feed_port, args.frames, args.rate)
+            delays = asyncio.run(latency(daemon, nats_url, feed_port))
             bare = asyncio.run(bare_publisher(nats_url.split(",")[0], args.replicas, args.frames))
         finally:
             processes.stop()
@@ -163,8 +171,11 @@ def main() -> None:
           f"daemon {result['daemon_per_s']:,.0f}/s, acked by JetStream {result['acked_per_s']:,.0f}/s, "
           f"peak backlog {result['peak_backlog']:,}{'' if result['complete'] else ', NOT all acked'}")
     print(f"bare nats-py publisher, 5 KB with acks: {bare:,.0f} msgs/s")
-    print(f"latency feed -> NATS subscriber at {2 * LATENCY_RATE} events/s: p50 {delay['p50']:.2f} ms, "
-          f"p99 {delay['p99']:.2f} ms ({delay['received']}/{delay['count']} frames)")
+    for name, delay in delays.items():
+        print(f"latency feed -> {name} subscriber at {2 * LATENCY_RATE} events/s: p50 {delay['p50']:.2f} ms, "
+              f"p99 {delay['p99']:.2f} ms ({delay['received']}/{delay['count']} frames)")
+    print(f"the bridge adds: p50 {delays['nats']['p50'] - delays['zmq']['p50']:+.2f} ms, "
+          f"p99 {delays['nats']['p99'] - delays['zmq']['p99']:+.2f} ms")
 
 
 if __name__ == "__main__":

@@ -142,6 +142,7 @@ async def test_nats_down_for_five_seconds_loses_nothing_and_health_shows_the_bac
     assert healthy["nats"]["acked_seq"] < stopped_at
     items = await read(nats_server.url, last)
     assert as_published(items) == published([daemon], last)
+    assert await seq_at(nats_server.url, last) == last, "the stream holds each event once: position n is seq n"
 
 
 # --- restarts -------------------------------------------------------------------------------------
@@ -206,5 +207,13 @@ async def stream_leader(url: str) -> str:
     connection = await nats.connect(url)
     try:
         return (await connection.jetstream().stream_info(STREAM)).cluster.leader
+    finally:
+        await connection.close()
+
+
+async def seq_at(url: str, position: int) -> int:
+    connection = await nats.connect(url)
+    try:
+        return int((await connection.jetstream().get_msg(STREAM, seq=position)).headers["Vectra-Seq"])
     finally:
         await connection.close()

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 WINDOW = 512  # publishes awaiting their ack at once
 ACK_TIMEOUT_S = 5.0
-QUEUE_EVENTS = 20_000  # live events held for the publisher; past this it reads them back instead
+QUEUE_EVENTS = 4096  # live events held for the publisher (~20 MB of 5 KB ticks at most); past this it reads them back
 EXPECTED_LAST_SEQUENCE = "Nats-Expected-Last-Sequence"
 DUPLICATE_WINDOW_S = 120.0
 EVERY_CHANNEL = ChannelFilter(["*"])

@@ -102,7 +102,7 @@ async def test_ten_thousand_events_reach_a_nats_subscriber_complete_and_in_order
     assert as_published(items) == published([daemon], last)
     ticks = await read(nats_server.url, last, "game.tick")
     assert as_published(ticks) == [event for event in published([daemon], last) if event["type"] == "game.tick"]
-    report = wait_health(env, lambda report: report["nats"]["acked_seq"] >= last)
+    report = wait_health(env, lambda report: (report["nats"]["acked_seq"] or 0) >= last)
     assert report["nats"]["state"] == "connected" and report["nats"]["last_error"] is None
 
 
@@ -110,7 +110,7 @@ async def test_ten_thousand_events_reach_a_nats_subscriber_complete_and_in_order
 async def test_what_the_stream_no_longer_holds_is_a_client_gap(nats_server, tmp_path, started):
     daemon, env = nats_daemon(tmp_path / "data", fast_sim(started), nats_server.url, started)
     last = nth_seq(daemon, 300)
-    wait_health(env, lambda report: report["nats"]["acked_seq"] >= last)
+    wait_health(env, lambda report: (report["nats"]["acked_seq"] or 0) >= last)
     connection = await nats.connect(nats_server.url)
     try:
         # A fresh daemon's first run numbers its events from 1, so stream position n holds seq n.
@@ -137,12 +137,32 @@ async def test_nats_down_for_five_seconds_loses_nothing_and_health_shows_the_bac
     nats_server.start()
     stopped_at = daemon.events[-1]["seq"]
     last = nth_seq(daemon, len(daemon.events) + 500)
-    recovered = wait_health(env, lambda report: report["nats"]["acked_seq"] >= last and not report["nats"]["degraded"])
+    recovered = wait_health(env, lambda report: (report["nats"]["acked_seq"] or 0) >= last and not report["nats"]["degraded"])
     assert recovered["nats"]["state"] == "connected" and recovered["status"] == "ok"
     assert healthy["nats"]["acked_seq"] < stopped_at
     items = await read(nats_server.url, last)
     assert as_published(items) == published([daemon], last)
     assert await seq_at(nats_server.url, last) == last, "the stream holds each event once: position n is seq n"
+
+
+@pytest.mark.slow
+async def test_a_backlog_older_than_the_ring_is_read_from_the_recordings(nats_server, tmp_path, started):
+    """NATS is away from the start while 3,000 events pass through a ring of 1,000; the feed then
+    stops and NATS comes: the first 2,000 can only come from the recordings."""
+    nats_server.stop()
+    sim = fast_sim(started)
+    daemon, env = nats_daemon(
+        tmp_path / "data", sim, nats_server.url, started, VECTRA_RING_SIZE="1000", VECTRA_RECORD="true"
+    )
+    nth_seq(daemon, 3000)
+    sim.kill()
+    waiting = wait_health(env, lambda report: report["connection"]["state"] != "connected")
+    assert waiting["nats"]["acked_seq"] is None and waiting["nats"]["backlog"] >= 3000
+    nats_server.start()
+    last = daemon.events[-1]["seq"]
+    wait_health(env, lambda report: (report["nats"]["acked_seq"] or 0) >= last)
+    items = await read(nats_server.url, last)
+    assert as_published(items) == published([daemon], last)
 
 
 # --- restarts -------------------------------------------------------------------------------------
@@ -199,7 +219,7 @@ async def test_a_node_of_a_three_replica_cluster_dies_and_a_client_on_a_survivor
     last = await asyncio.to_thread(nth_seq, daemon, len(daemon.events) + 2000)
     final.append(last)
     assert as_published(await reading) == published([daemon], last)
-    wait_health(env, lambda report: report["nats"]["acked_seq"] >= last)
+    wait_health(env, lambda report: (report["nats"]["acked_seq"] or 0) >= last)
     assert await stream_leader(survivor.url) != leader
 
 

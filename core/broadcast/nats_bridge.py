@@ -89,8 +89,9 @@ class NatsBridge:
     def health(self) -> NatsHealth:
         backlog = self.backlog()
         return NatsHealth(
-            state=self._state, url=",".join(without_credentials(url) for url in self.servers), stream=STREAM, acked_seq=self.acked, backlog=backlog,
-            degraded=backlog > self.settings.nats_backlog_degraded, last_error=self._last_error,
+            state=self._state, url=",".join(without_credentials(url) for url in self.servers), stream=STREAM,
+            acked_seq=self.acked, backlog=backlog, degraded=backlog > self.settings.nats_backlog_degraded,
+            last_error=self._last_error,
         )
 
     def backlog(self) -> int:

@@ -10,6 +10,7 @@ reader uses to find a `seq` without parsing bodies. Both grow with the stream's 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Awaitable, Callable
 from urllib.parse import quote, unquote
 
@@ -28,10 +29,12 @@ _TOKEN_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "*>%.")
 _EMPTY_TOKEN = "%"
 
 
+@lru_cache(maxsize=4096)  # channel names are few: each is encoded once, not per event
 def subject_for(channel: str) -> str:
     return SUBJECT_PREFIX + ".".join(quote(token, safe=_TOKEN_SAFE) or _EMPTY_TOKEN for token in channel.split("."))
 
 
+@lru_cache(maxsize=4096)
 def channel_of(subject: str) -> str:
     if not subject.startswith(SUBJECT_PREFIX):
         raise ValueError(f"{subject!r} is not a Vectra subject (they start with {SUBJECT_PREFIX!r})")

@@ -11,7 +11,8 @@ bridge on (recorder off). This process is the subscriber.
 1. Throughput: `--frames` frames poured at `--rate` frames/s, faster than the daemon ingests; `/health`
    is sampled until JetStream acknowledged the last event. Printed: the daemon's own publish rate,
    the bridge's acked rate over the same span (equal: the bridge keeps up), the largest backlog seen,
-   and, as the machine's ceiling, a bare nats-py publisher (`publish_async`, the same window of acks)
+   the bridge alone (synthetic 5 KB ticks on an in-process bus, no feed: its own ceiling) and, as
+   the machine's ceiling, a bare nats-py publisher (`publish_async`, the same window of acks)
    sending 5 KB messages to a stream of the same servers.
 2. Latency: 500 frames/s (1,000 events/s) for 5 s; the client library (`subscribe(...,
    transport="nats")`) reads `raw.gameStateUpdate` and compares each frame's send stamp with its
@@ -40,8 +41,12 @@ sys.path.insert(0, str(REPO))
 
 from bench.bench_cost import Processes, get_json, wait_until  # noqa: E402
 from bench.bench_ws import percentile  # noqa: E402
-from core.broadcast.nats_bridge import WINDOW  # noqa: E402
+from bench.bench_zmq import synthetic_tick  # noqa: E402
+from core.broadcast.nats_bridge import WINDOW, NatsBridge  # noqa: E402
 from core.client import subscribe  # noqa: E402
+from core.config import load_settings  # noqa: E402
+from core.contracts.nats import STREAM  # noqa: E402
+from core.foundation import Foundation  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.nats_servers import NatsServer, cluster_of_three  # noqa: E402
 
@@ -89,6 +94,38 @@ def throughput(http: str, feed_port: int, frames: int, rate: int) -> dict:
         "peak_backlog": peak_backlog,
         "complete": acked_done is not None,
     }
+
+
+async def bridge_ceiling(nats_url: str, replicas: int, count: int) -> float:
+    """The bridge alone, without the feed: synthetic 5 KB ticks published on the bus of an in-process
+    foundation as fast as the loop lets them go (the bridge shares that loop, as in the daemon); events
+    acked per second from the first publish to the last ack."""
+    settings = load_settings({
+        "data_dir": tempfile.mkdtemp(prefix="bench-nats-"), "zmq_pub": f"tcp://127.0.0.1:{free_port()}",
+        "zmq_router": f"tcp://127.0.0.1:{free_port()}", "log_level": "WARNING", "nats_url": nats_url,
+        "nats_replicas": replicas,
+    })
+    connection = await nats.connect(nats_url)
+    await connection.jetstream().delete_stream(STREAM)
+    await connection.close()
+    foundation = Foundation(settings)
+    bridge = NatsBridge(foundation)
+    foundation.add_component(bridge)
+    await foundation.start()
+    try:
+        while bridge.acked is None:
+            await asyncio.sleep(0.05)
+        payloads = [synthetic_tick(n) for n in range(100)]
+        began = time.monotonic()
+        for index in range(count):
+            foundation.bus.publish("game.tick", payloads[index % 100], source="socketio")
+            if index % 64 == 0:
+                await asyncio.sleep(0)
+        while bridge.acked < foundation.bus.last_seq:
+            await asyncio.sleep(0.01)
+        return count / (time.monotonic() - began)
+    finally:
+        await foundation.stop()
 
 
 async def bare_publisher(url: str, replicas: int, count: int) -> float:
@@ -161,6 +198,8 @@ def main() -> None:
             daemon = start_daemon(processes, root / "data", feed_port, nats_url, args.replicas)
             result = throughput(daemon["http"], feed_port, args.frames, args.rate)
             delays = asyncio.run(latency(daemon, nats_url, feed_port))
+            processes.stop()  # the daemon's bridge is done: the bridge alone gets a fresh stream
+            ceiling = asyncio.run(bridge_ceiling(nats_url, args.replicas, args.frames))
             bare = asyncio.run(bare_publisher(nats_url.split(",")[0], args.replicas, args.frames))
         finally:
             processes.stop()
@@ -170,6 +209,7 @@ def main() -> None:
     print(f"throughput: {result['events']} events ({args.frames} frames at {args.rate}/s asked), "
           f"daemon {result['daemon_per_s']:,.0f}/s, acked by JetStream {result['acked_per_s']:,.0f}/s, "
           f"peak backlog {result['peak_backlog']:,}{'' if result['complete'] else ', NOT all acked'}")
+    print(f"the bridge alone (in-process bus, synthetic 5 KB ticks): {ceiling:,.0f} acked events/s")
     print(f"bare nats-py publisher, 5 KB with acks: {bare:,.0f} msgs/s")
     for name, delay in delays.items():
         print(f"latency feed -> {name} subscriber at {2 * LATENCY_RATE} events/s: p50 {delay['p50']:.2f} ms, "

@@ -169,7 +169,13 @@ class NatsBridge:
             message = await js.get_msg(STREAM, seq=last)
         except NotFoundError:
             return None
-        return int(message.headers[SEQ_HEADER])
+        try:
+            return int((message.headers or {})[SEQ_HEADER])
+        except (KeyError, ValueError):
+            raise ValueError(
+                f"the last message of stream {STREAM} (position {last}, {message.subject}) has no valid {SEQ_HEADER}: "
+                f"something other than a Vectra bridge publishes on {SUBJECTS}"
+            ) from None
 
     async def hold(self) -> str:
         """Publish until a publish fails; the window's acks are settled in order by a second task."""

@@ -99,9 +99,10 @@ class NatsSubscription:
 
         async def seq_at(position: int) -> int | None:
             try:
-                return int((await js.get_msg(STREAM, seq=position)).headers[SEQ_HEADER])
+                message = await js.get_msg(STREAM, seq=position)
             except NotFoundError:
                 return None
+            return _vectra_seq(message.headers, message.subject, position)
 
         found = await stream_position(state.first_seq, state.last_seq, seq_at, max(self.from_seq, 1))
         return found if found is not None else state.last_seq + 1
@@ -123,7 +124,8 @@ class NatsSubscription:
         self._fresh = True
 
     async def _take(self, js: JetStreamContext, message: Msg) -> list[Envelope | Status]:
-        position, seq = message.metadata.sequence.stream, _vectra_seq(message)
+        position = message.metadata.sequence.stream
+        seq = _vectra_seq(message.headers, message.subject, position)
         if self.position is not None and position <= self.position:
             return []  # delivered again
         if self.last_seq is None:
@@ -164,12 +166,12 @@ class NatsSubscription:
         )
 
 
-def _vectra_seq(message: Msg) -> int:
-    """The message's `seq`; a message without one was not published by a Vectra bridge."""
+def _vectra_seq(headers: dict[str, str] | None, subject: str, position: int) -> int:
+    """A message's `seq`; a message without one was not published by a Vectra bridge."""
     try:
-        return int((message.headers or {})[SEQ_HEADER])
+        return int((headers or {})[SEQ_HEADER])
     except (KeyError, ValueError):
         raise ClientError(
-            f"{message.subject} at stream position {message.metadata.sequence.stream} has no valid {SEQ_HEADER} "
-            f"header: stream {STREAM} holds a message no Vectra bridge published"
+            f"{subject} at stream position {position} has no valid {SEQ_HEADER} header: "
+            f"stream {STREAM} holds a message no Vectra bridge published"
         ) from None

@@ -17,8 +17,8 @@ from typing import Callable
 import nats
 import pytest
 
-from core.client import subscribe
-from core.contracts.nats import STREAM, channel_of, subject_for
+from core.client import ClientError, subscribe
+from core.contracts.nats import STREAM, SUBJECTS, channel_of, subject_for
 from tests.nats_servers import nats_cluster, nats_server  # noqa: F401 - fixtures
 from tests.processes import DaemonProcess, SimProcess, health
 from tests.test_zmq import daemon_env, started, wait_until_serving  # noqa: F401 - started: a fixture
@@ -163,6 +163,24 @@ async def test_a_backlog_older_than_the_ring_is_read_from_the_recordings(nats_se
     wait_health(env, lambda report: (report["nats"]["acked_seq"] or 0) >= last)
     items = await read(nats_server.url, last)
     assert as_published(items) == published([daemon], last)
+
+
+@pytest.mark.slow
+async def test_a_message_no_bridge_published_is_a_clear_error_for_the_bridge_and_the_client(
+    nats_server, tmp_path, started
+):
+    connection = await nats.connect(nats_server.url)
+    try:
+        js = connection.jetstream()
+        await js.add_stream(name=STREAM, subjects=[SUBJECTS])
+        await js.publish("vectra.game.tick", b"{}")  # someone else's message, without Vectra-Seq
+    finally:
+        await connection.close()
+    daemon, env = nats_daemon(tmp_path / "data", fast_sim(started), nats_server.url, started)
+    report = wait_health(env, lambda report: "Vectra-Seq" in (report["nats"]["last_error"] or ""))
+    assert report["nats"]["acked_seq"] is None, "nothing is published after a message it cannot place"
+    with pytest.raises(ClientError, match="no valid Vectra-Seq"):
+        await read(nats_server.url, 10)
 
 
 # --- restarts -------------------------------------------------------------------------------------

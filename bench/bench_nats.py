@@ -105,7 +105,7 @@ async def bridge_ceiling(nats_url: str, replicas: int, count: int) -> float:
         "zmq_router": f"tcp://127.0.0.1:{free_port()}", "log_level": "WARNING", "nats_url": nats_url,
         "nats_replicas": replicas,
     })
-    connection = await nats.connect(nats_url)
+    connection = await nats.connect(nats_url.split(","))
     await connection.jetstream().delete_stream(STREAM)
     await connection.close()
     foundation = Foundation(settings)

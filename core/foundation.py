@@ -297,7 +297,7 @@ class Foundation:
         )
 
     def _sections(self) -> list[Section]:
-        sections = [component.health() for component in self.components]
+        sections = [part.health() for part in [*self.components, *self.sources]]
         return [section for section in sections if section is not None]
 
     def _connection(self, now: int) -> Connection:

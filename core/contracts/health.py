@@ -122,6 +122,19 @@ class OrdersHealth(Section):
     limits: OrderLimits
 
 
+class EdgeHealth(Section):
+    """An edge (`VECTRA_SOURCE=nats`): what it could not republish from the origin's stream."""
+
+    report_key: ClassVar[str] = "edge"
+    stream: str
+    holes: int
+    lost: int
+    last_hole_from: int | None
+    last_hole_to: int | None
+    duplicates: int
+    rejected: int
+
+
 class HealthReport(BaseModel):
     status: Status
     source: str
@@ -138,3 +151,4 @@ class HealthReport(BaseModel):
     zmq: ZmqHealth | None = None  # the sections of components this foundation may run without
     websocket: WebSocketHealth | None = None
     orders: OrdersHealth | None = None
+    edge: EdgeHealth | None = None  # null unless the source is `nats`

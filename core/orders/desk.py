@@ -87,7 +87,8 @@ class OrderDesk:
             ("player", self._player),
         ):
             foundation.add_command(action, handler)
-        foundation.bus.subscribe(self)
+        if not foundation.bus.relaying:  # an edge's player state is the origin's, which the stream carries
+            foundation.bus.subscribe(self)
 
     # --- life cycle -----------------------------------------------------------------------------
 

@@ -1,0 +1,208 @@
+"""An edge (`VECTRA_SOURCE=nats`): a Vectra whose feed is a remote Vectra's JetStream stream.
+
+Real processes throughout: a real nats-server, edge daemons (`vectra --daemon`) on their own ports and
+data folders, real ZeroMQ subscribers. The stream is filled either by a real origin daemon through its
+bridge, or by the test itself in the contract's format (core/contracts/nats.py), which lets it hold
+what an origin rarely shows on demand: a restart's skipped block, a hole the stream no longer holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import orjson
+import pytest
+import zmq
+
+import nats
+from core.contracts.nats import MSG_ID_HEADER, SEQ_HEADER, STREAM, SUBJECTS, subject_for
+from tests.conftest import free_port
+from tests.nats_servers import nats_server  # noqa: F401 - a fixture
+from tests.processes import REPO, VECTRA, DaemonProcess
+
+
+def envelope(seq: int, type_: str = "game.tick", data: dict | None = None) -> bytes:
+    return orjson.dumps({"v": 1, "seq": seq, "type": type_, "timestamp": 1_770_000_000_000 + seq,
+                         "gameId": "20260206-003482fbeaae4ad5", "source": "socketio", "data": data or {"n": seq}})
+
+
+def sys_start(seq: int, previous: int, skipped: tuple[int, int] | None) -> bytes:
+    return envelope(seq, "sys.start", {"previous_last_seq": previous, "version": "0.1.0", "sources": ["socketio"],
+                                       "skipped": {"from": skipped[0], "to": skipped[1]} if skipped else None})
+
+
+def fill(url: str, bodies: list[bytes], *, create: bool = False) -> None:
+    """Publish origin envelopes to the stream as the bridge does (body, `Nats-Msg-Id`, `Vectra-Seq`)."""
+    async def publish() -> None:
+        connection = await nats.connect(url)
+        stream = connection.jetstream()
+        if create:
+            await stream.add_stream(name=STREAM, subjects=[SUBJECTS])
+        for body in bodies:
+            parsed = orjson.loads(body)
+            seq = str(parsed["seq"])
+            await stream.publish(subject_for(parsed["type"]), body, headers={MSG_ID_HEADER: seq, SEQ_HEADER: seq})
+        await connection.close()
+
+    asyncio.run(publish())
+
+
+def delete(url: str, positions: list[int]) -> None:
+    async def remove() -> None:
+        connection = await nats.connect(url)
+        for position in positions:
+            await connection.jetstream().delete_msg(STREAM, position)
+        await connection.close()
+
+    asyncio.run(remove())
+
+
+class ZmqTap:
+    """A raw ZeroMQ subscriber to everything: each event's bytes as the PUB socket sent them."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.bodies: dict[int, bytes] = {}
+        self.controls: list[dict] = []
+        self._context = zmq.Context.instance()
+        self._socket = self._context.socket(zmq.SUB)
+        self._socket.setsockopt(zmq.SUBSCRIBE, b"")
+        self._socket.setsockopt(zmq.RCVTIMEO, 200)
+        self._socket.connect(endpoint)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                channel, body = self._socket.recv_multipart()
+            except zmq.Again:
+                continue
+            message = orjson.loads(body)
+            if isinstance(message.get("seq"), int):
+                self.bodies[message["seq"]] = body
+            else:
+                self.controls.append(message)
+
+    def wait_for(self, predicate, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate(self):
+            assert time.monotonic() < deadline, f"condition not met after {timeout}s: {sorted(self.bodies)[-5:]}"
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._socket.close(linger=0)
+
+
+@pytest.fixture
+def edge_for(vectra_env, tmp_path):
+    """Start edge daemons (`VECTRA_SOURCE=nats`) reading the stream at `url`; all killed at the end."""
+    started = []
+
+    def start(url: str, **extra_env: str) -> DaemonProcess:
+        env = {**vectra_env, "VECTRA_SOURCE": "nats", "VECTRA_FEED_URL": url, "VECTRA_RECONNECT_INITIAL_S": "0.1",
+               "VECTRA_RECONNECT_MAX_S": "0.5", **extra_env}
+        daemon = DaemonProcess(env).start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+def seqs(events: list[dict]) -> list[int]:
+    return [event["seq"] for event in events]
+
+
+def health(env: dict[str, str]) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{env['VECTRA_HTTP_PORT']}/health", timeout=5) as reply:
+        return json.loads(reply.read())
+
+
+def replay(env: dict[str, str], from_seq: int) -> list[dict]:
+    """The ROUTER's answer to `replay` from `from_seq`: gaps and events, up to `replay.end`."""
+    context = zmq.Context.instance()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.RCVTIMEO, 10_000)
+    dealer.connect(env["VECTRA_ZMQ_ROUTER"])
+    try:
+        dealer.send(orjson.dumps({"action": "replay", "from_seq": from_seq}))
+        replies = []
+        while not replies or replies[-1].get("type") != "replay.end":
+            replies.append(orjson.loads(dealer.recv_multipart()[-1]))
+        return replies
+    finally:
+        dealer.close(linger=0)
+
+
+# --- fast: the settings refuse an edge that would feed itself -----------------------------------
+
+def test_an_edge_whose_bridge_targets_the_servers_it_reads_refuses_to_start(tmp_path):
+    port = free_port()
+    env = {"VECTRA_SOURCE": "nats", "VECTRA_FEED_URL": f"nats://127.0.0.1:{port},nats://10.0.0.9:4222",
+           "VECTRA_NATS_URL": f"nats://localhost:{port}", "VECTRA_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([*VECTRA, "--daemon"], cwd=REPO, env={**__import__("os").environ, **env},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"127.0.0.1:{port}" in done.stderr and "into itself" in done.stderr
+    assert not (tmp_path / "seq.state").exists(), "refused before anything started"
+
+
+# --- an edge on a stream in the contract's format -----------------------------------------------
+
+@pytest.mark.slow
+def test_an_edge_republishes_the_stream_byte_for_byte_and_says_a_hole_but_not_a_restart(nats_server, edge_for, vectra_env):
+    first_run = [envelope(seq) for seq in range(1, 41)]
+    restart = [sys_start(51, 40, (41, 50))]  # the origin restarted after a SIGKILL: 41..50 were never used
+    fill(nats_server.url, first_run + restart + [envelope(seq) for seq in range(52, 61)], create=True)
+    tap = None
+    edge = edge_for(nats_server.url, VECTRA_RECORD="true")
+    try:
+        edge.wait_for(lambda events: any(event["seq"] == 60 for event in events))
+        tap = ZmqTap(vectra_env["VECTRA_ZMQ_PUB"])
+        fill(nats_server.url, [envelope(seq) for seq in range(61, 66)])
+        edge.wait_for(lambda events: events[-1]["seq"] == 65)
+        tap.wait_for(lambda tap: 65 in tap.bodies)
+        published = {orjson.loads(body)["seq"]: body for body in first_run + restart}
+        assert seqs(edge.events) == [*range(1, 41), *range(51, 66)], "the origin's numbers, nothing of the edge's own"
+        assert all(orjson.dumps(event) == published[event["seq"]] for event in edge.events if event["seq"] in published)
+        assert tap.bodies[61] == envelope(61), "ZeroMQ carries the origin's bytes"
+        assert {control["type"] for control in tap.controls} <= {"sys.heartbeat", "sys.edge"}
+        assert health(vectra_env)["edge"]["holes"] == 0, "a restart's skipped block is no loss"
+        assert health(vectra_env)["seq"] == 65
+
+        # a hole: 66..70 never reach the stream (the origin's bridge lost them), 71 does
+        fill(nats_server.url, [envelope(71)])
+        edge.wait_for(lambda events: events[-1]["seq"] == 71)
+        report = health(vectra_env)["edge"]
+        assert (report["holes"], report["lost"], report["last_hole_from"], report["last_hole_to"]) == (1, 5, 66, 70)
+        replayed = [reply["seq"] if "v" in reply else (reply["type"], reply.get("from_seq"), reply.get("to_seq"))
+                    for reply in replay(vectra_env, 60)[:-1]]
+        assert replayed == [*range(60, 66), ("gap", 66, 70), 71], "the recordings up to the hole, the hole, the rest"
+    finally:
+        if tap is not None:
+            tap.close()
+
+
+@pytest.mark.slow
+def test_a_killed_edge_resumes_after_its_last_seq_with_no_gap_and_no_duplicate(nats_server, edge_for, vectra_env):
+    fill(nats_server.url, [envelope(seq) for seq in range(1, 201)], create=True)
+    first = edge_for(nats_server.url)
+    first.wait_for(lambda events: events and events[-1]["seq"] == 200)
+    first.kill()
+    fill(nats_server.url, [envelope(seq) for seq in range(201, 301)])  # published while the edge is down
+    delete(nats_server.url, list(range(1, 151)))  # and the stream ages out the oldest
+    second = edge_for(nats_server.url)
+    second.wait_for(lambda events: events and events[-1]["seq"] == 300)
+    assert seqs(second.events) == list(range(201, 301))
+    assert health(vectra_env)["edge"]["holes"] == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 from core.broadcast.http_ws import HttpWsServer
+from core.broadcast.nats_bridge import NatsBridge
 from core.broadcast.zmq_transport import ZmqTransport
 from core.chrome.manager import ChromeManager, chrome_command
 from core.config import Settings
@@ -115,6 +116,15 @@ def install_http(foundation: Foundation) -> Component:
     return server
 
 
+def install_nats(foundation: Foundation) -> Component | None:
+    """The JetStream bridge, only where `VECTRA_NATS_URL` names a server."""
+    if not foundation.settings.nats_url:
+        return None
+    bridge = NatsBridge(foundation)
+    foundation.add_component(bridge)
+    return bridge
+
+
 SOURCES: dict[SourceName, Callable[[Foundation], FeedSource]] = {
     "socketio": add_socketio_source,
     "cdp": add_cdp_source,
@@ -122,7 +132,9 @@ SOURCES: dict[SourceName, Callable[[Foundation], FeedSource]] = {
     "nats": add_nats_source,
 }
 # The recorder starts before the transports, so it holds everything a client could be sent.
-COMPONENTS: tuple[Callable[[Foundation], Component], ...] = (install_recorder, install_orders, install_zmq, install_http)
+COMPONENTS: tuple[Callable[[Foundation], Component | None], ...] = (
+    install_recorder, install_orders, install_zmq, install_http, install_nats,
+)
 
 
 def build_foundation(settings: Settings) -> Foundation:

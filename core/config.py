@@ -312,6 +312,22 @@ class Settings(BaseSettings):
     )
     nats_user: str = Field("", description="NATS user name (bridge, edge and client); empty: none.", json_schema_extra=NATS)
     nats_password: SecretStr | None = Field(None, description="NATS password for `nats_user`.", json_schema_extra=NATS)
+    nats_max_age_h: float = Field(
+        24.0, ge=0, description="Stream `VECTRA` keeps an event this many hours (0: no age limit); set at every start.",
+        json_schema_extra=NATS,
+    )
+    nats_max_mb: int = Field(
+        1024, ge=0, description="Stream `VECTRA` drops its oldest events past this size in MB (0: no size limit).",
+        json_schema_extra=NATS,
+    )
+    nats_replicas: int = Field(
+        1, ge=1, le=5, description="Copies of stream `VECTRA` in a NATS cluster (1 for a single server, 3 for a cluster).",
+        json_schema_extra=NATS,
+    )
+    nats_backlog_degraded: int = Field(
+        10_000, ge=1, description="`/health` is `degraded` while more events than this wait for JetStream's ack.",
+        json_schema_extra=NATS,
+    )
 
     # the click executor presses these (CSS selectors; defaults: the simulator's page)
     click_amount_input: str = Field(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 from core import __version__
 from core.bus import EventBus
@@ -280,7 +280,7 @@ class Foundation:
         recording = sections.pop("recording", None) or RecordingHealth.absent(str(recordings_dir(self.settings.data_dir)))
         websocket, zmq = sections.get("websocket"), sections.get("zmq")
         return HealthReport(
-            status=self._status(connection, recording),
+            status=self._status(connection, recording, sections.values()),
             source=self.settings.source,
             connection=connection,
             latency_ms=Latency(feed_rtt=None, pipeline=Pipeline(**stats.latency_ms())),
@@ -315,15 +315,16 @@ class Foundation:
             sources={name: _public(entry) for name, entry in self.connections.items()},
         )
 
-    def _status(self, connection: Connection, recording: RecordingHealth) -> Status:
+    def _status(self, connection: Connection, recording: RecordingHealth, sections: Iterable[Section]) -> Status:
         """`down` without a connected source; `ok` only when every source is connected, the feed
-        itself spoke lately (Vectra's own events prove nothing about it), and recording works."""
+        itself spoke lately (Vectra's own events prove nothing about it), recording works and no
+        component says it degrades the service (the NATS bridge far behind)."""
         connected = [link.state == "connected" for link in connection.sources.values()]
         age = connection.last_frame_age_ms
         fresh = age is not None and age < self.settings.health_stale_s * 1000
         if not any(connected):
             return "down"
-        if all(connected) and fresh and recording.state != "failed":
+        if all(connected) and fresh and recording.state != "failed" and not any(s.degrades() for s in sections):
             return "ok"
         return "degraded"
 

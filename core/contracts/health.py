@@ -61,6 +61,10 @@ class Section(BaseModel):
 
     report_key: ClassVar[str]
 
+    def degrades(self) -> bool:
+        """True while this component keeps the whole report from `ok` (it is then `degraded`)."""
+        return False
+
 
 class ZmqHealth(Section):
     report_key: ClassVar[str] = "zmq"
@@ -135,6 +139,26 @@ class EdgeHealth(Section):
     rejected: int
 
 
+class NatsHealth(Section):
+    """The JetStream bridge: how far JetStream has acknowledged the stream, and what waits for it.
+
+    `backlog` counts the events published on the bus that JetStream has not acknowledged yet (numbers
+    a restart skipped are not events); the bridge reads them back from the ring or the recordings, so
+    a backlog costs no memory. `degraded` once it passes `VECTRA_NATS_BACKLOG_DEGRADED`."""
+
+    report_key: ClassVar[str] = "nats"
+    state: LinkState
+    url: str
+    stream: str
+    acked_seq: int | None
+    backlog: int
+    degraded: bool
+    last_error: str | None
+
+    def degrades(self) -> bool:
+        return self.degraded
+
+
 class HealthReport(BaseModel):
     status: Status
     source: str
@@ -151,4 +175,5 @@ class HealthReport(BaseModel):
     zmq: ZmqHealth | None = None  # the sections of components this foundation may run without
     websocket: WebSocketHealth | None = None
     orders: OrdersHealth | None = None
+    nats: NatsHealth | None = None
     edge: EdgeHealth | None = None  # null unless the source is `nats`

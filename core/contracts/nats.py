@@ -10,6 +10,7 @@ reader uses to find a `seq` without parsing bodies. Both grow with the stream's 
 from __future__ import annotations
 
 from typing import Awaitable, Callable
+from urllib.parse import quote, unquote
 
 STREAM = "VECTRA"
 SUBJECT_PREFIX = "vectra."
@@ -18,14 +19,23 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 SEQ_HEADER = "Vectra-Seq"
 
 
+# A subject token is printable ASCII without whitespace, `*` or `>`; a channel name (a `raw.*` event is
+# named by the feed) may hold anything, so every other character is percent-encoded, `%` included,
+# and an empty token (`raw..x`) becomes a lone `%`, which encoding never produces. The message body
+# keeps the real `type`: the mapping only names the subject.
+_TOKEN_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "*>%.")
+_EMPTY_TOKEN = "%"
+
+
 def subject_for(channel: str) -> str:
-    return SUBJECT_PREFIX + channel
+    return SUBJECT_PREFIX + ".".join(quote(token, safe=_TOKEN_SAFE) or _EMPTY_TOKEN for token in channel.split("."))
 
 
 def channel_of(subject: str) -> str:
     if not subject.startswith(SUBJECT_PREFIX):
         raise ValueError(f"{subject!r} is not a Vectra subject (they start with {SUBJECT_PREFIX!r})")
-    return subject[len(SUBJECT_PREFIX):]
+    tokens = subject[len(SUBJECT_PREFIX):].split(".")
+    return ".".join("" if token == _EMPTY_TOKEN else unquote(token) for token in tokens)
 
 
 async def stream_position(first: int, last: int, seq_at: Callable[[int], Awaitable[int | None]], wanted: int) -> int | None:

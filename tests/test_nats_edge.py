@@ -101,6 +101,28 @@ class ZmqTap:
         self._socket.close(linger=0)
 
 
+class ClientThread:
+    """The project's Python client (`core.client`) on the edge, from seq 1 until `until_seq`: events as
+    their `seq`, a `client.gap` as (type, from, to)."""
+
+    def __init__(self, env: dict[str, str], until_seq: int) -> None:
+        self.items: list = []
+        self.thread = threading.Thread(target=self._read, args=(env, until_seq), daemon=True)
+        self.thread.start()
+
+    def _read(self, env: dict[str, str], until_seq: int) -> None:
+        from core.client import subscribe_blocking
+
+        for item in subscribe_blocking(from_seq=1, pub=env["VECTRA_ZMQ_PUB"], router=env["VECTRA_ZMQ_ROUTER"],
+                                       dead_after_s=30):
+            if item.seq is None:
+                self.items.append((item.type, item.data.get("from_seq"), item.data.get("to_seq")))
+                continue
+            self.items.append(item.seq)
+            if item.seq >= until_seq:
+                return
+
+
 @pytest.fixture
 def edge_for(vectra_env, tmp_path):
     """Start edge daemons (`VECTRA_SOURCE=nats`) reading the stream at `url`; all killed at the end."""
@@ -176,6 +198,7 @@ def test_an_edge_republishes_the_stream_byte_for_byte_and_says_a_hole_but_not_a_
     try:
         edge.wait_for(lambda events: any(event["seq"] == 60 for event in events))
         tap = ZmqTap(vectra_env["VECTRA_ZMQ_PUB"])
+        client = ClientThread(vectra_env, until_seq=71)
         fill(nats_server.url, [envelope(seq) for seq in range(61, 66)])
         edge.wait_for(lambda events: events[-1]["seq"] == 65)
         tap.wait_for(lambda tap: 65 in tap.bodies)
@@ -195,6 +218,9 @@ def test_an_edge_republishes_the_stream_byte_for_byte_and_says_a_hole_but_not_a_
         replayed = [reply["seq"] if "v" in reply else (reply["type"], reply.get("from_seq"), reply.get("to_seq"))
                     for reply in map(orjson.loads, replay(vectra_env, 60)[:-1])]
         assert replayed == [*range(60, 66), ("gap", 66, 70), 71], "the recordings up to the hole, the hole, the rest"
+        client.thread.join(timeout=30)
+        assert client.items == [*range(1, 41), *range(51, 66), ("client.gap", 66, 70), 71], \
+            "the Python client on the edge: the origin's restart is no loss, the hole is one"
     finally:
         if tap is not None:
             tap.close()

@@ -157,6 +157,18 @@ def own_ports(data_dir) -> dict[str, str]:
             "VECTRA_ZMQ_PUB": f"tcp://127.0.0.1:{free_port()}", "VECTRA_ZMQ_ROUTER": f"tcp://127.0.0.1:{free_port()}"}
 
 
+def request(env: dict[str, str], command: dict) -> dict:
+    """One request to the ROUTER, its one reply."""
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.RCVTIMEO, 10_000)
+    dealer.connect(env["VECTRA_ZMQ_ROUTER"])
+    try:
+        dealer.send(orjson.dumps(command))
+        return orjson.loads(dealer.recv_multipart()[-1])
+    finally:
+        dealer.close(linger=0)
+
+
 def replay(env: dict[str, str], from_seq: int) -> list[bytes]:
     """The ROUTER's answer to `replay` from `from_seq` as sent: gaps and events, up to `replay.end`."""
     context = zmq.Context.instance()
@@ -221,6 +233,16 @@ def test_an_edge_republishes_the_stream_byte_for_byte_and_says_a_hole_but_not_a_
         client.thread.join(timeout=30)
         assert client.items == [*range(1, 41), *range(51, 66), ("client.gap", 66, 70), 71], \
             "the Python client on the edge: the origin's restart is no loss, the hole is one"
+
+        # an operator's reconnect: the edge says so on `sys.edge`, not with numbers of the origin's, and
+        # the new connection carries on after the last seq republished
+        assert request(vectra_env, {"action": "reconnect"})["type"] == "reconnecting"
+        tap.wait_for(lambda tap: any(c["type"] == "sys.edge" and c["event"] == "connection.status"
+                                     and c["data"]["state"] == "connected" for c in tap.controls))
+        fill(nats_server.url, [envelope(72)])
+        edge.wait_for(lambda events: events[-1]["seq"] == 72)
+        assert seqs(edge.events) == [*range(1, 41), *range(51, 66), 71, 72]
+        assert health(vectra_env)["edge"]["duplicates"] == 0
     finally:
         if tap is not None:
             tap.close()

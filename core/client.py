@@ -83,7 +83,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Literal
 
 import orjson
 import zmq
@@ -94,6 +94,9 @@ from core.contracts.patterns import ChannelFilter
 from core.config import Settings, load_settings
 from core.contracts.envelope import Envelope
 from core.contracts.orders import BadOrder, parse_order
+
+if TYPE_CHECKING:
+    from core.nats_client import NatsSubscription
 
 HEARTBEAT_CHANNEL = b"sys.heartbeat"
 START_CHANNEL = b"sys.start"
@@ -326,7 +329,7 @@ class Subscription:
             kind = reply.get("type")
             if "seq" in reply and isinstance(reply.get("seq"), int):
                 if pending_gap is not None:
-                    lost = _real_loss(pending_gap, reply)
+                    lost = real_loss(pending_gap, reply)
                     if lost is not None:
                         yield Status("client.gap", {"from_seq": lost[0], "to_seq": lost[1]})
                     self.last_seq = max(self.last_seq, pending_gap[1])
@@ -369,7 +372,7 @@ class Subscription:
         )
 
 
-def _real_loss(gap: tuple[int, int], following: dict[str, Any]) -> tuple[int, int] | None:
+def real_loss(gap: tuple[int, int], following: dict[str, Any]) -> tuple[int, int] | None:
     """The part of a replay gap that held events: numbers a restart skipped never did."""
     first, last = gap
     if following.get("type") == "sys.start" and following["seq"] == last + 1:
@@ -387,11 +390,27 @@ def subscribe(
     settings: Settings | None = None,
     dead_after_s: float | None = None,
     queue_limit: int = QUEUE_LIMIT,
-) -> Subscription:
+    transport: Literal["zmq", "nats"] = "zmq",
+    url: str | None = None,
+) -> Subscription | NatsSubscription:
     """Every event on a channel matching one of `patterns` (shell globs; none means all).
 
     `queue_limit` live messages wait while the caller is busy; beyond that ZeroMQ drops them and
-    the client replays them, so a small limit costs replays, never events."""
+    the client replays them, so a small limit costs replays, never events.
+
+    `transport="nats"` reads the daemon's JetStream stream instead (core/nats_client.py), from `url`
+    (default `VECTRA_NATS_URL`; user and password from the settings), with the same promises."""
+    if transport == "nats":
+        from core.nats_client import NatsSubscription  # nats-py is loaded only by those who read NATS
+
+        settings = settings or load_settings()
+        password = settings.nats_password
+        return NatsSubscription(
+            patterns, url=url or settings.nats_url, from_seq=from_seq, user=settings.nats_user,
+            password=password.get_secret_value() if password else None,
+        )
+    if transport != "zmq":
+        raise ValueError(f"transport must be 'zmq' or 'nats', not {transport!r}")
     return Subscription(
         patterns,
         from_seq=from_seq,
@@ -409,7 +428,7 @@ def subscribe_blocking(*patterns: str, **options: Any) -> Iterator[Envelope | St
     return _blocking(subscribe(*patterns, **options))
 
 
-def _blocking(subscription: Subscription) -> Iterator[Envelope | Status]:
+def _blocking(subscription: Subscription | NatsSubscription) -> Iterator[Envelope | Status]:
     loop = asyncio.new_event_loop()
     events = subscription.__aiter__()
     try:

@@ -9,11 +9,13 @@ what an origin rarely shows on demand: a restart's skipped block, a hole the str
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import subprocess
-import sys
 import threading
 import time
+import urllib.request
 
 import orjson
 import pytest
@@ -123,30 +125,11 @@ class ClientThread:
                 return
 
 
-@pytest.fixture
-def edge_for(vectra_env, tmp_path):
-    """Start edge daemons (`VECTRA_SOURCE=nats`) reading the stream at `url`; all killed at the end."""
-    started = []
-
-    def start(url: str, **extra_env: str) -> DaemonProcess:
-        env = {**vectra_env, "VECTRA_SOURCE": "nats", "VECTRA_FEED_URL": url, "VECTRA_RECONNECT_INITIAL_S": "0.1",
-               "VECTRA_RECONNECT_MAX_S": "0.5", **extra_env}
-        daemon = DaemonProcess(env).start()
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.kill()
-
-
 def seqs(events: list[dict]) -> list[int]:
     return [event["seq"] for event in events]
 
 
 def health(env: dict[str, str]) -> dict:
-    import urllib.request
-
     with urllib.request.urlopen(f"http://127.0.0.1:{env['VECTRA_HTTP_PORT']}/health", timeout=5) as reply:
         return json.loads(reply.read())
 
@@ -157,32 +140,33 @@ def own_ports(data_dir) -> dict[str, str]:
             "VECTRA_ZMQ_PUB": f"tcp://127.0.0.1:{free_port()}", "VECTRA_ZMQ_ROUTER": f"tcp://127.0.0.1:{free_port()}"}
 
 
+@contextlib.contextmanager
+def dealer(env: dict[str, str]):
+    """A DEALER on the daemon's ROUTER; replies wait at most 10 s."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.RCVTIMEO, 10_000)
+    sock.connect(env["VECTRA_ZMQ_ROUTER"])
+    try:
+        yield sock
+    finally:
+        sock.close(linger=0)
+
+
 def request(env: dict[str, str], command: dict) -> dict:
     """One request to the ROUTER, its one reply."""
-    dealer = zmq.Context.instance().socket(zmq.DEALER)
-    dealer.setsockopt(zmq.RCVTIMEO, 10_000)
-    dealer.connect(env["VECTRA_ZMQ_ROUTER"])
-    try:
-        dealer.send(orjson.dumps(command))
-        return orjson.loads(dealer.recv_multipart()[-1])
-    finally:
-        dealer.close(linger=0)
+    with dealer(env) as sock:
+        sock.send(orjson.dumps(command))
+        return orjson.loads(sock.recv_multipart()[-1])
 
 
 def replay(env: dict[str, str], from_seq: int) -> list[bytes]:
     """The ROUTER's answer to `replay` from `from_seq` as sent: gaps and events, up to `replay.end`."""
-    context = zmq.Context.instance()
-    dealer = context.socket(zmq.DEALER)
-    dealer.setsockopt(zmq.RCVTIMEO, 10_000)
-    dealer.connect(env["VECTRA_ZMQ_ROUTER"])
-    try:
-        dealer.send(orjson.dumps({"action": "replay", "from_seq": from_seq}))
+    with dealer(env) as sock:
+        sock.send(orjson.dumps({"action": "replay", "from_seq": from_seq}))
         replies: list[bytes] = []
         while not replies or orjson.loads(replies[-1]).get("type") != "replay.end":
-            replies.append(dealer.recv_multipart()[-1])
+            replies.append(sock.recv_multipart()[-1])
         return replies
-    finally:
-        dealer.close(linger=0)
 
 
 # --- fast: the settings refuse an edge that would feed itself -----------------------------------
@@ -191,7 +175,7 @@ def test_an_edge_whose_bridge_targets_the_servers_it_reads_refuses_to_start(tmp_
     port = free_port()
     env = {"VECTRA_SOURCE": "nats", "VECTRA_FEED_URL": f"nats://127.0.0.1:{port},nats://10.0.0.9:4222",
            "VECTRA_NATS_URL": f"nats://localhost:{port}", "VECTRA_DATA_DIR": str(tmp_path)}
-    done = subprocess.run([*VECTRA, "--daemon"], cwd=REPO, env={**__import__("os").environ, **env},
+    done = subprocess.run([*VECTRA, "--daemon"], cwd=REPO, env={**os.environ, **env},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert f"127.0.0.1:{port}" in done.stderr and "into itself" in done.stderr
@@ -201,12 +185,12 @@ def test_an_edge_whose_bridge_targets_the_servers_it_reads_refuses_to_start(tmp_
 # --- an edge on a stream in the contract's format -----------------------------------------------
 
 @pytest.mark.slow
-def test_an_edge_republishes_the_stream_byte_for_byte_and_says_a_hole_but_not_a_restart(nats_server, edge_for, vectra_env):
+def test_an_edge_republishes_the_stream_byte_for_byte_and_says_a_hole_but_not_a_restart(nats_server, daemon_for, vectra_env):
     first_run = [envelope(seq) for seq in range(1, 41)]
     restart = [sys_start(51, 40, (41, 50))]  # the origin restarted after a SIGKILL: 41..50 were never used
     fill(nats_server.url, first_run + restart + [envelope(seq) for seq in range(52, 61)], create=True)
     tap = None
-    edge = edge_for(nats_server.url, VECTRA_RECORD="true")
+    edge = daemon_for(nats_server, VECTRA_SOURCE="nats", VECTRA_RECORD="true")
     try:
         edge.wait_for(lambda events: any(event["seq"] == 60 for event in events))
         tap = ZmqTap(vectra_env["VECTRA_ZMQ_PUB"])
@@ -249,14 +233,15 @@ def test_an_edge_republishes_the_stream_byte_for_byte_and_says_a_hole_but_not_a_
 
 
 @pytest.mark.slow
-def test_a_killed_edge_resumes_after_its_last_seq_with_no_gap_and_no_duplicate(nats_server, edge_for, vectra_env):
+def test_a_killed_edge_resumes_after_its_last_seq_with_no_gap_and_no_duplicate(nats_server, daemon_for, vectra_env):
     fill(nats_server.url, [envelope(seq) for seq in range(1, 201)], create=True)
-    first = edge_for(nats_server.url)
+    first = daemon_for(nats_server, VECTRA_SOURCE="nats")
     first.wait_for(lambda events: events and events[-1]["seq"] == 200)
     first.kill()
     fill(nats_server.url, [envelope(seq) for seq in range(201, 301)])  # published while the edge is down
     delete(nats_server.url, list(range(1, 151)))  # and the stream ages out the oldest
-    second = edge_for(nats_server.url)
+    cluster = f"nats://127.0.0.1:{free_port()},{nats_server.url}"  # the first server is down: the next one serves
+    second = daemon_for(nats_server, VECTRA_SOURCE="nats", VECTRA_FEED_URL=cluster)
     second.wait_for(lambda events: events and events[-1]["seq"] == 300)
     assert seqs(second.events) == list(range(201, 301))
     assert health(vectra_env)["edge"]["holes"] == 0
@@ -264,19 +249,8 @@ def test_a_killed_edge_resumes_after_its_last_seq_with_no_gap_and_no_duplicate(n
 
 # --- origin → bridge → nats-server → edge, all real ---------------------------------------------
 
-def last_seq_of(env: dict[str, str]) -> int:
-    return health(env)["seq"]
-
-
-def wait_until(condition, timeout: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not reached after {timeout}s: {what}"
-        time.sleep(0.1)
-
-
 @pytest.mark.slow
-def test_an_edge_carries_the_origins_envelopes_and_a_killed_edge_resumes_with_no_gap(nats_server, edge_for, vectra_env,
+def test_an_edge_carries_the_origins_envelopes_and_a_killed_edge_resumes_with_no_gap(nats_server, daemon_for, vectra_env,
                                                                                        tmp_path):
     origin_env = {**own_ports(tmp_path / "origin"), "VECTRA_NATS_URL": nats_server.url}
     with SimProcess(speed=20, seed=7, max_ticks=40) as sim:
@@ -284,12 +258,12 @@ def test_an_edge_carries_the_origins_envelopes_and_a_killed_edge_resumes_with_no
         origin_tap = ZmqTap(origin_env["VECTRA_ZMQ_PUB"])
         edge_tap = ZmqTap(vectra_env["VECTRA_ZMQ_PUB"])
         try:
-            first = edge_for(nats_server.url, VECTRA_RECORD="true")
+            first = daemon_for(nats_server, VECTRA_SOURCE="nats", VECTRA_RECORD="true")
             first.wait_for(lambda events: len(events) >= 150, timeout=60)
             first.kill()
-            killed_at = last_seq_of(origin_env)
+            killed_at = health(origin_env)["seq"]
             origin.wait_for(lambda events: events[-1]["seq"] >= killed_at + 100, timeout=60)  # the edge is down
-            second = edge_for(nats_server.url, VECTRA_RECORD="true")
+            second = daemon_for(nats_server, VECTRA_SOURCE="nats", VECTRA_RECORD="true")
             target = origin.events[-1]["seq"] + 50
             second.wait_for(lambda events: events and events[-1]["seq"] >= target, timeout=60)
             origin_tap.wait_for(lambda tap: max(tap.bodies, default=0) >= target)

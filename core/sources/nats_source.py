@@ -72,18 +72,7 @@ class NatsSource(FeedSource):
     # --- the supervisor's Link ------------------------------------------------------------------
 
     async def open(self) -> None:
-        password = self.settings.nats_password
-        self._connection = connection = await nats.connect(
-            servers=self.servers,
-            user=self.settings.nats_user or None,
-            password=password.get_secret_value() if password is not None else None,
-            allow_reconnect=False,
-            connect_timeout=self.settings.connect_timeout_s,
-            ping_interval=max(1, int(self.settings.stale_after_s / PINGS_BEFORE_DEAD)),
-            max_outstanding_pings=PINGS_BEFORE_DEAD,
-            disconnected_cb=self._lost,
-            error_cb=self._error,
-        )
+        self._connection = connection = await self._connect()
         stream = connection.jetstream()
         try:
             state = (await stream.stream_info(STREAM)).state
@@ -94,6 +83,26 @@ class NatsSource(FeedSource):
             start = await stream_position(state.first_seq, state.last_seq, self._seq_at, self.bus.last_seq + 1)
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start or state.last_seq + 1)
         self._subscription = await stream.subscribe(SUBJECTS, stream=STREAM, ordered_consumer=True, config=config)
+
+    async def _connect(self) -> nats.NATS:
+        """One try of each server in the order given, then fail (the supervisor backs off and tries
+        again). nats-py's own defaults would retry a dead server 60 times, 2 s apart, before the next
+        one, even with reconnection off."""
+        password = self.settings.nats_password
+        return await nats.connect(
+            servers=self.servers,
+            user=self.settings.nats_user or None,
+            password=password.get_secret_value() if password is not None else None,
+            allow_reconnect=False,
+            dont_randomize=True,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0,
+            connect_timeout=self.settings.connect_timeout_s,
+            ping_interval=max(1, int(self.settings.stale_after_s / PINGS_BEFORE_DEAD)),
+            max_outstanding_pings=PINGS_BEFORE_DEAD,
+            disconnected_cb=self._lost,
+            error_cb=self._error,
+        )
 
     async def _seq_at(self, position: int) -> int | None:
         try:

@@ -283,6 +283,10 @@ def test_an_edge_carries_the_origins_envelopes_and_a_killed_edge_resumes_with_no
             # older events come back from the edge's recordings, which store fields, not bytes: compared parsed
             assert [orjson.loads(body) for body in events] == [orjson.loads(body) for body in on_origin[:len(events)]], \
                 "the edge's history (its recordings, then its ring) holds the origin's envelopes"
+
+            snapshot = request(vectra_env, {"action": "snapshot"})  # a late joiner on the edge knows the game
+            assert snapshot["gameId"] is not None and snapshot["gameId"] == snapshot["last_tick"]["gameId"]
+            assert snapshot["phase"] == snapshot["last_tick"]["data"]["phase"]
         finally:
             origin_tap.close()
             edge_tap.close()

@@ -151,15 +151,16 @@ class EventBus:
         self._pass_on(envelope, received_ms)
         return envelope
 
-    def republish(self, envelope: Envelope) -> bool:
+    def republish(self, envelope: Envelope, received_ms: int) -> bool:
         """An edge passes an origin's envelope on unchanged, with the origin's `seq`: kept first, then
         the sequence file moves to that number, then everyone else gets it. False: not newer than the
-        last one (a duplicate), dropped."""
+        last one (a duplicate), dropped. `received_ms` is the edge's own clock (another host's may
+        differ): what `/health` calls the feed's last frame."""
         if envelope.seq <= self.seqstore.last:
             return False
         self._deliver(self._keepers, envelope)
         self.seqstore.adopt(envelope.seq)
-        self._pass_on(envelope, envelope.timestamp)
+        self._pass_on(envelope, received_ms)
         return True
 
     def _pass_on(self, envelope: Envelope, received_ms: int | None) -> None:

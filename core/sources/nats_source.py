@@ -26,7 +26,7 @@ from nats.js.errors import NotFoundError
 
 from core.bus import EventBus
 from core.config import Settings, env_name, nats_servers
-from core.contracts.envelope import Envelope
+from core.contracts.envelope import Envelope, now_ms
 from core.contracts.feed import FeedSink, FeedSource
 from core.contracts.health import EdgeHealth
 from core.contracts.nats import SEQ_HEADER, STREAM, SUBJECTS, stream_position
@@ -147,7 +147,7 @@ class NatsSource(FeedSource):
         lost = _lost_before(envelope, last)
         if lost is not None:
             self._hole(*lost)
-        if not self.bus.republish(envelope):
+        if not self.bus.republish(envelope, now_ms()):
             self.health_now.duplicates += 1
 
     def _hole(self, first: int, last: int) -> None:

@@ -15,6 +15,7 @@ import os
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import orjson
@@ -130,8 +131,11 @@ def seqs(events: list[dict]) -> list[int]:
 
 
 def health(env: dict[str, str]) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{env['VECTRA_HTTP_PORT']}/health", timeout=5) as reply:
-        return json.loads(reply.read())
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{env['VECTRA_HTTP_PORT']}/health", timeout=5) as reply:
+            return json.loads(reply.read())
+    except urllib.error.HTTPError as down:  # 503 while no source is connected: the same report
+        return json.loads(down.read())
 
 
 def own_ports(data_dir) -> dict[str, str]:
@@ -180,6 +184,24 @@ def test_an_edge_whose_bridge_targets_the_servers_it_reads_refuses_to_start(tmp_
     assert done.returncode != 0
     assert f"127.0.0.1:{port}" in done.stderr and "into itself" in done.stderr
     assert not (tmp_path / "seq.state").exists(), "refused before anything started"
+
+
+def test_an_edge_whose_feed_is_not_nats_says_so_and_stays_up(daemon_for, vectra_env):
+    class Feed:
+        url = "https://backend.rugs.fun?frontend-version=1.0"  # the default: an edge with its feed forgotten
+
+    edge = daemon_for(Feed, VECTRA_SOURCE="nats")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            link = health(vectra_env)["connection"]["sources"]["nats"]
+            if link["state"] == "failed":
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline and edge.proc.poll() is None, "the edge never said its feed is wrong"
+        time.sleep(0.1)
+    assert "is not a list of nats:// servers" in link["reason"] and Feed.url in link["reason"]
 
 
 # --- an edge on a stream in the contract's format -----------------------------------------------

@@ -63,7 +63,7 @@ class NatsSource(FeedSource):
         return self.health_now
 
     async def run(self) -> None:
-        if not self.servers or len(nats_servers(self.url)) < len(set(self.servers)):
+        if not self.servers or not all(nats_servers(server) for server in self.servers):
             self.report("failed", reason=f"{env_name('feed_url')}={self.url} is not a list of nats:// servers "
                                          "(an edge reads the origin's JetStream stream)")
             return

@@ -140,7 +140,8 @@ def run(rate: int, seconds: float) -> None:
             same_seq = all(origin[i][2] == edge[i][2] for i in edge)
             print(f"origin -> NATS -> edge at {rate} frames/s for {seconds:g} s "
                   f"(poured {poured['sent'] / poured['seconds']:.0f}/s; ~4.9 KB frames; recording off)")
-            print(f"  frames at the origin's subscriber {len(origin)}, at the edge's {len(edge)}; same seq: {same_seq}")
+            print(f"  frames at the origin's subscriber {len(origin)}, at the edge's {len(edge)}; same seq: {same_seq}; "
+                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             print(f"  feed -> origin sub  {summary([(a - s) / 1e6 for a, s, _ in origin.values()])}")
             print(f"  feed -> edge sub    {summary([(a - s) / 1e6 for a, s, _ in edge.values()])}")
             print(f"  origin -> edge      {summary([(edge[i][0] - origin[i][0]) / 1e6 for i in edge if i in origin])}")

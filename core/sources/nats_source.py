@@ -20,6 +20,7 @@ import logging
 
 import nats
 import orjson
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -82,7 +83,8 @@ class NatsSource(FeedSource):
         if state.messages:
             start = await stream_position(state.first_seq, state.last_seq, self._seq_at, self.bus.last_seq + 1)
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start or state.last_seq + 1)
-        self._subscription = await stream.subscribe(SUBJECTS, stream=STREAM, ordered_consumer=True, config=config)
+        self._subscription = await stream.subscribe(SUBJECTS, stream=STREAM, ordered_consumer=True, config=config,
+                                                    cb=self._on_message)
 
     async def _connect(self) -> nats.NATS:
         """One try of each server in the order given, then fail (the supervisor backs off and tries
@@ -112,11 +114,16 @@ class NatsSource(FeedSource):
         value = (message.headers or {}).get(SEQ_HEADER)
         return int(value) if value is not None and value.isdigit() else None
 
+    async def _on_message(self, message: Msg) -> None:
+        """nats-py's one task for the subscription calls this per message, in stream order (a
+        callback costs far less per message than iterating `messages`, which waits through a task)."""
+        self.supervisor.heard()
+        self.take(message.data)
+
     async def hold(self) -> str:
-        async for message in self._subscription.messages:
-            self.supervisor.heard()
-            self.take(message.data)
-        return "the subscription ended"
+        """The subscription's callback does the work: only a lost connection or an operator (through
+        the supervisor) ends the hold."""
+        return await asyncio.get_running_loop().create_future()
 
     async def close(self) -> None:
         connection, self._connection, self._subscription = self._connection, None, None

@@ -249,6 +249,8 @@ def test_an_edge_republishes_the_stream_byte_for_byte_and_says_a_hole_but_not_a_
         edge.wait_for(lambda events: events[-1]["seq"] == 72)
         assert seqs(edge.events) == [*range(1, 41), *range(51, 66), 71, 72]
         assert health(vectra_env)["edge"]["duplicates"] == 0
+        refused = request(vectra_env, {"action": "order", "kind": "buy", "amount_sol": 0.001})
+        assert refused["data"]["code"] == "unknown_action", "orders go to the origin, not to an edge"
     finally:
         if tap is not None:
             tap.close()

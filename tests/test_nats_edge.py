@@ -23,6 +23,7 @@ import pytest
 import zmq
 
 import nats
+from core.config import ConfigError, load_settings
 from core.contracts.nats import MSG_ID_HEADER, SEQ_HEADER, STREAM, SUBJECTS, subject_for
 from tests.conftest import free_port
 from tests.nats_servers import nats_server  # noqa: F401 - a fixture
@@ -184,6 +185,17 @@ def test_an_edge_whose_bridge_targets_the_servers_it_reads_refuses_to_start(tmp_
     assert done.returncode != 0
     assert f"127.0.0.1:{port}" in done.stderr and "into itself" in done.stderr
     assert not (tmp_path / "seq.state").exists(), "refused before anything started"
+
+
+def test_an_edge_runs_alone_and_another_spelling_of_its_own_server_is_still_itself(tmp_path):
+    with pytest.raises(ConfigError, match="runs alone"):
+        load_settings({"source": "nats,socketio", "data_dir": tmp_path})
+    with pytest.raises(ConfigError, match="into itself"):
+        load_settings({"source": "nats", "feed_url": "nats://u:p@LOCALHOST", "nats_url": "nats://127.0.0.1:4222",
+                       "data_dir": tmp_path})
+    other = load_settings({"source": "nats", "feed_url": "nats://10.0.0.5:4222", "nats_url": "nats://127.0.0.1:4222",
+                           "data_dir": tmp_path})
+    assert other.sources == ("nats",), "a bridge to another NATS is fine: the edge serves its own hosts"
 
 
 def test_an_edge_whose_feed_is_not_nats_says_so_and_stays_up(daemon_for, vectra_env):

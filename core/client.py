@@ -6,6 +6,8 @@
 
 `subscribe_blocking(...)` is the same as a plain iterator; `request({...})` sends one ROUTER request.
 Endpoints come from the settings (`VECTRA_ZMQ_PUB`, `VECTRA_ZMQ_ROUTER`) unless given as arguments.
+On another host, `subscribe(..., transport="nats", url="nats://host:4222")` reads the daemon's NATS
+JetStream stream instead, with the same promises (core/nats_client.py).
 A bot that also acts uses `Vectra` (see "Orders" below): the same reading, plus one line per order.
 
 How nothing is missed and nothing repeated

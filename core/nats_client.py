@@ -30,9 +30,9 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from core.client import Status, real_loss
+from core.client import ClientError, Status, real_loss
 from core.contracts.envelope import Envelope
-from core.contracts.nats import SEQ_HEADER, STREAM, SUBJECTS, channel_of, stream_position
+from core.contracts.nats import SEQ_HEADER, STREAM, SUBJECTS, channel_of, stream_position, without_credentials
 from core.contracts.patterns import ChannelFilter
 
 IDLE_HEARTBEAT_S = 1.0  # the server's heartbeat on the consumer: a consumer lost with its server is noticed
@@ -92,13 +92,17 @@ class NatsSubscription:
         only new events)."""
         if self.from_seq is None:
             return None
-        state = (await js.stream_info(STREAM)).state
+        try:
+            state = (await js.stream_info(STREAM)).state
+        except NotFoundError:
+            raise self._no_stream() from None
 
         async def seq_at(position: int) -> int | None:
             try:
-                return int((await js.get_msg(STREAM, seq=position)).headers[SEQ_HEADER])
+                message = await js.get_msg(STREAM, seq=position)
             except NotFoundError:
                 return None
+            return _vectra_seq(message.headers, message.subject, position)
 
         found = await stream_position(state.first_seq, state.last_seq, seq_at, max(self.from_seq, 1))
         return found if found is not None else state.last_seq + 1
@@ -110,14 +114,18 @@ class NatsSubscription:
             policy, config = DeliverPolicy.NEW, ConsumerConfig()
         else:
             policy, config = DeliverPolicy.BY_START_SEQUENCE, ConsumerConfig(opt_start_seq=position)
-        self._subscription = await js.subscribe(
-            SUBJECTS, stream=STREAM, ordered_consumer=True, idle_heartbeat=IDLE_HEARTBEAT_S,
-            deliver_policy=policy, config=config,
-        )
+        try:
+            self._subscription = await js.subscribe(
+                SUBJECTS, stream=STREAM, ordered_consumer=True, idle_heartbeat=IDLE_HEARTBEAT_S,
+                deliver_policy=policy, config=config,
+            )
+        except NotFoundError:
+            raise self._no_stream() from None
         self._fresh = True
 
     async def _take(self, js: JetStreamContext, message: Msg) -> list[Envelope | Status]:
-        position, seq = message.metadata.sequence.stream, int(message.headers[SEQ_HEADER])
+        position = message.metadata.sequence.stream
+        seq = _vectra_seq(message.headers, message.subject, position)
         if self.position is not None and position <= self.position:
             return []  # delivered again
         if self.last_seq is None:
@@ -140,6 +148,10 @@ class NatsSubscription:
             found.append(Envelope.from_json(message.data))
         return found
 
+    def _no_stream(self) -> ClientError:
+        servers = ", ".join(without_credentials(server) for server in self.servers)
+        return ClientError(f"no stream {STREAM} on {servers}: no Vectra daemon publishes there (VECTRA_NATS_URL)")
+
     async def _disconnected(self) -> None:
         self._silent_since = time.monotonic()
         self._changes.append("down")
@@ -152,3 +164,14 @@ class NatsSubscription:
             "client.status",
             {"state": state, "last_seq": self.last_seq, "silent_s": round(time.monotonic() - self._silent_since, 1)},
         )
+
+
+def _vectra_seq(headers: dict[str, str] | None, subject: str, position: int) -> int:
+    """A message's `seq`; a message without one was not published by a Vectra bridge."""
+    try:
+        return int((headers or {})[SEQ_HEADER])
+    except (KeyError, ValueError):
+        raise ClientError(
+            f"{subject} at stream position {position} has no valid {SEQ_HEADER} header: "
+            f"stream {STREAM} holds a message no Vectra bridge published"
+        ) from None

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable
@@ -125,3 +126,12 @@ class DaemonProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+def health(settings: dict[str, str]) -> dict:
+    """The daemon's `/health` report, whether it answers 200 or 503 (`down`)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings['VECTRA_HTTP_PORT']}/health", timeout=5) as reply:
+            return json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return json.loads(exc.read())

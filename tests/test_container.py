@@ -12,8 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from websockets.sync.client import connect
 from core.client import subscribe_blocking
 from tests.conftest import free_port
 from tests.engine import REPO, Container, build_image, engine_env, podman, prepare_engine, run_setup
-from tests.processes import DaemonProcess, SimProcess
+from tests.processes import DaemonProcess, SimProcess, health
 from tests.test_recorder import assert_readable_everywhere, read_recordings
 
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -118,14 +116,6 @@ def zmq_collect(settings: dict[str, str], last_seq: int) -> list[dict]:
                 break
     stream.close()
     return events
-
-
-def health(settings: dict[str, str]) -> dict:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{settings['VECTRA_HTTP_PORT']}/health", timeout=5) as reply:
-            return json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        return json.loads(exc.read())
 
 
 def key_paths(value, prefix: str = "") -> set[str]:

@@ -8,32 +8,22 @@ exactly that, in `seq` order, once each, whatever happened to NATS, the daemon o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Callable
 
 import nats
 import pytest
 
-from core.client import subscribe
-from core.contracts.nats import STREAM, channel_of, subject_for
+from core.client import ClientError, subscribe
+from core.contracts.nats import STREAM, SUBJECTS, channel_of, subject_for
 from tests.nats_servers import nats_cluster, nats_server  # noqa: F401 - fixtures
-from tests.processes import DaemonProcess, SimProcess
-from tests.test_zmq import daemon_env, wait_until_serving
+from tests.processes import DaemonProcess, SimProcess, health
+from tests.test_zmq import daemon_env, started, wait_until_serving  # noqa: F401 - started: a fixture
 
 READ_TIMEOUT_S = 60
-
-
-@pytest.fixture
-def started():
-    """Every process a test starts is killed when it ends, whatever happened."""
-    processes: list = []
-    yield processes.append
-    for process in reversed(processes):
-        process.kill()
 
 
 def fast_sim(started) -> SimProcess:
@@ -48,15 +38,6 @@ def nats_daemon(data_dir: Path, sim: SimProcess, url: str, started, **settings: 
     started(daemon)
     wait_until_serving(daemon, env)
     return daemon, env
-
-
-def health(env: dict[str, str]) -> dict:
-    """The report, whether `/health` answers 200 (ok) or 503 (degraded, down)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{env['VECTRA_HTTP_PORT']}/health", timeout=5) as reply:
-            return json.loads(reply.read())
-    except urllib.error.HTTPError as refused:
-        return json.loads(refused.read())
 
 
 def wait_health(env: dict[str, str], predicate, timeout: float = 30) -> dict:
@@ -75,8 +56,8 @@ async def read(url: str, until: int | Callable[[], int], *patterns: str, from_se
     subscription = subscribe(*patterns, transport="nats", url=url, from_seq=from_seq)
     last = until if callable(until) else lambda: until
     items: list = []
-    async with asyncio.timeout(READ_TIMEOUT_S):
-        async for item in subscription:
+    async with asyncio.timeout(READ_TIMEOUT_S), contextlib.aclosing(aiter(subscription)) as events:
+        async for item in events:
             if item.seq is not None and item.seq > last():
                 break
             if item.type != "client.status":
@@ -121,7 +102,7 @@ async def test_ten_thousand_events_reach_a_nats_subscriber_complete_and_in_order
     assert as_published(items) == published([daemon], last)
     ticks = await read(nats_server.url, last, "game.tick")
     assert as_published(ticks) == [event for event in published([daemon], last) if event["type"] == "game.tick"]
-    report = wait_health(env, lambda report: report["nats"]["acked_seq"] >= last)
+    report = wait_health(env, lambda report: (report["nats"]["acked_seq"] or 0) >= last)
     assert report["nats"]["state"] == "connected" and report["nats"]["last_error"] is None
 
 
@@ -129,7 +110,7 @@ async def test_ten_thousand_events_reach_a_nats_subscriber_complete_and_in_order
 async def test_what_the_stream_no_longer_holds_is_a_client_gap(nats_server, tmp_path, started):
     daemon, env = nats_daemon(tmp_path / "data", fast_sim(started), nats_server.url, started)
     last = nth_seq(daemon, 300)
-    wait_health(env, lambda report: report["nats"]["acked_seq"] >= last)
+    wait_health(env, lambda report: (report["nats"]["acked_seq"] or 0) >= last)
     connection = await nats.connect(nats_server.url)
     try:
         # A fresh daemon's first run numbers its events from 1, so stream position n holds seq n.
@@ -156,11 +137,50 @@ async def test_nats_down_for_five_seconds_loses_nothing_and_health_shows_the_bac
     nats_server.start()
     stopped_at = daemon.events[-1]["seq"]
     last = nth_seq(daemon, len(daemon.events) + 500)
-    recovered = wait_health(env, lambda report: report["nats"]["acked_seq"] >= last and not report["nats"]["degraded"])
+    recovered = wait_health(env, lambda report: (report["nats"]["acked_seq"] or 0) >= last and not report["nats"]["degraded"])
     assert recovered["nats"]["state"] == "connected" and recovered["status"] == "ok"
     assert healthy["nats"]["acked_seq"] < stopped_at
     items = await read(nats_server.url, last)
     assert as_published(items) == published([daemon], last)
+    assert await seq_at(nats_server.url, last) == last, "the stream holds each event once: position n is seq n"
+
+
+@pytest.mark.slow
+async def test_a_backlog_older_than_the_ring_is_read_from_the_recordings(nats_server, tmp_path, started):
+    """NATS is away from the start while 3,000 events pass through a ring of 1,000; the feed then
+    stops and NATS comes: the first 2,000 can only come from the recordings."""
+    nats_server.stop()
+    sim = fast_sim(started)
+    daemon, env = nats_daemon(
+        tmp_path / "data", sim, nats_server.url, started, VECTRA_RING_SIZE="1000", VECTRA_RECORD="true"
+    )
+    nth_seq(daemon, 3000)
+    sim.kill()
+    waiting = wait_health(env, lambda report: report["connection"]["state"] != "connected")
+    assert waiting["nats"]["acked_seq"] is None and waiting["nats"]["backlog"] >= 3000
+    nats_server.start()
+    last = daemon.events[-1]["seq"]
+    wait_health(env, lambda report: (report["nats"]["acked_seq"] or 0) >= last)
+    items = await read(nats_server.url, last)
+    assert as_published(items) == published([daemon], last)
+
+
+@pytest.mark.slow
+async def test_a_message_no_bridge_published_is_a_clear_error_for_the_bridge_and_the_client(
+    nats_server, tmp_path, started
+):
+    connection = await nats.connect(nats_server.url)
+    try:
+        js = connection.jetstream()
+        await js.add_stream(name=STREAM, subjects=[SUBJECTS])
+        await js.publish("vectra.game.tick", b"{}")  # someone else's message, without Vectra-Seq
+    finally:
+        await connection.close()
+    daemon, env = nats_daemon(tmp_path / "data", fast_sim(started), nats_server.url, started)
+    report = wait_health(env, lambda report: "Vectra-Seq" in (report["nats"]["last_error"] or ""))
+    assert report["nats"]["acked_seq"] is None, "nothing is published after a message it cannot place"
+    with pytest.raises(ClientError, match="no valid Vectra-Seq"):
+        await read(nats_server.url, 10)
 
 
 # --- restarts -------------------------------------------------------------------------------------
@@ -217,7 +237,7 @@ async def test_a_node_of_a_three_replica_cluster_dies_and_a_client_on_a_survivor
     last = await asyncio.to_thread(nth_seq, daemon, len(daemon.events) + 2000)
     final.append(last)
     assert as_published(await reading) == published([daemon], last)
-    wait_health(env, lambda report: report["nats"]["acked_seq"] >= last)
+    wait_health(env, lambda report: (report["nats"]["acked_seq"] or 0) >= last)
     assert await stream_leader(survivor.url) != leader
 
 
@@ -225,5 +245,13 @@ async def stream_leader(url: str) -> str:
     connection = await nats.connect(url)
     try:
         return (await connection.jetstream().stream_info(STREAM)).cluster.leader
+    finally:
+        await connection.close()
+
+
+async def seq_at(url: str, position: int) -> int:
+    connection = await nats.connect(url)
+    try:
+        return int((await connection.jetstream().get_msg(STREAM, seq=position)).headers["Vectra-Seq"])
     finally:
         await connection.close()

@@ -1,7 +1,7 @@
 """The NATS JetStream bridge: every event the bus publishes, in `seq` order, into stream `VECTRA`.
 
-`deliver()` only appends to a bounded queue (or, once that is full, drops it and remembers to catch
-up), so the bridge never slows the bus or another subscriber. One task publishes with a window of
+`deliver()` only appends to a bounded queue (once it is full, an event is left out and read back
+later), so the bridge never slows the bus or another subscriber. One task publishes with a window of
 acks in flight; `acked` is the highest `seq` JetStream acknowledged with every one before it. When NATS
 is down or slow the bridge falls behind and later reads what it missed from the ring and, beyond the
 ring, the recordings (`Requests.replay`, what a client's `replay` reads), so a backlog costs no memory
@@ -32,7 +32,7 @@ from nats.js.errors import NotFoundError
 from core.broadcast.requests import Requests
 from core.contracts.envelope import Envelope
 from core.contracts.health import NatsHealth
-from core.contracts.nats import MSG_ID_HEADER, SEQ_HEADER, STREAM, SUBJECTS, subject_for
+from core.contracts.nats import MSG_ID_HEADER, SEQ_HEADER, STREAM, SUBJECTS, subject_for, without_credentials
 from core.contracts.patterns import ChannelFilter
 from core.foundation import Foundation
 from core.supervisor import Policy, Supervisor, Transition
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 WINDOW = 512  # publishes awaiting their ack at once
 ACK_TIMEOUT_S = 5.0
-QUEUE_EVENTS = 20_000  # live events held for the publisher; past this it reads them back instead
+QUEUE_EVENTS = 4096  # live events held for the publisher (~20 MB of 5 KB ticks at most); past this it reads them back
 EXPECTED_LAST_SEQUENCE = "Nats-Expected-Last-Sequence"
 DUPLICATE_WINDOW_S = 120.0
 EVERY_CHANNEL = ChannelFilter(["*"])
@@ -57,7 +57,7 @@ class NatsBridge:
         self.servers = [url.strip() for url in self.settings.nats_url.split(",") if url.strip()]
         self.acked: int | None = None  # highest seq JetStream holds with everything before it
         self._queue: deque[Envelope] = deque()
-        self._live = False  # the queue holds every event after the publisher's position
+        self._publishing = False  # connected: the queue takes new events (away, they are read back later)
         self._wake = asyncio.Event()
         self._state = "connecting"
         self._last_error: str | None = None
@@ -69,12 +69,8 @@ class NatsBridge:
     # --- the bus side: must cost almost nothing --------------------------------------------------
 
     def deliver(self, envelope: Envelope) -> None:
-        if self._live:
-            if len(self._queue) < QUEUE_EVENTS:
-                self._queue.append(envelope)
-            else:
-                self._live = False  # too far behind: forget the queue, read the events back later
-                self._queue.clear()
+        if self._publishing and len(self._queue) < QUEUE_EVENTS:
+            self._queue.append(envelope)  # a full queue skips it: the publisher finds the hole and reads it back
         self._wake.set()
 
     # --- the component ---------------------------------------------------------------------------
@@ -93,8 +89,9 @@ class NatsBridge:
     def health(self) -> NatsHealth:
         backlog = self.backlog()
         return NatsHealth(
-            state=self._state, url=",".join(self.servers), stream=STREAM, acked_seq=self.acked, backlog=backlog,
-            degraded=backlog > self.settings.nats_backlog_degraded, last_error=self._last_error,
+            state=self._state, url=",".join(without_credentials(url) for url in self.servers), stream=STREAM,
+            acked_seq=self.acked, backlog=backlog, degraded=backlog > self.settings.nats_backlog_degraded,
+            last_error=self._last_error,
         )
 
     def backlog(self) -> int:
@@ -142,7 +139,6 @@ class NatsBridge:
             self.acked = stored
         elif self.acked is None:
             self.acked = self._run_start() - 1  # an empty stream gets this run's events
-        self._live = False
 
     async def _lost(self) -> None:
         self._supervisor.drop("connection to NATS lost")
@@ -173,7 +169,13 @@ class NatsBridge:
             message = await js.get_msg(STREAM, seq=last)
         except NotFoundError:
             return None
-        return int(message.headers[SEQ_HEADER])
+        try:
+            return int((message.headers or {})[SEQ_HEADER])
+        except (KeyError, ValueError):
+            raise ValueError(
+                f"the last message of stream {STREAM} (position {last}, {message.subject}) has no valid {SEQ_HEADER}: "
+                f"something other than a Vectra bridge publishes on {SUBJECTS}"
+            ) from None
 
     async def hold(self) -> str:
         """Publish until a publish fails; the window's acks are settled in order by a second task."""
@@ -211,27 +213,34 @@ class NatsBridge:
 
     async def _unpublished(self) -> AsyncIterator[Envelope]:
         """Every event after `acked`, in order, then each new one as it comes: from the queue while
-        it holds them all, else read back from the ring and recordings."""
-        position = self.acked
+        its head is the next event, else (a hole: the queue was full, or the bridge was away) read
+        back from the ring and recordings, which also covers the jump to a new run's first number.
+        Within a run numbers are consecutive, so the head tells exactly whether anything is missing."""
+        position, stalled = self.acked, False
+        self._publishing = True
         while True:
-            if not self._live:
-                self._queue.clear()
-                self._live = True  # from here on the queue gets every new event
+            queue = self._queue
+            if queue and queue[0].seq <= position:
+                queue.popleft()
+            elif queue and queue[0].seq == position + 1:
+                position += 1
+                yield queue.popleft()
+            elif (queue or position < self.foundation.bus.last_seq) and not stalled:
+                before = position
                 async for item in self.requests.replay(position + 1, EVERY_CHANNEL):
                     if isinstance(item, Envelope) and item.seq > position:
                         position = item.seq
                         yield item
-            elif self._queue:
-                envelope = self._queue.popleft()
-                if envelope.seq > position:
-                    position = envelope.seq
-                    yield envelope
+                stalled = position == before  # nothing could be read back: no second try before news
+            elif queue:
+                position, stalled = queue[0].seq - 1, False  # held nowhere (recording off): a loss, go on
             else:
+                stalled = False
                 self._wake.clear()
                 await self._wake.wait()
 
     async def close(self) -> None:
-        self._live = False  # while away the bridge holds nothing: it reads everything back later
+        self._publishing = False  # while away the bridge holds nothing: it reads everything back later
         self._queue.clear()
         connection, self._connection = self._connection, None
         if connection is not None:
@@ -239,3 +248,4 @@ class NatsBridge:
                 await connection.close()
             except Exception:  # closing a broken connection: nothing left to save
                 log.debug("closing the NATS connection failed", exc_info=True)
+

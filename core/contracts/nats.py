@@ -9,6 +9,8 @@ reader uses to find a `seq` without parsing bodies. Both grow with the stream's 
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from typing import Awaitable, Callable
 from urllib.parse import quote, unquote
 
@@ -27,15 +29,22 @@ _TOKEN_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "*>%.")
 _EMPTY_TOKEN = "%"
 
 
+@lru_cache(maxsize=4096)  # channel names are few: each is encoded once, not per event
 def subject_for(channel: str) -> str:
     return SUBJECT_PREFIX + ".".join(quote(token, safe=_TOKEN_SAFE) or _EMPTY_TOKEN for token in channel.split("."))
 
 
+@lru_cache(maxsize=4096)
 def channel_of(subject: str) -> str:
     if not subject.startswith(SUBJECT_PREFIX):
         raise ValueError(f"{subject!r} is not a Vectra subject (they start with {SUBJECT_PREFIX!r})")
     tokens = subject[len(SUBJECT_PREFIX):].split(".")
     return ".".join("" if token == _EMPTY_TOKEN else unquote(token) for token in tokens)
+
+
+def without_credentials(url: str) -> str:
+    """A server URL fit for `/health`, logs and errors: `nats://user:password@host` loses its user part."""
+    return re.sub(r"//[^/@]*@", "//", url)
 
 
 async def stream_position(first: int, last: int, seq_at: Callable[[int], Awaitable[int | None]], wanted: int) -> int | None:

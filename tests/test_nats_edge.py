@@ -15,8 +15,6 @@ import os
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import orjson
 import pytest
@@ -27,7 +25,7 @@ from core.config import ConfigError, load_settings
 from core.contracts.nats import MSG_ID_HEADER, SEQ_HEADER, STREAM, SUBJECTS, subject_for
 from tests.conftest import free_port
 from tests.nats_servers import nats_server  # noqa: F401 - a fixture
-from tests.processes import REPO, VECTRA, DaemonProcess, SimProcess
+from tests.processes import REPO, VECTRA, DaemonProcess, SimProcess, health
 
 
 def envelope(seq: int, type_: str = "game.tick", data: dict | None = None) -> bytes:
@@ -129,14 +127,6 @@ class ClientThread:
 
 def seqs(events: list[dict]) -> list[int]:
     return [event["seq"] for event in events]
-
-
-def health(env: dict[str, str]) -> dict:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{env['VECTRA_HTTP_PORT']}/health", timeout=5) as reply:
-            return json.loads(reply.read())
-    except urllib.error.HTTPError as down:  # 503 while no source is connected: the same report
-        return json.loads(down.read())
 
 
 def own_ports(data_dir) -> dict[str, str]:
@@ -276,11 +266,14 @@ def test_a_killed_edge_resumes_after_its_last_seq_with_no_gap_and_no_duplicate(n
     first.kill()
     fill(nats_server.url, [envelope(seq) for seq in range(201, 301)])  # published while the edge is down
     delete(nats_server.url, list(range(1, 151)))  # and the stream ages out the oldest
-    cluster = f"nats://127.0.0.1:{free_port()},{nats_server.url}"  # the first server is down: the next one serves
+    # the first server of the list is down: the next one serves; credentials never show
+    cluster = f"nats://127.0.0.1:{free_port()},nats://edge:s3cret@127.0.0.1:{nats_server.port}"
     second = daemon_for(nats_server, VECTRA_SOURCE="nats", VECTRA_FEED_URL=cluster)
     second.wait_for(lambda events: events and events[-1]["seq"] == 300)
     assert seqs(second.events) == list(range(201, 301))
-    assert health(vectra_env)["edge"]["holes"] == 0
+    report = health(vectra_env)
+    assert report["edge"]["holes"] == 0
+    assert f"nats://127.0.0.1:{nats_server.port}" in report["connection"]["url"] and "s3cret" not in json.dumps(report)
 
 
 # --- origin → bridge → nats-server → edge, all real ---------------------------------------------

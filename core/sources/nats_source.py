@@ -30,7 +30,7 @@ from core.config import Settings, env_name, nats_servers
 from core.contracts.envelope import Envelope, now_ms
 from core.contracts.feed import FeedSink, FeedSource
 from core.contracts.health import EdgeHealth
-from core.contracts.nats import SEQ_HEADER, STREAM, SUBJECTS, stream_position
+from core.contracts.nats import SEQ_HEADER, STREAM, SUBJECTS, stream_position, without_credentials
 from core.supervisor import Policy, Supervisor, Transition
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class NatsSource(FeedSource):
     def __init__(self, sink: FeedSink, settings: Settings, bus: EventBus) -> None:
         super().__init__(sink)
         self.settings, self.bus = settings, bus
-        self.url = settings.feed_url
+        self.url = without_credentials(settings.feed_url)  # what /health, logs and errors show
         self.servers = [part.strip() for part in settings.feed_url.split(",") if part.strip()]
         self.supervisor = Supervisor(self, self._show, Policy.from_settings(settings))
         self._connection: nats.NATS | None = None

@@ -218,6 +218,7 @@ def test_an_edge_republishes_the_stream_byte_for_byte_and_says_a_hole_but_not_a_
     try:
         edge.wait_for(lambda events: any(event["seq"] == 60 for event in events))
         tap = ZmqTap(vectra_env["VECTRA_ZMQ_PUB"])
+        tap.wait_for(lambda tap: tap.controls)  # a heartbeat: the subscription is in place
         client = ClientThread(vectra_env, until_seq=71)
         fill(nats_server.url, [envelope(seq) for seq in range(61, 66)])
         edge.wait_for(lambda events: events[-1]["seq"] == 65)
@@ -287,21 +288,24 @@ def test_an_edge_carries_the_origins_envelopes_and_a_killed_edge_resumes_with_no
         origin_tap = ZmqTap(origin_env["VECTRA_ZMQ_PUB"])
         edge_tap = ZmqTap(vectra_env["VECTRA_ZMQ_PUB"])
         try:
+            def seen_on_both(tap: ZmqTap) -> int:  # a catch-up burst can beat a SUB's (re)connection
+                return len(tap.bodies.keys() & origin_tap.bodies.keys())
+
             first = daemon_for(nats_server, VECTRA_SOURCE="nats", VECTRA_RECORD="true")
-            first.wait_for(lambda events: len(events) >= 150, timeout=60)
+            edge_tap.wait_for(lambda tap: seen_on_both(tap) >= 50, timeout=60)
             first.kill()
+            before_kill = seen_on_both(edge_tap)
             killed_at = health(origin_env)["seq"]
             origin.wait_for(lambda events: events[-1]["seq"] >= killed_at + 100, timeout=60)  # the edge is down
             second = daemon_for(nats_server, VECTRA_SOURCE="nats", VECTRA_RECORD="true")
             target = origin.events[-1]["seq"] + 50
             second.wait_for(lambda events: events and events[-1]["seq"] >= target, timeout=60)
             origin_tap.wait_for(lambda tap: max(tap.bodies, default=0) >= target)
-            edge_tap.wait_for(lambda tap: max(tap.bodies, default=0) >= target)
+            edge_tap.wait_for(lambda tap: seen_on_both(tap) >= before_kill + 50, timeout=60)
 
             live = [seq for seq in origin_tap.bodies if seq in edge_tap.bodies]
-            assert len(live) > 100
             assert all(edge_tap.bodies[seq] == origin_tap.bodies[seq] for seq in live), "byte for byte on ZeroMQ"
-            assert seqs(second.events)[0] > seqs(first.events)[-1] >= 150, "resumed after its own last seq"
+            assert seqs(second.events)[0] > seqs(first.events)[-1], "resumed after its own last seq"
 
             on_edge = replay(vectra_env, 1)
             on_origin = replay(origin_env, 1)

@@ -27,6 +27,7 @@ from core.orders.executors.direct import DirectExecutor
 from core.orders.executors.page import PageExecutor
 from core.recorder.recorder import Recorder
 from core.sources.cdp_source import CdpSource
+from core.sources.nats_source import NatsSource
 from core.sources.replay_source import ReplaySource
 from core.sources.socketio_source import SocketIOSource
 
@@ -50,6 +51,14 @@ def add_cdp_source(foundation: Foundation) -> FeedSource:
 
 def add_replay_source(foundation: Foundation) -> FeedSource:
     source = ReplaySource(foundation, foundation.settings)
+    foundation.add_source(source)
+    return source
+
+
+def add_nats_source(foundation: Foundation) -> FeedSource:
+    """An edge: the bus relays the origin's numbered events, so this comes before any component."""
+    foundation.bus.relay()
+    source = NatsSource(foundation, foundation.settings, foundation.bus)
     foundation.add_source(source)
     return source
 
@@ -120,6 +129,7 @@ SOURCES: dict[SourceName, Callable[[Foundation], FeedSource]] = {
     "socketio": add_socketio_source,
     "cdp": add_cdp_source,
     "replay": add_replay_source,
+    "nats": add_nats_source,
 }
 # The recorder starts before the transports, so it holds everything a client could be sent.
 COMPONENTS: tuple[Callable[[Foundation], Component | None], ...] = (

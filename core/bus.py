@@ -12,6 +12,8 @@ import time
 from collections import deque
 from typing import Any, Callable, Iterable
 
+import orjson
+
 from core.contracts.component import Subscriber
 from core.contracts.envelope import Envelope, now_ms
 from core.contracts.feed import Draft
@@ -20,6 +22,7 @@ from core.seqstore import SeqStore
 
 log = logging.getLogger(__name__)
 
+EDGE_CONTROL = "sys.edge"  # an edge's own event, as a control message (`EventBus.relay`)
 LATENCY_WINDOW = 2048
 RATE_WINDOW_S = 5
 
@@ -89,6 +92,8 @@ class EventBus:
         self._subscribers: list[Subscriber] = []
         self._control_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.last_by_type: dict[str, Envelope] = {}
+        self.relaying = False  # an edge: the numbers are the origin's (see `relay`)
+        self.started = False  # this run's `sys.start` went out
 
     @property
     def last_seq(self) -> int:
@@ -109,6 +114,13 @@ class EventBus:
     def on_control(self, listener: Callable[[dict[str, Any]], None]) -> None:
         self._control_listeners.append(listener)
 
+    def relay(self) -> None:
+        """Make this bus an edge's: events come numbered from the origin (`republish`), and the edge's
+        own (`sys.start`, `connection.status`, `recording.status`, `error`...) would take numbers that
+        belong to the origin, so `publish` sends them as `sys.edge` control messages instead: never
+        recorded, no `seq`, so a subscriber sees the origin's stream with nothing in between."""
+        self.relaying = True
+
     def publish(
         self,
         type: str,
@@ -118,7 +130,13 @@ class EventBus:
         game_id: str | None = None,
         received_ms: int | None = None,
         data_json: bytes | None = None,
-    ) -> Envelope:
+    ) -> Envelope | None:
+        """Number an event of this foundation's and send it everywhere; None on an edge (see `relay`)."""
+        self.started = self.started or type == "sys.start"
+        if self.relaying:
+            self.control({"type": EDGE_CONTROL, "event": type, "ts": now_ms(), "source": source, "gameId": game_id,
+                          "data": orjson.loads(data_json) if data_json is not None else data})
+            return None
         envelope = Envelope(
             seq=self.seqstore.next(),
             type=type,
@@ -130,11 +148,26 @@ class EventBus:
         )
         self._deliver(self._keepers, envelope)
         self.seqstore.published(envelope.seq)
+        self._pass_on(envelope, received_ms)
+        return envelope
+
+    def republish(self, envelope: Envelope, received_ms: int) -> bool:
+        """An edge passes an origin's envelope on unchanged, with the origin's `seq`: kept first, then
+        the sequence file moves to that number, then everyone else gets it. False: not newer than the
+        last one (a duplicate), dropped. `received_ms` is the edge's own clock (another host's may
+        differ): what `/health` calls the feed's last frame."""
+        if envelope.seq <= self.seqstore.last:
+            return False
+        self._deliver(self._keepers, envelope)
+        self.seqstore.adopt(envelope.seq)
+        self._pass_on(envelope, received_ms)
+        return True
+
+    def _pass_on(self, envelope: Envelope, received_ms: int | None) -> None:
         self.ring.append(envelope)
-        self.last_by_type[type] = envelope
+        self.last_by_type[envelope.type] = envelope
         self.stats.count(envelope, received_ms)
         self._deliver(self._subscribers, envelope)
-        return envelope
 
     @staticmethod
     def _deliver(subscribers: list[Subscriber], envelope: Envelope) -> None:

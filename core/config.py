@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -54,12 +55,14 @@ class Settings(BaseSettings):
     # --- the feed -------------------------------------------------------------------------------
     source: str = Field(
         "socketio",
-        description="Where frames come from: `socketio`, `cdp` or `replay`; `cdp,socketio` runs both.",
+        description="Where frames come from: `socketio`, `cdp` or `replay`; `cdp,socketio` runs both; `nats` (alone): "
+        "an edge, which republishes a remote Vectra's JetStream stream read from `VECTRA_FEED_URL`.",
         json_schema_extra=FEED,
     )
     feed_url: str = Field(
         "https://backend.rugs.fun?frontend-version=1.0",
-        description="Socket.IO endpoint of the game backend (direct source).",
+        description="Socket.IO endpoint of the game backend (direct source); for an edge (`nats`), the origin's NATS "
+        "server(s), e.g. `nats://10.0.0.5:4222` (comma-separated for a cluster).",
         json_schema_extra=FEED,
     )
     feed_origin: str = Field(
@@ -381,6 +384,23 @@ class Settings(BaseSettings):
             raise ValueError(f"accepted: {', '.join(SOURCES)} (or a comma-separated list of them)")
         return ",".join(dict.fromkeys(names))
 
+    @model_validator(mode="after")
+    def _edge_alone_and_not_its_own_feed(self) -> "Settings":
+        """An edge republishes the origin's numbers: a second source would number events of its own in
+        the same space, and a bridge to the servers it reads from would feed its stream into itself."""
+        if "nats" not in self.sources:
+            return self
+        if len(self.sources) > 1:
+            raise ValueError(f"{env_name('source')}=nats (an edge) runs alone, not with {self.source}")
+        shared = nats_servers(self.nats_url) & nats_servers(self.feed_url)
+        if shared:
+            raise ValueError(
+                f"{env_name('nats_url')} points at {', '.join(sorted(shared))}, the servers this edge reads from "
+                f"({env_name('feed_url')}): it would publish its stream into itself; give the edge no bridge "
+                "or another NATS"
+            )
+        return self
+
     @field_validator("data_dir", "chrome_profile", "replay_path", "auth_token_file")
     @classmethod
     def _expand_home(cls, value: Path | None) -> Path | None:
@@ -490,6 +510,22 @@ def is_loopback(address: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def nats_servers(urls: str) -> set[str]:
+    """The `host:port` of every `nats://` (or `tls://`) server in a comma-separated list, default port
+    4222 and `localhost` as 127.0.0.1, so that two spellings of one server compare equal."""
+    found = set()
+    for url in (part.strip() for part in urls.split(",")):
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("nats", "tls") or not parts.hostname:
+            continue
+        try:
+            port = parts.port or 4222
+        except ValueError:
+            continue
+        found.add(f"{'127.0.0.1' if parts.hostname == 'localhost' else parts.hostname}:{port}")
+    return found
 
 
 def load_settings(overrides: dict[str, Any] | None = None) -> Settings:

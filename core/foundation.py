@@ -262,11 +262,16 @@ class Foundation:
         game = self.normalizer.game
         last_tick = self.bus.last_by_type.get("game.tick")
         player = self.bus.last_by_type.get("player.state")
+        if self.bus.relaying:  # an edge normalizes nothing: the game is the one the origin's last tick names
+            game_id = last_tick.gameId if last_tick else None
+            phase = last_tick.data.get("phase") if last_tick else None
+        else:
+            game_id, phase = (game.game_id if game else None), self.normalizer.phase
         return {
             "type": "snapshot",
             "seq": self.bus.last_seq,
-            "gameId": game.game_id if game else None,
-            "phase": self.normalizer.phase,
+            "gameId": game_id,
+            "phase": phase,
             "last_tick": last_tick.as_dict() if last_tick else None,
             "player": player.data if player else None,
             "connection": {name: _public(entry).model_dump() for name, entry in self.connections.items()},
@@ -297,7 +302,7 @@ class Foundation:
         )
 
     def _sections(self) -> list[Section]:
-        sections = [component.health() for component in self.components]
+        sections = [part.health() for part in [*self.components, *self.sources]]
         return [section for section in sections if section is not None]
 
     def _connection(self, now: int) -> Connection:

@@ -108,7 +108,8 @@ class Packer:
 
 
 class Ring:
-    """The most recent envelopes of this run, compact, addressable by `seq` (contiguous within a run)."""
+    """The most recent envelopes of this run, compact, addressable by `seq` (contiguous within a block:
+    an edge's numbers jump where the origin restarted)."""
 
     def __init__(self, size: int, max_bytes: int) -> None:
         self.size = size
@@ -120,6 +121,9 @@ class Ring:
 
     def append(self, envelope: Envelope) -> None:
         block = self._open
+        if block is not None and envelope.seq != block.first_seq + len(block):
+            self._seal(block)  # an edge follows the origin's numbers across the origin's restarts
+            block = None
         if block is None:
             block = self._open = Block(envelope.seq)
         block.add(envelope)
@@ -128,6 +132,13 @@ class Ring:
             self._drop_oldest_event()
         if len(block) >= BLOCK_EVENTS or block.size >= BLOCK_BYTES:
             self._seal(block)
+
+    def clear(self) -> None:
+        """Forget every event held: what comes next starts the ring, and a replay from before it reads
+        the recordings and names what they lack a `gap` (an edge after a hole in the origin's stream)."""
+        self._sealed.clear()
+        self._open = None
+        self._count = self._skip = 0
 
     def _oldest(self) -> Block:
         return self._sealed[0] if self._sealed else self._open

@@ -60,6 +60,12 @@ class SeqStore:
     def published(self, seq: int) -> None:
         LAYOUT.pack_into(self._map, 0, seq, self._reserved)
 
+    def adopt(self, seq: int) -> None:
+        """An edge takes its numbers from the origin: `seq` (above `last`) is kept as published, with
+        nothing reserved beyond it, so a restart, SIGKILL included, resumes right after it."""
+        self.last = self._reserved = seq
+        LAYOUT.pack_into(self._map, 0, seq, seq)
+
     def _reserve(self, upto: int) -> None:
         self._reserved = upto
         LAYOUT.pack_into(self._map, 0, self.last, upto)

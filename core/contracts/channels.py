@@ -15,7 +15,7 @@ from core.contracts.fields import TICK_FIELDS, TRADE_FIELDS, ChannelField, Phase
 
 from core.contracts.orders import ORDER_CHANNELS, PlayerState
 
-SourceName = Literal["socketio", "cdp", "replay"]
+SourceName = Literal["socketio", "cdp", "replay", "nats"]
 LinkState = Literal["connecting", "connected", "disconnected", "reconnecting", "failed"]
 
 

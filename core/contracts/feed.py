@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from core.contracts.health import Section
+
 
 @dataclass(slots=True)
 class FeedEvent:
@@ -63,6 +65,10 @@ class FeedSource(ABC):
     def report(self, state: str, attempt: int = 0, reason: str | None = None) -> None:
         """Tell the core this source's connection state (it goes out on `connection.status`)."""
         self.sink.status(self.name, state, url=self.url, attempt=attempt, reason=reason)
+
+    def health(self) -> Section | None:
+        """This source's own section of `/health`, beside its connection (None: nothing more to say)."""
+        return None
 
     @abstractmethod
     async def run(self) -> None:

@@ -126,6 +126,19 @@ class OrdersHealth(Section):
     limits: OrderLimits
 
 
+class EdgeHealth(Section):
+    """An edge (`VECTRA_SOURCE=nats`): what it could not republish from the origin's stream."""
+
+    report_key: ClassVar[str] = "edge"
+    stream: str
+    holes: int
+    lost: int
+    last_hole_from: int | None
+    last_hole_to: int | None
+    duplicates: int
+    rejected: int
+
+
 class NatsHealth(Section):
     """The JetStream bridge: how far JetStream has acknowledged the stream, and what waits for it.
 
@@ -163,3 +176,4 @@ class HealthReport(BaseModel):
     websocket: WebSocketHealth | None = None
     orders: OrdersHealth | None = None
     nats: NatsHealth | None = None
+    edge: EdgeHealth | None = None  # null unless the source is `nats`

@@ -79,6 +79,8 @@ class OrderDesk:
         self._ack_ids = itertools.count(FIRST_ACK_ID)
         self._writes = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
+        if foundation.bus.relaying:
+            return  # an edge: orders go to the origin, whose player state and order events the stream carries
         for action, handler in (
             ("order", self._order),
             ("orders_halt", self._halt),

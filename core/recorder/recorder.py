@@ -89,7 +89,7 @@ class Recorder:
 
     def _announce(self) -> None:
         """`sys.start` is the first event of every run: the recorder speaks only after it."""
-        if "sys.start" not in self.bus.last_by_type:
+        if not self.bus.started:
             self._loop.call_later(0.01, self._announce)
             return
         self._announced = True

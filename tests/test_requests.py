@@ -200,5 +200,14 @@ def test_every_source_name_has_one_builder_and_builds_that_source(tmp_path):
         settings = load_settings({"data_dir": tmp_path / name, "source": name, "replay_path": tmp_path})
         foundation = build_foundation(settings)
         assert [source.name for source in foundation.sources] == [name]
-        assert len(foundation.components) == len(COMPONENTS) + (1 if name == "cdp" else 0)
+        built = [component.name for component in foundation.components]
+        assert "nats" not in built, "no VECTRA_NATS_URL: no bridge"
+        assert len(built) == len(COMPONENTS) - 1 + (1 if name == "cdp" else 0), built
         foundation.seqstore.close()
+
+
+def test_a_nats_url_adds_the_bridge_and_only_then(tmp_path):
+    settings = load_settings({"data_dir": tmp_path, "nats_url": f"nats://127.0.0.1:{free_port()}"})
+    foundation = build_foundation(settings)
+    assert [component.name for component in foundation.components].count("nats") == 1
+    foundation.seqstore.close()

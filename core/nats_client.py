@@ -5,8 +5,8 @@ The same promises as over ZeroMQ (core/client.py): every matching event in `seq`
 is where the events come from: stream `VECTRA`, which the daemon's bridge fills in `seq` order and
 which outlives the daemon, the client and (replicated) a NATS server.
 
-- `from_seq` maps to a stream position by bisection on the `Vectra-Seq` header (`stream_position`,
-  about log2(n) message reads, no scan); the stream is then read from there by an ordered consumer.
+- `from_seq` maps to a stream position by bisection on the `Vectra-Seq` header (`start_position`,
+  shared with the edge: about log2(n) message reads, no scan); the stream is then read from there by an ordered consumer.
 - The client reads every channel and filters locally, as over ZeroMQ, so that in the full stream a
   hole in `seq` means something: numbers a restart skipped (`sys.start` says which) are not a loss;
   any other hole either lies in the stream itself (consecutive stream positions: the bridge found those
@@ -32,7 +32,9 @@ from nats.js.errors import NotFoundError
 
 from core.client import ClientError, Status, real_loss
 from core.contracts.envelope import Envelope
-from core.contracts.nats import SEQ_HEADER, STREAM, SUBJECTS, channel_of, stream_position, without_credentials
+from core.contracts.nats import (
+    STREAM, SUBJECTS, ForeignMessage, channel_of, seq_of, start_position, without_credentials,
+)
 from core.contracts.patterns import ChannelFilter
 
 IDLE_HEARTBEAT_S = 1.0  # the server's heartbeat on the consumer: a consumer lost with its server is noticed
@@ -84,6 +86,8 @@ class NatsSubscription:
                     continue
                 for item in await self._take(js, message):
                     yield item
+        except ForeignMessage as exc:  # met while finding `from_seq` or reading on
+            raise ClientError(str(exc)) from None
         finally:
             await self._connection.close()
 
@@ -93,19 +97,9 @@ class NatsSubscription:
         if self.from_seq is None:
             return None
         try:
-            state = (await js.stream_info(STREAM)).state
+            return await start_position(js, max(self.from_seq, 1), missing=NotFoundError)
         except NotFoundError:
             raise self._no_stream() from None
-
-        async def seq_at(position: int) -> int | None:
-            try:
-                message = await js.get_msg(STREAM, seq=position)
-            except NotFoundError:
-                return None
-            return _vectra_seq(message.headers, message.subject, position)
-
-        found = await stream_position(state.first_seq, state.last_seq, seq_at, max(self.from_seq, 1))
-        return found if found is not None else state.last_seq + 1
 
     async def _subscribe(self, js: JetStreamContext, position: int | None) -> None:
         if self._subscription is not None:
@@ -125,7 +119,7 @@ class NatsSubscription:
 
     async def _take(self, js: JetStreamContext, message: Msg) -> list[Envelope | Status]:
         position = message.metadata.sequence.stream
-        seq = _vectra_seq(message.headers, message.subject, position)
+        seq = seq_of(message.headers, message.subject, position)
         if self.position is not None and position <= self.position:
             return []  # delivered again
         if self.last_seq is None:
@@ -165,13 +159,3 @@ class NatsSubscription:
             {"state": state, "last_seq": self.last_seq, "silent_s": round(time.monotonic() - self._silent_since, 1)},
         )
 
-
-def _vectra_seq(headers: dict[str, str] | None, subject: str, position: int) -> int:
-    """A message's `seq`; a message without one was not published by a Vectra bridge."""
-    try:
-        return int((headers or {})[SEQ_HEADER])
-    except (KeyError, ValueError):
-        raise ClientError(
-            f"{subject} at stream position {position} has no valid {SEQ_HEADER} header: "
-            f"stream {STREAM} holds a message no Vectra bridge published"
-        ) from None

@@ -164,6 +164,20 @@ def replay(env: dict[str, str], from_seq: int) -> list[bytes]:
         return replies
 
 
+def failed_link(edge: DaemonProcess, env: dict[str, str], timeout: float = 30) -> dict:
+    """The edge's link to NATS (`/health` `connection.sources.nats`) once it failed; the edge stays up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            link = health(env)["connection"]["sources"]["nats"]
+            if link["state"] == "failed":
+                return link
+        except OSError:
+            pass
+        assert time.monotonic() < deadline and edge.proc.poll() is None, "the edge never said why it cannot read"
+        time.sleep(0.1)
+
+
 # --- fast: the settings refuse an edge that would feed itself -----------------------------------
 
 def test_an_edge_whose_bridge_targets_the_servers_it_reads_refuses_to_start(tmp_path):
@@ -192,17 +206,7 @@ def test_an_edge_whose_feed_is_not_nats_says_so_and_stays_up(daemon_for, vectra_
     class Feed:
         url = "https://backend.rugs.fun?frontend-version=1.0"  # the default: an edge with its feed forgotten
 
-    edge = daemon_for(Feed, VECTRA_SOURCE="nats")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            link = health(vectra_env)["connection"]["sources"]["nats"]
-            if link["state"] == "failed":
-                break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline and edge.proc.poll() is None, "the edge never said its feed is wrong"
-        time.sleep(0.1)
+    link = failed_link(daemon_for(Feed, VECTRA_SOURCE="nats"), vectra_env)
     assert "is not a list of nats:// servers" in link["reason"] and Feed.url in link["reason"]
 
 
@@ -275,6 +279,22 @@ def test_a_killed_edge_resumes_after_its_last_seq_with_no_gap_and_no_duplicate(n
     report = health(vectra_env)
     assert report["edge"]["holes"] == 0
     assert f"nats://127.0.0.1:{nats_server.port}" in report["connection"]["url"] and "s3cret" not in json.dumps(report)
+
+
+@pytest.mark.slow
+def test_a_message_no_bridge_published_where_the_edge_looks_for_its_place_is_a_clear_reason(nats_server, daemon_for,
+                                                                                             vectra_env):
+    async def foreign() -> None:  # someone else's message first, without Vectra-Seq
+        connection = await nats.connect(nats_server.url)
+        await connection.jetstream().add_stream(name=STREAM, subjects=[SUBJECTS])
+        await connection.jetstream().publish("vectra.game.tick", b"{}")
+        await connection.close()
+
+    asyncio.run(foreign())
+    fill(nats_server.url, [envelope(seq) for seq in range(1, 6)])
+    link = failed_link(daemon_for(nats_server, VECTRA_SOURCE="nats"), vectra_env)
+    assert "no valid Vectra-Seq" in link["reason"] and "stream position 1" in link["reason"]
+    assert health(vectra_env)["seq"] == 0, "nothing republished from a place it could not find"
 
 
 # --- origin → bridge → nats-server → edge, all real ---------------------------------------------

@@ -32,7 +32,7 @@ from nats.js.errors import NotFoundError
 from core.broadcast.requests import Requests
 from core.contracts.envelope import Envelope
 from core.contracts.health import NatsHealth
-from core.contracts.nats import MSG_ID_HEADER, SEQ_HEADER, STREAM, SUBJECTS, subject_for, without_credentials
+from core.contracts.nats import MSG_ID_HEADER, SEQ_HEADER, STREAM, SUBJECTS, seq_of, subject_for, without_credentials
 from core.contracts.patterns import ChannelFilter
 from core.foundation import Foundation
 from core.supervisor import Policy, Supervisor, Transition
@@ -169,13 +169,7 @@ class NatsBridge:
             message = await js.get_msg(STREAM, seq=last)
         except NotFoundError:
             return None
-        try:
-            return int((message.headers or {})[SEQ_HEADER])
-        except (KeyError, ValueError):
-            raise ValueError(
-                f"the last message of stream {STREAM} (position {last}, {message.subject}) has no valid {SEQ_HEADER}: "
-                f"something other than a Vectra bridge publishes on {SUBJECTS}"
-            ) from None
+        return seq_of(message.headers, message.subject, last)  # another's message: ForeignMessage ends the turn
 
     async def hold(self) -> str:
         """Publish until a publish fails; the window's acks are settled in order by a second task."""

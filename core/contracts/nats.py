@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import quote, unquote
 
 STREAM = "VECTRA"
@@ -42,6 +42,21 @@ def channel_of(subject: str) -> str:
     return ".".join("" if token == _EMPTY_TOKEN else unquote(token) for token in tokens)
 
 
+class ForeignMessage(ValueError):
+    """A message in stream `VECTRA` without a valid `Vectra-Seq`: no Vectra bridge published it."""
+
+
+def seq_of(headers: dict[str, str] | None, subject: str, position: int) -> int:
+    """A message's `seq`, from its `Vectra-Seq` header; raises `ForeignMessage` (saying where) without one."""
+    value = (headers or {}).get(SEQ_HEADER)
+    if value is None or not value.isdigit():
+        raise ForeignMessage(
+            f"{subject} at stream position {position} has no valid {SEQ_HEADER} header: "
+            f"stream {STREAM} holds a message no Vectra bridge published"
+        )
+    return int(value)
+
+
 def without_credentials(url: str) -> str:
     """A server URL fit for `/health`, logs and errors: `nats://user:password@host` loses its user part."""
     return re.sub(r"//[^/@]*@", "//", url)
@@ -68,3 +83,34 @@ async def stream_position(first: int, last: int, seq_at: Callable[[int], Awaitab
         else:
             low = probe + 1
     return low if low <= last else None
+
+
+class JetStream(Protocol):
+    """What `start_position` needs of a JetStream context (nats-py's `JetStreamContext` is one): the
+    contracts name the two calls rather than import a client library."""
+
+    async def stream_info(self, name: str) -> Any: ...
+
+    async def get_msg(self, stream_name: str, seq: int) -> Any: ...
+
+
+async def start_position(js: JetStream, wanted: int, *, missing: type[Exception]) -> int:
+    """The position of stream `VECTRA` to read from for every event with `seq` >= `wanted`: the first
+    such message's (`stream_position` on the stream's current bounds), or the stream's last + 1 when it
+    holds none yet (read only what comes). The client's `from_seq` and the edge's resume both start here.
+
+    `missing` is the exception `js.get_msg` raises for a position the stream does not hold (nats-py's
+    `NotFoundError`): such a message is passed over. `stream_info`'s own errors (no stream) reach the
+    caller, which knows what to say; a message without `Vectra-Seq` met on the way is `ForeignMessage`.
+    """
+    state = (await js.stream_info(STREAM)).state
+
+    async def seq_at(position: int) -> int | None:
+        try:
+            message = await js.get_msg(STREAM, seq=position)
+        except missing:
+            return None
+        return seq_of(message.headers, message.subject, position)
+
+    found = await stream_position(state.first_seq, state.last_seq, seq_at, wanted)
+    return found if found is not None else state.last_seq + 1

@@ -4,7 +4,7 @@ An edge is a Vectra on another host whose feed is the origin's stream: every mes
 envelope, byte for byte (core/contracts/nats.py), which the bus passes on with the origin's `seq`
 (`EventBus.republish`), so local bots, browsers and the recorder see the origin's stream on the usual
 endpoints. Each connection starts reading where the edge's own last `seq` + 1 sits in the stream
-(`stream_position`: a bisection, not a scan), so a restart, SIGKILL included, resumes with no hole and
+(`start_position`: a bisection, not a scan), so a restart, SIGKILL included, resumes with no hole and
 no duplicate; an ordered consumer (no acks, no state on the server) then follows the stream.
 
 nats-py's own reconnection is off: the `Supervisor` owns the life cycle, as for every source, and
@@ -30,7 +30,7 @@ from core.config import Settings, env_name, nats_servers
 from core.contracts.envelope import Envelope, now_ms
 from core.contracts.feed import FeedSink, FeedSource
 from core.contracts.health import EdgeHealth
-from core.contracts.nats import SEQ_HEADER, STREAM, SUBJECTS, stream_position, without_credentials
+from core.contracts.nats import STREAM, SUBJECTS, start_position, without_credentials
 from core.supervisor import Policy, Supervisor, Transition
 
 log = logging.getLogger(__name__)
@@ -76,13 +76,10 @@ class NatsSource(FeedSource):
         self._connection = connection = await self._connect()
         stream = connection.jetstream()
         try:
-            state = (await stream.stream_info(STREAM)).state
+            start = await start_position(stream, self.bus.last_seq + 1, missing=NotFoundError)
         except NotFoundError:
             raise ConnectionError(f"no stream {STREAM} on {self.url}: is the origin's bridge publishing there?") from None
-        start = None
-        if state.messages:
-            start = await stream_position(state.first_seq, state.last_seq, self._seq_at, self.bus.last_seq + 1)
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start or state.last_seq + 1)
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
         self._subscription = await stream.subscribe(SUBJECTS, stream=STREAM, ordered_consumer=True, config=config,
                                                     cb=self._on_message)
 
@@ -105,14 +102,6 @@ class NatsSource(FeedSource):
             disconnected_cb=self._lost,
             error_cb=self._error,
         )
-
-    async def _seq_at(self, position: int) -> int | None:
-        try:
-            message = await self._connection.jetstream().get_msg(STREAM, position)
-        except NotFoundError:
-            return None
-        value = (message.headers or {}).get(SEQ_HEADER)
-        return int(value) if value is not None and value.isdigit() else None
 
     async def _on_message(self, message: Msg) -> None:
         """nats-py's one task for the subscription calls this per message, in stream order (a

@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.contracts.channels import SourceName
+from core.contracts.nats import servers_in
 
 ENV_PREFIX = "VECTRA_"
 SOURCES: tuple[str, ...] = get_args(SourceName)
@@ -512,11 +513,32 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+NATS_PINGS_BEFORE_DEAD = 2
+
+
+def nats_connect_options(settings: Settings, urls: str) -> dict[str, Any]:
+    """`nats.connect` options for a connection a `Supervisor` owns (the bridge's, the edge's): the
+    servers of `urls` in the order given, each tried at once, then fail, so that the supervisor backs
+    off and `/health` says why. nats-py's defaults would retry a dead server 60 times, 2 s apart,
+    before the next one, even with reconnection off (and `max_reconnect_attempts=0` is no limit at
+    all). Its first try is not counted as a reconnect: the list is gone through twice, which a refused
+    port answers at once. A server silent for `stale_after_s` (two unanswered pings) is dead."""
+    password = settings.nats_password
+    return {
+        "servers": servers_in(urls), "user": settings.nats_user or None,
+        "password": password.get_secret_value() if password is not None else None,
+        "allow_reconnect": False, "dont_randomize": True, "max_reconnect_attempts": 1, "reconnect_time_wait": 0,
+        "connect_timeout": settings.connect_timeout_s,
+        "ping_interval": max(1, int(settings.stale_after_s / NATS_PINGS_BEFORE_DEAD)),
+        "max_outstanding_pings": NATS_PINGS_BEFORE_DEAD,
+    }
+
+
 def nats_servers(urls: str) -> set[str]:
     """The `host:port` of every `nats://` (or `tls://`) server in a comma-separated list, default port
     4222 and `localhost` as 127.0.0.1, so that two spellings of one server compare equal."""
     found = set()
-    for url in (part.strip() for part in urls.split(",")):
+    for url in servers_in(urls):
         parts = urlsplit(url)
         if parts.scheme.lower() not in ("nats", "tls") or not parts.hostname:
             continue

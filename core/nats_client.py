@@ -33,7 +33,7 @@ from nats.js.errors import NotFoundError
 from core.client import ClientError, Status, real_loss
 from core.contracts.envelope import Envelope
 from core.contracts.nats import (
-    STREAM, SUBJECTS, ForeignMessage, channel_of, seq_of, start_position, without_credentials,
+    STREAM, SUBJECTS, ForeignMessage, channel_of, seq_of, servers_in, start_position, without_credentials,
 )
 from core.contracts.patterns import ChannelFilter
 
@@ -50,7 +50,7 @@ class NatsSubscription:
     ) -> None:
         if from_seq is not None and (isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0):
             raise ValueError("from_seq must be a non-negative integer")
-        self.servers = [server.strip() for server in url.split(",") if server.strip()]
+        self.servers = servers_in(url)
         if not self.servers:
             raise ValueError("transport='nats' needs url= (or VECTRA_NATS_URL): the NATS server(s) to read from")
         self.patterns = list(patterns) or ["*"]

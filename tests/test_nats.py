@@ -19,6 +19,7 @@ import pytest
 
 from core.client import ClientError, subscribe
 from core.contracts.nats import STREAM, SUBJECTS, channel_of, subject_for
+from tests.conftest import free_port
 from tests.nats_servers import nats_cluster, nats_server  # noqa: F401 - fixtures
 from tests.processes import DaemonProcess, SimProcess, health
 from tests.test_zmq import daemon_env, started, wait_until_serving  # noqa: F401 - started: a fixture
@@ -155,6 +156,25 @@ async def test_nats_down_for_five_seconds_loses_nothing_and_health_shows_the_bac
     assert as_published([item for item in live if item.type != "client.status"]) == published([daemon], last)
     assert as_published(await read(nats_server.url, last)) == published([daemon], last)
     assert await seq_at(nats_server.url, last) == last, "the stream holds each event once: position n is seq n"
+
+
+@pytest.mark.slow
+async def test_a_bridge_whose_first_server_is_dead_says_so_and_publishes_through_the_second(nats_server, tmp_path, started):
+    """Each connection tries the servers in the order listed, each at once, then fails for the
+    supervisor to back off and `/health` to say why (nats-py alone would keep retrying inside one
+    connect, the bridge stuck `connecting`); once the second server is up, it gets every event."""
+    nats_server.stop()
+    urls = f"nats://127.0.0.1:{free_port()},{nats_server.url}"
+    daemon, env = nats_daemon(
+        tmp_path / "data", fast_sim(started), urls, started, VECTRA_RECONNECT_INITIAL_S="0.1", VECTRA_RECONNECT_MAX_S="0.5"
+    )
+    failing = wait_health(env, lambda report: report["nats"]["state"] == "failed")
+    assert failing["nats"]["last_error"] and failing["nats"]["acked_seq"] is None
+    nats_server.start()
+    last = nth_seq(daemon, len(daemon.events) + 300)
+    connected = wait_health(env, lambda report: (report["nats"]["acked_seq"] or 0) >= last)
+    assert connected["nats"]["state"] == "connected"
+    assert as_published(await read(nats_server.url, last)) == published([daemon], last)
 
 
 @pytest.mark.slow

@@ -30,9 +30,12 @@ from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from core.broadcast.requests import Requests
+from core.config import nats_connect_options
 from core.contracts.envelope import Envelope
 from core.contracts.health import NatsHealth
-from core.contracts.nats import MSG_ID_HEADER, SEQ_HEADER, STREAM, SUBJECTS, seq_of, subject_for, without_credentials
+from core.contracts.nats import (
+    MSG_ID_HEADER, SEQ_HEADER, STREAM, SUBJECTS, seq_of, servers_in, subject_for, without_credentials,
+)
 from core.contracts.patterns import ChannelFilter
 from core.foundation import Foundation
 from core.supervisor import Policy, Supervisor, Transition
@@ -54,7 +57,7 @@ class NatsBridge:
         self.foundation = foundation
         self.settings = foundation.settings
         self.requests = requests or Requests(foundation)
-        self.servers = [url.strip() for url in self.settings.nats_url.split(",") if url.strip()]
+        self.servers = servers_in(self.settings.nats_url)
         self.acked: int | None = None  # highest seq JetStream holds with everything before it
         self._queue: deque[Envelope] = deque()
         self._publishing = False  # connected: the queue takes new events (away, they are read back later)
@@ -116,13 +119,11 @@ class NatsBridge:
     # --- the supervised link ---------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Connect, create or update the stream, and find where it ends (`acked`)."""
-        password = self.settings.nats_password
+        """Connect (as the edge does: the servers in order, each tried at once, then the supervisor's
+        backoff), create or update the stream, and find where it ends (`acked`)."""
         self._connection = await nats.connect(
-            servers=self.servers, user=self.settings.nats_user or None,
-            password=password.get_secret_value() if password else None,
-            allow_reconnect=False, connect_timeout=2, max_reconnect_attempts=0,
-            disconnected_cb=self._lost, error_cb=self._error,
+            **nats_connect_options(self.settings, self.settings.nats_url), disconnected_cb=self._lost,
+            error_cb=self._error,
         )
         js = self._connection.jetstream(timeout=ACK_TIMEOUT_S)
         await self._ensure_stream(js)

@@ -57,6 +57,11 @@ def seq_of(headers: dict[str, str] | None, subject: str, position: int) -> int:
     return int(value)
 
 
+def servers_in(urls: str) -> list[str]:
+    """The server URLs of a comma-separated list (a cluster), in the order given."""
+    return [url.strip() for url in urls.split(",") if url.strip()]
+
+
 def without_credentials(url: str) -> str:
     """A server URL fit for `/health`, logs and errors: `nats://user:password@host` loses its user part."""
     return re.sub(r"//[^/@]*@", "//", url)

@@ -26,16 +26,14 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from core.bus import EventBus
-from core.config import Settings, env_name, nats_servers
+from core.config import Settings, env_name, nats_connect_options, nats_servers
 from core.contracts.envelope import Envelope, now_ms
 from core.contracts.feed import FeedSink, FeedSource
 from core.contracts.health import EdgeHealth
-from core.contracts.nats import STREAM, SUBJECTS, start_position, without_credentials
+from core.contracts.nats import STREAM, SUBJECTS, servers_in, start_position, without_credentials
 from core.supervisor import Policy, Supervisor, Transition
 
 log = logging.getLogger(__name__)
-
-PINGS_BEFORE_DEAD = 2
 
 
 class NatsSource(FeedSource):
@@ -47,7 +45,7 @@ class NatsSource(FeedSource):
         super().__init__(sink)
         self.settings, self.bus = settings, bus
         self.url = without_credentials(settings.feed_url)  # what /health, logs and errors show
-        self.servers = [part.strip() for part in settings.feed_url.split(",") if part.strip()]
+        self.servers = servers_in(settings.feed_url)
         self.supervisor = Supervisor(self, self._show, Policy.from_settings(settings))
         self._connection: nats.NATS | None = None
         self._subscription = None
@@ -73,7 +71,10 @@ class NatsSource(FeedSource):
     # --- the supervisor's Link ------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._connection = connection = await self._connect()
+        self._connection = connection = await nats.connect(
+            **nats_connect_options(self.settings, self.settings.feed_url), disconnected_cb=self._lost,
+            error_cb=self._error,
+        )
         stream = connection.jetstream()
         try:
             start = await start_position(stream, self.bus.last_seq + 1, missing=NotFoundError)
@@ -82,26 +83,6 @@ class NatsSource(FeedSource):
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
         self._subscription = await stream.subscribe(SUBJECTS, stream=STREAM, ordered_consumer=True, config=config,
                                                     cb=self._on_message)
-
-    async def _connect(self) -> nats.NATS:
-        """One try of each server in the order given, then fail (the supervisor backs off and tries
-        again). nats-py's own defaults would retry a dead server 60 times, 2 s apart, before the next
-        one, even with reconnection off."""
-        password = self.settings.nats_password
-        return await nats.connect(
-            servers=self.servers,
-            user=self.settings.nats_user or None,
-            password=password.get_secret_value() if password is not None else None,
-            allow_reconnect=False,
-            dont_randomize=True,
-            max_reconnect_attempts=1,
-            reconnect_time_wait=0,
-            connect_timeout=self.settings.connect_timeout_s,
-            ping_interval=max(1, int(self.settings.stale_after_s / PINGS_BEFORE_DEAD)),
-            max_outstanding_pings=PINGS_BEFORE_DEAD,
-            disconnected_cb=self._lost,
-            error_cb=self._error,
-        )
 
     async def _on_message(self, message: Msg) -> None:
         """nats-py's one task for the subscription calls this per message, in stream order (a

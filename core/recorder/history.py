@@ -5,7 +5,9 @@ opens only the files and row groups that can hold it. The write-ahead logs of th
 written (and of any not yet recovered) are read last, so nothing recorded is out of reach: the live
 logs too, since after a SIGKILL the last events of the killed run may be in its live log alone until
 recovery has rebuilt them into a file, and a log recovered (deleted) while being read sends the
-reader back to the files, which now hold it.
+reader back to the files, which now hold it. A log is read from where the range starts (a bisection on
+its lines' `seq`) to where it ends, never whole: a catch-up that reads a few thousand events at a time
+while the segment's log grows by the hour pays for those events only.
 """
 
 from __future__ import annotations
@@ -93,8 +95,10 @@ class RecordingHistory:
             if (first_seq_of(path) or 0) > last_seq:
                 break
             try:
-                for envelope in read_wal(path):
-                    if cursor <= envelope.seq <= last_seq:
+                for envelope in read_wal(path, cursor):  # from `cursor` on, found without reading what is before
+                    if envelope.seq > last_seq:
+                        break
+                    if envelope.seq >= cursor:
                         cursor = envelope.seq + 1
                         yield envelope
             except FileNotFoundError:  # recovered into a closed file since the listing

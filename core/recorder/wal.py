@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import orjson
 
@@ -59,14 +59,59 @@ class WalWriter:
             pass
 
 
-def read_wal(path: Path) -> Iterator[Envelope]:
-    """The envelopes of a log in the order written; a torn or garbled line is skipped and logged."""
+def read_wal(path: Path, from_seq: int = 0) -> Iterator[Envelope]:
+    """The envelopes of a log with `seq` >= `from_seq`, in the order written; a torn or garbled line
+    is skipped and logged.
+
+    A log is written in `seq` order, so the first line wanted is found by bisection on the lines'
+    `seq` rather than by reading every line before it: a range read costs what the range holds
+    (a log can hold a whole segment, hours of events), not the whole log.
+    """
     with open(path, "rb") as file:
-        for number, line in enumerate(file, 1):
+        offset = _offset_before(file, from_seq) if from_seq > 0 else 0
+        file.seek(offset)
+        for line in file:
             if not line.endswith(b"\n"):
-                log.info("%s: line %d is incomplete (torn by a crash, or being written); skipped", path, number)
+                log.info("%s: the line at byte %d is incomplete (torn by a crash, or being written); skipped", path, offset)
                 return
             try:
-                yield Envelope.from_json(line)
+                envelope = Envelope.from_json(line)
             except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                log.warning("%s: line %d is not an envelope (%s); skipped", path, number, exc)
+                log.warning("%s: the line at byte %d is not an envelope (%s); skipped", path, offset, exc)
+            else:
+                if envelope.seq >= from_seq:
+                    yield envelope
+            offset += len(line)
+
+
+SCAN_BYTES = 64 * 1024  # the bisection stops this close; the rest is read line by line
+
+
+def _offset_before(file: BinaryIO, wanted: int) -> int:
+    """A line's start at most `SCAN_BYTES` (and a line) before the first line with `seq` >= `wanted`,
+    with every line before it below `wanted`. A probe that meets a line it cannot read (torn, garbled,
+    or written since the file was opened) only narrows the search from above: reading on from the
+    result still meets every line wanted."""
+    low, high = 0, os.fstat(file.fileno()).st_size
+    while high - low > SCAN_BYTES:
+        middle = (low + high) // 2
+        file.seek(middle - 1)
+        file.readline()  # to the first line that starts at or after `middle`
+        start = file.tell()
+        line = file.readline()
+        seq = _seq_of(line) if start < high else None
+        if seq is None or seq >= wanted:
+            high = middle
+        else:
+            low = start + len(line)
+    return low
+
+
+def _seq_of(line: bytes) -> int | None:
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        seq = orjson.loads(line).get("seq")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return seq if type(seq) is int else None

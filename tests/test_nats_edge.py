@@ -24,7 +24,7 @@ import nats
 from core.config import ConfigError, load_settings
 from core.contracts.nats import MSG_ID_HEADER, SEQ_HEADER, STREAM, SUBJECTS, subject_for
 from tests.conftest import free_port
-from tests.nats_servers import nats_server  # noqa: F401 - a fixture
+from tests.nats_servers import nats_cluster, nats_server  # noqa: F401 - fixtures
 from tests.processes import REPO, VECTRA, DaemonProcess, SimProcess, health
 
 
@@ -343,4 +343,37 @@ def test_an_edge_carries_the_origins_envelopes_and_a_killed_edge_resumes_with_no
         finally:
             origin_tap.close()
             edge_tap.close()
+            origin.kill()
+
+
+# --- an edge on a cluster -------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_an_edge_on_a_three_node_cluster_goes_on_with_no_gap_when_its_node_dies(nats_cluster, daemon_for, vectra_env,
+                                                                                 tmp_path):
+    """Origin and edge both list the three nodes (3 replicas) and both start on the first: it is
+    killed mid-stream; the edge reconnects to a survivor, finds its place again and misses nothing."""
+    urls = ",".join(server.url for server in nats_cluster)
+    origin_env = {**own_ports(tmp_path / "origin"), "VECTRA_NATS_URL": urls, "VECTRA_NATS_REPLICAS": "3",
+                  "VECTRA_RECONNECT_INITIAL_S": "0.1", "VECTRA_RECONNECT_MAX_S": "0.5"}
+
+    class Cluster:
+        url = urls
+
+    with SimProcess(speed=50, seed=7, max_ticks=40) as sim:
+        origin = DaemonProcess({**origin_env, "VECTRA_FEED_URL": sim.url, "VECTRA_STALE_AFTER_S": "2"}).start()
+        try:
+            edge = daemon_for(Cluster, VECTRA_SOURCE="nats")
+            edge.wait_for(lambda events: len(events) >= 100, timeout=60)
+            doomed = nats_cluster[0]
+            doomed.kill()
+            killed_at = edge.events[-1]["seq"]
+            target = origin.wait_for(lambda events: events[-1]["seq"] >= killed_at + 300, timeout=60)[-1]["seq"]
+            edge.wait_for(lambda events: events[-1]["seq"] >= target, timeout=60)
+            sent = [event for event in origin.events if event["seq"] <= target]
+            assert edge.events[:len(sent)] == sent, "every event of the origin, once, in order, unchanged"
+            report = health(vectra_env)
+            assert report["edge"]["holes"] == 0 and report["edge"]["duplicates"] == 0
+            assert report["connection"]["sources"]["nats"]["reconnects"] >= 1, "the edge lost its node and went on"
+        finally:
             origin.kill()

@@ -6,7 +6,8 @@ is where the events come from: stream `VECTRA`, which the daemon's bridge fills 
 which outlives the daemon, the client and (replicated) a NATS server.
 
 - `from_seq` maps to a stream position by bisection on the `Vectra-Seq` header (`start_position`,
-  shared with the edge: about log2(n) message reads, no scan); the stream is then read from there by an ordered consumer.
+  shared with the edge: about log2(n) message reads, no scan); the stream is then read from there by an
+  ordered consumer.
 - The client reads every channel and filters locally, as over ZeroMQ, so that in the full stream a
   hole in `seq` means something: numbers a restart skipped (`sys.start` says which) are not a loss;
   any other hole either lies in the stream itself (consecutive stream positions: the bridge found those

@@ -159,14 +159,17 @@ async def test_nats_down_for_five_seconds_loses_nothing_and_health_shows_the_bac
 
 
 @pytest.mark.slow
-async def test_a_bridge_whose_first_server_is_dead_says_so_and_publishes_through_the_second(nats_server, tmp_path, started):
+async def test_a_bridge_whose_first_server_is_dead_says_so_and_publishes_through_the_second(
+    nats_server, tmp_path, started
+):
     """Each connection tries the servers in the order listed, each at once, then fails for the
     supervisor to back off and `/health` to say why (nats-py alone would keep retrying inside one
     connect, the bridge stuck `connecting`); once the second server is up, it gets every event."""
     nats_server.stop()
     urls = f"nats://127.0.0.1:{free_port()},{nats_server.url}"
     daemon, env = nats_daemon(
-        tmp_path / "data", fast_sim(started), urls, started, VECTRA_RECONNECT_INITIAL_S="0.1", VECTRA_RECONNECT_MAX_S="0.5"
+        tmp_path / "data", fast_sim(started), urls, started,
+        VECTRA_RECONNECT_INITIAL_S="0.1", VECTRA_RECONNECT_MAX_S="0.5",
     )
     failing = wait_health(env, lambda report: report["nats"]["state"] == "failed")
     assert failing["nats"]["last_error"] and failing["nats"]["acked_seq"] is None

@@ -297,8 +297,8 @@ def test_a_short_range_of_a_long_log_costs_that_range_not_the_log(tmp_path):
     if not Path("/proc/self/io").exists():
         pytest.skip("counts the bytes read with Linux's /proc/self/io")
     now = int(time.time() * 1000)
-    segment = killed_segment(tmp_path, [Envelope(n, "raw.x", now + n, None, "socketio", {"payload": n, "pad": "x" * 500})
-                                        for n in range(1, 20_001)])
+    padded = [Envelope(n, "raw.x", now + n, None, "socketio", {"payload": n, "pad": "x" * 500}) for n in range(1, 20_001)]
+    segment = killed_segment(tmp_path, padded)
     wal = segment.paths.wal
     history = RecordingHistory(tmp_path)
     list(history.read_range(1, 1))  # what a first read imports is not counted

@@ -72,7 +72,8 @@ def read_wal(path: Path, from_seq: int = 0) -> Iterator[Envelope]:
         file.seek(offset)
         for line in file:
             if not line.endswith(b"\n"):
-                log.info("%s: the line at byte %d is incomplete (torn by a crash, or being written); skipped", path, offset)
+                log.info("%s: the line at byte %d is incomplete (torn by a crash, or being written); skipped",
+                         path, offset)
                 return
             try:
                 envelope = Envelope.from_json(line)

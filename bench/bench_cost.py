@@ -16,7 +16,8 @@ encoded once and sent to 10 WebSocket clients with `websockets.broadcast` and to
 "lossless rate" is the highest rate of the ladder every subscriber received completely; the ratio
 is Vectra's (10 WS + 1 ZMQ, recorder on) over the baseline's. A last run fills the resume ring
 (`ring_size` events) and reports the memory that holds. `--profile` runs the daemon under cProfile
-for one run (10 WS + 1 ZMQ, recorder on, the first rate) and prints the top of its hot path.
+for the first Vectra run that `--match` selects (e.g. `--rates 1000 --match "1 WS .*rec off"`) and prints
+the top of its hot path.
 No figure here is asserted anywhere: the machine's load moves them; the load average is printed.
 """
 
@@ -307,15 +308,17 @@ def lossless_rate(results: list[dict]) -> int:
 def print_profile(path: Path, top: int = 30) -> None:
     stats = pstats.Stats(str(path))
     stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 s per run, 1,000 and 2,000 frames/s only")
-    parser.add_argument("--profile", action="store_true", help="one run under cProfile, then its hot path")
+    parser.add_argument("--profile", nargs="?", const="", default=None, metavar="FILE",
+                        help="one run under cProfile, then its hot path (the raw profile kept in FILE if given)")
     parser.add_argument("--rates", default=None, help="comma-separated frames/s (default 1000,2000,4000)")
     parser.add_argument("--seconds", type=float, default=None, help="length of each pour (default 5, quick 2)")
-    parser.add_argument("--match", default="", help="only the runs whose label holds this text, e.g. 'rec on'")
+    parser.add_argument("--match", default="", help="only the runs whose label matches this regex, e.g. '1 WS .*rec off'")
     parser.add_argument("--subscriber", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--baseline", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -330,11 +333,22 @@ def main() -> None:
 
     rates = [int(r) for r in (args.rates or ("1000,2000" if args.quick else "1000,2000,4000")).split(",")]
     seconds = args.seconds or (2.0 if args.quick else 5.0)
-    if args.profile:
+    runs = [
+        run
+        for rate in rates
+        for run in (
+            Run("vectra", rate, int(rate * seconds), 1, False, recorder=False),
+            Run("vectra", rate, int(rate * seconds), 1, False, recorder=True),
+            Run("vectra", rate, int(rate * seconds), 10, True, recorder=False),
+            Run("vectra", rate, int(rate * seconds), 10, True, recorder=True),
+            Run("baseline", rate, int(rate * seconds), 10, True),
+        )
+        if re.search(args.match, run.label)
+    ]
+    if args.profile is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            profile = Path(tmp) / "daemon.prof"
-            rate = rates[0]
-            print_row(measure(Run("vectra", rate, int(rate * seconds), 10, True, recorder=True), profile))
+            profile = Path(args.profile or Path(tmp) / "daemon.prof")
+            print_row(measure(next(run for run in runs if run.target == "vectra"), profile))
             print_profile(profile)
         return
 
@@ -343,22 +357,12 @@ def main() -> None:
     print("| run                               | rate  | sent/s | delivered | p50 ms  | p99 ms   | µs/fr  | RSS MB|")
     print("|---|---|---|---|---|---|---|---|")
     results: list[dict] = []
-    for rate in rates:
-        count = int(rate * seconds)
-        for run in (
-            Run("vectra", rate, count, 1, False, recorder=False),
-            Run("vectra", rate, count, 1, False, recorder=True),
-            Run("vectra", rate, count, 10, True, recorder=False),
-            Run("vectra", rate, count, 10, True, recorder=True),
-            Run("baseline", rate, count, 10, True),
-        ):
-            if args.match not in run.label:
-                continue
-            result = measure(run)
-            results.append(result)
-            print_row(result)
+    for run in runs:
+        result = measure(run)
+        results.append(result)
+        print_row(result)
     fill = Run("vectra", 4000, RING_FILL_EVENTS // 2 + 1000, 1, False, name="vectra ring full, 1 WS, rec off")
-    if args.match in fill.label:
+    if re.search(args.match, fill.label):
         print_row(measure(fill))
     vectra = [r for r in results if r["run"].target == "vectra" and r["run"].websockets == 10 and r["run"].recorder]
     baseline = [r for r in results if r["run"].target == "baseline"]

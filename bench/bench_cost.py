@@ -51,6 +51,7 @@ from tests.conftest import free_port  # noqa: E402
 CHANNEL = "raw.gameStateUpdate"
 STAMP = re.compile(rb'"benchSent":"(\d+):(\d+)"')
 DRAIN_IDLE_S = 5.0  # a run ends when every subscriber has everything, or nobody made progress this long
+IDLE_CPU_S = 0.025  # CPU seconds per half second below which the daemon counts as idle
 RING_FILL_EVENTS = 100_000  # the default ring_size: two events (raw + tick) per frame
 
 
@@ -189,6 +190,19 @@ def wait_until(check, timeout: float, what: str) -> None:
     raise TimeoutError(f"gave up waiting for {what}")
 
 
+def settle(pid: int, timeout: float = 20) -> None:
+    """Wait until the daemon is idle (its start-up, e.g. the recorder's worker importing pyarrow, is not
+    the feed's cost): under 5 % of a core over half a second."""
+    deadline = time.monotonic() + timeout
+    before = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds(pid)
+        if now - before < IDLE_CPU_S:
+            return
+        before = now
+
+
 class Processes:
     """Every process a run starts, stopped (by its own pid) whatever happens."""
 
@@ -252,6 +266,7 @@ def measure(run: Run, profile: Path | None = None) -> dict:
             ]
             wait_until(lambda: all(path.exists() for path in progress), 30, "the subscribers")
             time.sleep(0.5)  # ZeroMQ subscriptions reach the publisher asynchronously
+            settle(target.pid)
             cpu_before = cpu_seconds(target.pid)
             poured = get_json(f"http://127.0.0.1:{feed_port}/pour?rate={run.rate}&count={run.count}")
             counts, last_change = None, time.monotonic()

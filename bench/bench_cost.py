@@ -16,7 +16,8 @@ encoded once and sent to 10 WebSocket clients with `websockets.broadcast` and to
 "lossless rate" is the highest rate of the ladder every subscriber received completely; the ratio
 is Vectra's (10 WS + 1 ZMQ, recorder on) over the baseline's. A last run fills the resume ring
 (`ring_size` events) and reports the memory that holds. `--profile` runs the daemon under cProfile
-for one run (10 WS + 1 ZMQ, recorder on, the first rate) and prints the top of its hot path.
+for the first Vectra run that `--match` selects (e.g. `--rates 1000 --match "1 WS .*rec off"`) and prints
+the top of its hot path.
 No figure here is asserted anywhere: the machine's load moves them; the load average is printed.
 """
 
@@ -50,6 +51,7 @@ from tests.conftest import free_port  # noqa: E402
 CHANNEL = "raw.gameStateUpdate"
 STAMP = re.compile(rb'"benchSent":"(\d+):(\d+)"')
 DRAIN_IDLE_S = 5.0  # a run ends when every subscriber has everything, or nobody made progress this long
+IDLE_CPU_S = 0.025  # CPU seconds per half second below which the daemon counts as idle
 RING_FILL_EVENTS = 100_000  # the default ring_size: two events (raw + tick) per frame
 
 
@@ -188,6 +190,19 @@ def wait_until(check, timeout: float, what: str) -> None:
     raise TimeoutError(f"gave up waiting for {what}")
 
 
+def settle(pid: int, timeout: float = 20) -> None:
+    """Wait until the daemon is idle (its start-up, e.g. the recorder's worker importing pyarrow, is not
+    the feed's cost): under 5 % of a core over half a second."""
+    deadline = time.monotonic() + timeout
+    before = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds(pid)
+        if now - before < IDLE_CPU_S:
+            return
+        before = now
+
+
 class Processes:
     """Every process a run starts, stopped (by its own pid) whatever happens."""
 
@@ -251,6 +266,7 @@ def measure(run: Run, profile: Path | None = None) -> dict:
             ]
             wait_until(lambda: all(path.exists() for path in progress), 30, "the subscribers")
             time.sleep(0.5)  # ZeroMQ subscriptions reach the publisher asynchronously
+            settle(target.pid)
             cpu_before = cpu_seconds(target.pid)
             poured = get_json(f"http://127.0.0.1:{feed_port}/pour?rate={run.rate}&count={run.count}")
             counts, last_change = None, time.monotonic()
@@ -307,15 +323,17 @@ def lossless_rate(results: list[dict]) -> int:
 def print_profile(path: Path, top: int = 30) -> None:
     stats = pstats.Stats(str(path))
     stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 s per run, 1,000 and 2,000 frames/s only")
-    parser.add_argument("--profile", action="store_true", help="one run under cProfile, then its hot path")
+    parser.add_argument("--profile", nargs="?", const="", default=None, metavar="FILE",
+                        help="one run under cProfile, then its hot path (the raw profile kept in FILE if given)")
     parser.add_argument("--rates", default=None, help="comma-separated frames/s (default 1000,2000,4000)")
     parser.add_argument("--seconds", type=float, default=None, help="length of each pour (default 5, quick 2)")
-    parser.add_argument("--match", default="", help="only the runs whose label holds this text, e.g. 'rec on'")
+    parser.add_argument("--match", default="", help="only the runs whose label matches this regex, e.g. '1 WS .*rec off'")
     parser.add_argument("--subscriber", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--baseline", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -330,11 +348,22 @@ def main() -> None:
 
     rates = [int(r) for r in (args.rates or ("1000,2000" if args.quick else "1000,2000,4000")).split(",")]
     seconds = args.seconds or (2.0 if args.quick else 5.0)
-    if args.profile:
+    runs = [
+        run
+        for rate in rates
+        for run in (
+            Run("vectra", rate, int(rate * seconds), 1, False, recorder=False),
+            Run("vectra", rate, int(rate * seconds), 1, False, recorder=True),
+            Run("vectra", rate, int(rate * seconds), 10, True, recorder=False),
+            Run("vectra", rate, int(rate * seconds), 10, True, recorder=True),
+            Run("baseline", rate, int(rate * seconds), 10, True),
+        )
+        if re.search(args.match, run.label)
+    ]
+    if args.profile is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            profile = Path(tmp) / "daemon.prof"
-            rate = rates[0]
-            print_row(measure(Run("vectra", rate, int(rate * seconds), 10, True, recorder=True), profile))
+            profile = Path(args.profile or Path(tmp) / "daemon.prof")
+            print_row(measure(next(run for run in runs if run.target == "vectra"), profile))
             print_profile(profile)
         return
 
@@ -343,22 +372,12 @@ def main() -> None:
     print("| run                               | rate  | sent/s | delivered | p50 ms  | p99 ms   | µs/fr  | RSS MB|")
     print("|---|---|---|---|---|---|---|---|")
     results: list[dict] = []
-    for rate in rates:
-        count = int(rate * seconds)
-        for run in (
-            Run("vectra", rate, count, 1, False, recorder=False),
-            Run("vectra", rate, count, 1, False, recorder=True),
-            Run("vectra", rate, count, 10, True, recorder=False),
-            Run("vectra", rate, count, 10, True, recorder=True),
-            Run("baseline", rate, count, 10, True),
-        ):
-            if args.match not in run.label:
-                continue
-            result = measure(run)
-            results.append(result)
-            print_row(result)
+    for run in runs:
+        result = measure(run)
+        results.append(result)
+        print_row(result)
     fill = Run("vectra", 4000, RING_FILL_EVENTS // 2 + 1000, 1, False, name="vectra ring full, 1 WS, rec off")
-    if args.match in fill.label:
+    if re.search(args.match, fill.label):
         print_row(measure(fill))
     vectra = [r for r in results if r["run"].target == "vectra" and r["run"].websockets == 10 and r["run"].recorder]
     baseline = [r for r in results if r["run"].target == "baseline"]

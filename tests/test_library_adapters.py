@@ -1,6 +1,7 @@
 """The two places Vectra relies on a library's internals, checked against the installed version.
 
-`core/sources/socketio_tap.py` overrides python-socketio's `AsyncClient._handle_eio_message`;
+`core/sources/socketio_tap.py` overrides python-socketio's `AsyncClient._handle_eio_message` and
+`_engineio_client_class`, and python-engineio's `AsyncClient._trigger_event`;
 `core/chrome/pychrome_tab.py` reaches into pychrome's `Tab` (`_started`, `_ws`, `_recv_th`,
 `_recv_loop`, ...). Nothing in a library's changelog promises these, so an upgrade that moves them
 must fail here, loudly and by version, not as a silent feed or a browser source that never notices a
@@ -16,6 +17,7 @@ import inspect
 import threading
 from pathlib import Path
 
+import engineio
 import pychrome
 import pytest
 import socketio
@@ -24,7 +26,7 @@ from aiohttp import web
 from core.chrome.devtools import list_pages
 from core.chrome.manager import ChromeManager, terminate_group
 from core.chrome.pychrome_tab import PRIVATE_ATTRIBUTES, PRIVATE_METHODS, QuietTab
-from core.sources.socketio_tap import HOOK, FrameTap
+from core.sources.socketio_tap import ENGINEIO_HOOK, HOOK, FrameTap, InlineEngineIO
 from tests.conftest import free_port
 from tests.test_chrome import chrome_settings, no_browser_outlives_the_test  # noqa: F401 - autouse fixture
 
@@ -47,6 +49,17 @@ def test_python_socketio_still_has_the_engineio_message_hook():
         f"{where}, whose parameters changed to {inspect.signature(hook)}"
     )
     assert FrameTap._handle_eio_message is not hook, f"{where}, but FrameTap no longer overrides it"
+
+
+def test_python_engineio_still_runs_message_handlers_through_the_hook_frame_tap_replaces():
+    where = f"{version('python-engineio')}: core/sources/socketio_tap.py overrides AsyncClient.{ENGINEIO_HOOK}"
+    hook = getattr(engineio.AsyncClient, ENGINEIO_HOOK, None)
+    assert hook is not None and inspect.iscoroutinefunction(hook), f"{where}, which this version no longer has"
+    assert str(inspect.signature(hook)) == "(self, event, *args, **kwargs)", f"{where}, now {inspect.signature(hook)}"
+    client = FrameTap(lambda data: None, logger=False, engineio_logger=False)
+    assert isinstance(client.eio, InlineEngineIO), (
+        f"{version('python-socketio')}: AsyncClient no longer builds its Engine.IO client from _engineio_client_class"
+    )
 
 
 @contextlib.asynccontextmanager

@@ -214,6 +214,44 @@ def test_a_file_in_the_way_is_reported_and_recording_resumes_when_it_is_gone(sim
     assert set(e["seq"] for e in daemon.events) <= set(recorded)
 
 
+def parquet_worker_of(daemon: DaemonProcess) -> int | None:
+    """The pid of the daemon's Parquet worker process, if it runs."""
+    for task in Path(f"/proc/{daemon.proc.pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"core.recorder.parquet_worker" in cmdline:
+                return int(child)
+    return None
+
+
+def wait_for_value(produce, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while (value := produce()) is None:
+        assert time.monotonic() < deadline, f"nothing from {produce.__name__} after {timeout} s"
+        time.sleep(0.05)
+    return value
+
+
+def test_a_killed_parquet_worker_is_reported_and_replaced_and_nothing_is_lost(sim, daemon_for, root):
+    daemon = daemon_for(sim, VECTRA_RECORD="true", VECTRA_RECORD_ROTATE_MB="0.01")
+    daemon.wait_for(lambda events: recording_statuses(events) and recording_statuses(events)[-1]["data"]["state"] == "recording")
+    worker = wait_for_value(lambda: parquet_worker_of(daemon))
+    subprocess.run(["kill", "-KILL", str(worker)], check=True)
+    events = daemon.wait_for(lambda events: any(e["type"] == "error" and e["data"]["code"] == "record_failed"
+                                                for e in events))
+    assert "Parquet worker" in [e for e in events if e["type"] == "error"][-1]["data"]["message"]
+    count = len(events)
+    daemon.wait_for(lambda events: len(events) > count and recording_statuses(events)[-1]["data"]["state"] == "recording")
+    daemon.wait_for(lambda events: games_ended(events) >= 1)
+    assert wait_for_value(lambda: parquet_worker_of(daemon)) != worker
+    assert daemon.terminate() == 0
+    recorded = read_recordings(root).column("seq").to_pylist()
+    assert recorded == list(range(1, recorded[-1] + 1)), "what the dead worker held is rebuilt from the log"
+    assert set(e["seq"] for e in daemon.events) <= set(recorded)
+    assert_readable_everywhere(root)
+    assert_no_leftovers(root)
+
+
 def test_a_full_disk_is_reported_and_recording_resumes_when_there_is_room(sim, daemon_for, tiny_disk, vectra_env):
     data_dir = tiny_disk / "data"
     daemon = daemon_for(sim, VECTRA_RECORD="true", VECTRA_DATA_DIR=str(data_dir))

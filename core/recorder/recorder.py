@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections import deque
 from typing import Any
 
@@ -33,13 +32,6 @@ GAP_CHANNEL = "recording.gap"
 LOST_REASON = "in no log when an earlier run ended (killed, or its disk refused the writes)"
 WATCH_S = 0.5
 STOP_WAIT_S = 3.5
-# The writer thread builds each row group in Python, holding the GIL for milliseconds at a time; the
-# loop gives the GIL away at every socket send and must then wait for the thread to yield it, which
-# it does only every switch interval (5 ms by default), so one frame sent to 11 subscribers could
-# wait several times over: p99 +46 ms at 1,000 frames/s. With 0.5 ms the thread yields ten times
-# sooner (bench/bench_cost.py, docs/PERFORMANCE.md), at the price of more frequent thread switches
-# while it works, never while it is idle.
-SWITCH_INTERVAL_S = 0.0005
 
 
 class Recorder:
@@ -79,7 +71,6 @@ class Recorder:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._writer.start()
         if self._start_on:
             self._turn_on()

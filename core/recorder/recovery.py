@@ -23,7 +23,8 @@ from core.recorder.history import overlapping, recorded_seqs
 from core.contracts.recordings import (
     SegmentPaths, closed_files, first_seq_of, live_logs, missed_before, partial_files, stem_for, wal_segments,
 )
-from core.recorder.segment import ParquetSink, fsync_dir
+from core.recorder.parquet_worker import ParquetFile
+from core.recorder.segment import OpenRows, ParquetSink, fsync_dir
 from core.recorder.wal import read_wal
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def _already_recorded(root: Path, first: int, last: int) -> set[int]:
     return found
 
 
-def _rebuild(root: Path, wal: Path, known: set[int]) -> Path | None:
+def _rebuild(root: Path, wal: Path, known: set[int], open_rows: OpenRows) -> Path | None:
     sink: ParquetSink | None = None
     written: set[int] = set()
     try:
@@ -64,7 +65,7 @@ def _rebuild(root: Path, wal: Path, known: set[int]) -> Path | None:
             if envelope.seq in known or envelope.seq in written:
                 continue
             if sink is None:
-                sink = ParquetSink(SegmentPaths(stem_for(envelope.seq, envelope.timestamp), root))
+                sink = ParquetSink(SegmentPaths(stem_for(envelope.seq, envelope.timestamp), root), open_rows)
             written.add(envelope.seq)
             if sink.add(envelope):
                 sink.write_rows()
@@ -100,9 +101,10 @@ def _holes(root: Path, live_log: Path) -> list[tuple[int, int]]:
     return holes
 
 
-def recover(root: Path, live_before: int | None = None) -> Recovered:
+def recover(root: Path, live_before: int | None = None, open_rows: OpenRows = ParquetFile) -> Recovered:
     """Recover every leftover log under `root` into closed files; say what the newest event was and
-    what the live log had missed that no log held."""
+    what the live log had missed that no log held. `open_rows`: where the files are built (the
+    recorder's worker process, so a long log does not hold the interpreter for the event loop)."""
     newest: Envelope | None = None
     holes: list[tuple[int, int]] = []
     for wal in _leftovers(root, live_before):
@@ -112,7 +114,7 @@ def recover(root: Path, live_before: int | None = None) -> Recovered:
             lowest, last = bounds
             if newest is None or last.seq > newest.seq:
                 newest = last
-            rebuilt = _rebuild(root, wal, _already_recorded(root, lowest, last.seq))
+            rebuilt = _rebuild(root, wal, _already_recorded(root, lowest, last.seq), open_rows)
             log.warning("recovered %s into %s", wal.name, rebuilt or "nothing new (already recorded)")
         wal.unlink()
         fsync_dir(wal.parent)

@@ -9,81 +9,61 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import pyarrow.parquet as pq
+from typing import Callable
 
 from core.contracts.envelope import Envelope
 from core.contracts.recordings import SegmentPaths, stem_for
-from core.recorder.schema import SCHEMA, to_table
+from core.recorder.parquet_worker import ParquetFile, RowFile
 from core.recorder.wal import WalWriter
 
 ROW_GROUP_ROWS = 1000
-# Parquet would try dictionary encoding and min/max statistics on the multi-kilobyte `data` text too:
-# wasted work (every value differs) that more than doubles the encoding time.
-DICTIONARY_COLUMNS = ["type", "source", "phase", "tradeType", "gameId", "playerId", "username"]
-STATISTICS_COLUMNS = [name for name in SCHEMA.names if name != "data"]
 HOUR_MS = 3_600_000
+
+OpenRows = Callable[[Path], RowFile]  # opens the partial file: here (`ParquetFile`) or in the worker
 
 
 class ParquetSink:
-    """Parquet rows in batches, to the partial file; `close()` publishes the file under its name."""
+    """Parquet rows in batches, to the partial file; `close()` publishes the file under its name.
 
-    def __init__(self, paths: SegmentPaths) -> None:
+    The rows are the envelopes' JSON lines; `open_rows` decides where they become columns (the
+    recorder's worker process, `parquet_worker.py`; by default here)."""
+
+    def __init__(self, paths: SegmentPaths, open_rows: OpenRows = ParquetFile) -> None:
         self.paths = paths
         paths.partial.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(paths.partial, "wb")
-        try:
-            self._writer = pq.ParquetWriter(
-                self._file,
-                SCHEMA,
-                compression="zstd",
-                use_dictionary=DICTIONARY_COLUMNS,
-                write_statistics=STATISTICS_COLUMNS,
-            )
-        except Exception:
-            self._file.close()
-            raise
-        self._rows: list[Envelope] = []
+        self._file = open_rows(paths.partial)
+        self._rows: list[bytes] = []
         self.bytes = 0
 
     def add(self, envelope: Envelope) -> bool:
         """Buffer one row; True when a full row group is waiting for `write_rows()`."""
-        self._rows.append(envelope)
+        self._rows.append(envelope.to_json())
         return len(self._rows) >= ROW_GROUP_ROWS
 
     def write_rows(self) -> None:
         if self._rows:
-            self._writer.write_table(to_table(self._rows), row_group_size=len(self._rows))
-            self._rows = []
-            self.bytes = self._file.tell()
+            rows, self._rows = self._rows, []
+            self.bytes = self._file.write(rows)
 
     def close(self) -> Path:
         self.write_rows()
-        self._writer.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self.bytes = self._file.tell()
-        self._file.close()
+        self.bytes = self._file.finish()
         os.replace(self.paths.partial, self.paths.final)
         fsync_dir(self.paths.final.parent)
         return self.paths.final
 
     def abandon(self) -> None:
         """Let go after an error; the partial file stays for recovery to delete."""
-        for release in (self._writer.close, self._file.close):
-            try:
-                release()
-            except Exception:
-                pass
+        self._file.abandon()
 
 
 class Segment:
-    def __init__(self, root: Path, first: Envelope) -> None:
+    def __init__(self, root: Path, first: Envelope, open_rows: OpenRows = ParquetFile) -> None:
         self.paths = SegmentPaths(stem_for(first.seq, first.timestamp), root)
         self.hour = first.timestamp // HOUR_MS
         self.wal = WalWriter(self.paths.wal)
         try:
-            self.parquet = ParquetSink(self.paths)
+            self.parquet = ParquetSink(self.paths, open_rows)
         except Exception:
             self.wal.abandon()
             raise

@@ -1,7 +1,8 @@
 """The recorder's writer thread: the only code that touches recording files.
 
 The event loop only appends to a deque; this thread drains it every `POLL_S`, appends to the log,
-builds row groups, rotates files and recovers from errors. Nothing is taken off its hands before it
+hands row groups to the Parquet worker process (`parquet_worker.py`), rotates files and recovers from
+errors. Nothing is taken off its hands before it
 is safe: an envelope stays in `_pending` until it is in the log, and in `_unsynced` until the log is
 fsynced (or its Parquet file is closed). Any error abandons the segment; the retry then runs the
 same recovery as a restart after a crash and carries on with what is still pending.
@@ -21,6 +22,7 @@ from typing import Callable
 
 from core.config import Settings
 from core.contracts.envelope import Envelope
+from core.recorder.parquet_worker import ParquetWorker
 from core.recorder.recovery import Recovered, recover
 from core.recorder.segment import HOUR_MS, Segment
 
@@ -83,6 +85,7 @@ class RecordingWriter(threading.Thread):
         self._failed_at = 0.0
         self._last_sync = time.monotonic()
         self._stopping = False
+        self._parquet = ParquetWorker()  # builds and writes the Parquet files, off this interpreter
 
     # --- read from the loop (plain attribute reads; a moment stale at worst) -------------------
 
@@ -128,6 +131,12 @@ class RecordingWriter(threading.Thread):
     # --- the thread ------------------------------------------------------------------------------
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self._parquet.close()
+
+    def _run(self) -> None:
         while True:
             self.wake.wait(POLL_S)
             self.wake.clear()
@@ -146,7 +155,7 @@ class RecordingWriter(threading.Thread):
                     return
 
     def _recover(self) -> None:
-        recovered = recover(self.root, self.live_before)
+        recovered = recover(self.root, self.live_before, self._parquet.open)
         self._recorded_upto = max(self._recorded_upto, recovered.highest)
         self._needs_recovery = False
         if self.recovered is None:
@@ -205,7 +214,7 @@ class RecordingWriter(threading.Thread):
             or segment.parquet.bytes >= self.rotate_bytes
         ):
             self._close_segment()
-            segment = self.segment = Segment(self.root, envelope)
+            segment = self.segment = Segment(self.root, envelope, self._parquet.open)
             self.changed()
         segment.add(envelope)
         self.rows_total += 1

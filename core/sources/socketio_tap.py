@@ -4,17 +4,38 @@ python-socketio decodes every packet itself and drops a malformed one with a log
 handler must report it instead, so event and ack packets are taken from the Engine.IO layer before
 python-socketio sees them (`AsyncClient._handle_eio_message`, a private coroutine). Only the
 connection handshake (connect, disconnect, connect error) stays with python-socketio.
-tests/test_library_adapters.py fails, naming the installed version, when that hook changes.
+
+python-engineio runs every message handler in a task of its own (`_trigger_event(..., run_async=True)`),
+a task created, scheduled and finished per feed frame; event and ack packets are handed over inside
+its read loop instead (they never wait for anything), the handshake packets still in their task
+(a disconnect handler waits for the read loop to end, so it must not run inside it).
+tests/test_library_adapters.py fails, naming the installed version, when either hook changes.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+import engineio
 import socketio
 
 EVENT_PACKET_TYPES = "2356"  # event, ack, binary event, binary ack
 HOOK = "_handle_eio_message"
+ENGINEIO_HOOK = "_trigger_event"
+
+
+def is_event_packet(data: str | bytes) -> bool:
+    """Event or ack packets (or a binary attachment of one): what the feed is made of."""
+    return isinstance(data, (bytes, bytearray)) or bool(data and data[0] in EVENT_PACKET_TYPES)
+
+
+class InlineEngineIO(engineio.AsyncClient):
+    """An Engine.IO client that hands event and ack packets to its message handler in the read loop."""
+
+    async def _trigger_event(self, event, *args, **kwargs):  # noqa: ANN001 - python-engineio's signature
+        if event == "message" and args and is_event_packet(args[0]) and event in self.handlers:
+            return await self.handlers[event](args[0])
+        return await super()._trigger_event(event, *args, **kwargs)
 
 
 class FrameTap(socketio.AsyncClient):
@@ -26,8 +47,11 @@ class FrameTap(socketio.AsyncClient):
         super().__init__(reconnection=False, handle_sigint=False, **kwargs)
         self._on_message = on_message
 
+    def _engineio_client_class(self):
+        return InlineEngineIO
+
     async def _handle_eio_message(self, data):  # noqa: ANN001 - python-socketio's signature
-        if isinstance(data, (bytes, bytearray)) or (data and data[0] in EVENT_PACKET_TYPES):
+        if is_event_packet(data):
             self._on_message(data)
             return
         await super()._handle_eio_message(data)

@@ -4,6 +4,7 @@
     .venv/bin/python bench/bench_orders.py                      # 200 orders per executor, a few minutes
     .venv/bin/python bench/bench_orders.py --quick              # 20 orders per executor
     .venv/bin/python bench/bench_orders.py --executor direct --orders 500
+    .venv/bin/python bench/bench_orders.py --executor page --stages   # and where the time goes
 
 `page` and `click` need /usr/bin/chromium and the page's npm packages (`npm ci`); without them their
 rows say so. Three processes, as in use, for each executor in turn: a fresh simulator (`vectra sim`,
@@ -31,6 +32,13 @@ Printed: call->wire, call->ack, the simulator's own ack time (wire->s.ack) and w
 `click`, the browser, both ways). The targets are on that last figure at p99; they are reported as met
 or not met, never asserted. The machine's load average is printed with the table: on a shared,
 loaded machine the figures vary from run to run.
+
+`--stages` also prints where the time goes, p50/p99 of each stage over the timed orders. The daemon's
+own moments come from the `timing` of the order's `order.ack` (the desk received the request, its
+checks passed and `order.request` is out, the journal record is durable, the executor returned, the
+desk took the ack up); the stages run call -> received -> checked -> durable -> wire -> s.ack ->
+acked -> ack and add up to call->ack. The executor's own return (durable -> sent) is shown aside:
+with `page` the frame is on the wire before the DevTools call answers.
 """
 
 from __future__ import annotations
@@ -201,11 +209,26 @@ class Outcomes:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
+# (label, from moment, to moment): one order's stages, in order; all but the last (aside) add up to call->ack
+STAGES = (
+    ("bot -> desk (client, ZeroMQ, request parsing)", "call", "received"),
+    ("checks, order.request published", "received", "checked"),
+    ("journal record durable (write + fsync)", "checked", "durable"),
+    ("executor -> frame at the simulator", "durable", "wire"),
+    ("simulator: trade frames, then the ack", "wire", "s.ack"),
+    ("ack -> desk (transport, feed decoding, bus)", "s.ack", "acked"),
+    ("order.ack -> bot (bus, ZeroMQ, client)", "acked", "ack"),
+    ("aside: executor returned (durable -> sent)", "durable", "sent"),
+)
+DAEMON_MOMENTS = ("received", "checked", "durable", "sent", "acked")
+
+
 @dataclass
 class Timing:
     call_to_wire: float
     call_to_ack: float
     sim_ack: float
+    moments: dict[str, float] | None = None  # call, wire, s.ack, ack and the daemon's own, when it gave them
 
     @property
     def added(self) -> float:
@@ -252,6 +275,7 @@ class Bot:
         except TimeoutError:
             channel, seen, data = "none", 0.0, {}
         acked = seen
+        daemon = data.get("timing") if channel == "order.ack" else None
         if record.state in ("acked", "filled"):
             acked = min(seen, replied) if channel == "order.ack" else replied
             channel, data = "order.ack", {"success": True}
@@ -270,7 +294,11 @@ class Bot:
             self._count(timed, "not in the simulator's log")
             return
         if timed:  # the latest entries are this order's: an earlier, unacknowledged one came before
-            self.run.timings.append(Timing(wire[-1] - call, acked - call, sim_ack[-1] - wire[-1]))
+            moments = None
+            if isinstance(daemon, dict) and all(isinstance(daemon.get(key), (int, float)) for key in DAEMON_MOMENTS):
+                moments = {**{key: daemon[key] for key in DAEMON_MOMENTS},
+                           "call": call, "wire": wire[-1], "s.ack": sim_ack[-1], "ack": acked}
+            self.run.timings.append(Timing(wire[-1] - call, acked - call, sim_ack[-1] - wire[-1], moments))
 
     def _count(self, timed: bool, why: str) -> None:
         if timed:
@@ -364,12 +392,24 @@ def row(run: Run) -> str:
     return f"{run.executor:<9} {len(run.timings):>5}   {figures}   {'< ' + format(target, 'g') + ' ms':>10}   {verdict}"
 
 
+def stage_table(run: Run) -> list[str]:
+    """p50/p99 of each stage (ms) over the orders whose `order.ack` carried the daemon's moments."""
+    timed = [t.moments for t in run.timings if t.moments is not None]
+    if not timed:
+        return [f"{run.executor}: no stage timing (no order.ack carried `timing`)"]
+    lines = [f"{run.executor}: stages over {len(timed)} orders (ms)", f"  {'stage':<46} {'p50':>6} {'p99':>6}"]
+    for label, start, end in STAGES:
+        p50, p99 = p50_p99([moments[end] - moments[start] for moments in timed])
+        lines.append(f"  {label:<46} {p50:6.2f} {p99:6.2f}")
+    return lines
+
+
 def load_line() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
 
 
-async def main(executors: list[str], orders: int) -> int:
+async def main(executors: list[str], orders: int, stages: bool = False) -> int:
     seed = long_game_seed()
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-orders-") as folder:
@@ -388,6 +428,10 @@ async def main(executors: list[str], orders: int) -> int:
             print(f"{run.executor}: not timed: " + ", ".join(f"{why} {count}" for why, count in sorted(run.apart.items())))
         if run.problem and run.timings:
             print(f"{run.executor}: stopped early: {run.problem}")
+    if stages:
+        for run in runs:
+            if run.timings:
+                print("\n".join(stage_table(run)))
     return 0 if all(run.timings or run.skipped for run in runs) else 1
 
 
@@ -397,6 +441,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_ORDERS} orders per executor")
     parser.add_argument("--executor", action="append", choices=EXECUTORS,
                         help="only this executor (repeat for several; default: all three)")
+    parser.add_argument("--stages", action="store_true", help="also print where the time goes, stage by stage")
     args = parser.parse_args(argv)
     if args.orders < 1:
         parser.error("--orders must be at least 1")
@@ -407,4 +452,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 if __name__ == "__main__":
     arguments = parse_args()
-    sys.exit(asyncio.run(main(arguments.executor or list(EXECUTORS), arguments.orders)))
+    sys.exit(asyncio.run(main(arguments.executor or list(EXECUTORS), arguments.orders, arguments.stages)))

@@ -53,7 +53,8 @@ class Pending:
     sent_monotonic: float
     tick: int | None
     fill: tuple[str, dict[str, Any] | None, Any, Any] | None = None  # matchedBy, trade, price, tick
-    early_ack: Any = None  # an ack that came before the executor said the frame was sent
+    early_ack: tuple[Any, float] | None = None  # an ack (and when it came) before the executor returned
+    timing: dict[str, float] = field(default_factory=dict)  # the order's moments so far (`timing` on the channels)
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
 
@@ -117,6 +118,7 @@ class OrderDesk:
     # --- commands -------------------------------------------------------------------------------
 
     async def _order(self, request: OrderCommand) -> dict[str, Any]:
+        received = wall_ms()
         fields = request.order_fields()
         order_id = fields.get("order_id")
         if isinstance(order_id, str) and order_id in self.records:
@@ -145,7 +147,9 @@ class OrderDesk:
             await self._persist(record)
             return _reply(record)
         pending = self._hold_slot(order, frame)  # before any await: the next order sees it in flight
+        pending.timing.update(received=received, checked=wall_ms())
         await self._persist(record)  # durable before the frame leaves: a crash can never send it twice
+        pending.timing["durable"] = wall_ms()
         return _reply(await self._send(record, pending))
 
     async def _halt(self, request: OrdersHalt) -> dict[str, Any]:
@@ -254,14 +258,16 @@ class OrderDesk:
         if sent.frame != frame.text:  # the executor let the page build it (click): its ack id and trace rule
             frame = self._follow_sent(order.order_id, pending, sent.frame)
         record.update(state="sent", sent_at_ms=sent.sent_at_ms)
-        self._publish("order.sent", record, **self._sent_fields(frame, order.kind, sent=True, executor=sent.executor))
+        pending.timing["sent"] = wall_ms()
+        self._publish("order.sent", record, **self._sent_fields(frame, order.kind, sent=True, executor=sent.executor),
+                      timing=dict(pending.timing))
         loop = asyncio.get_running_loop()
         pending.timers += [
             loop.call_later(self.settings.order_ack_timeout_s, self._ack_timeout, order.order_id),
             loop.call_later(self.settings.order_settle_timeout_s, self._settle_timeout, order.order_id),
         ]
         if pending.early_ack is not None:  # the ack beat the executor's own return (a slow CDP call)
-            self._on_ack(frame.ack_id, pending.early_ack)
+            self._on_ack(frame.ack_id, *pending.early_ack)
         await self._persist(record)
         return record
 
@@ -317,7 +323,8 @@ class OrderDesk:
         self.foundation.bus.publish("player.state", data, source=self.foundation.primary_source,
                                     game_id=data.get("gameId") if isinstance(data.get("gameId"), str) else None)
 
-    def _on_ack(self, ack_id: Any, args: Any) -> None:
+    def _on_ack(self, ack_id: Any, args: Any, arrived: float | None = None) -> None:
+        arrived = wall_ms() if arrived is None else arrived
         order_id = self._by_ack.get(ack_id) if isinstance(ack_id, int) else None
         pending = self._pending.get(order_id) if order_id is not None else None
         if pending is None:
@@ -325,13 +332,14 @@ class OrderDesk:
             return
         record = self.records[order_id]
         if record["state"] == "requested":
-            pending.early_ack = args  # taken up once order.sent is out, so the channels keep their order
+            pending.early_ack = (args, arrived)  # taken up once order.sent is out, so the channels keep their order
             return
         args = args if isinstance(args, list) else [args]
         first = args[0] if args else None
         success = first.get("success") if isinstance(first, dict) and isinstance(first.get("success"), bool) else None
         latency = round((time.monotonic() - pending.sent_monotonic) * 1000, 3)
-        self._publish("order.ack", record, ackId=ack_id, ack=args, success=success, latency_ms=latency)
+        self._publish("order.ack", record, ackId=ack_id, ack=args, success=success, latency_ms=latency,
+                      timing={**pending.timing, "acked": arrived})
         if success is not True:
             reason = first.get("message") or first.get("reason") if isinstance(first, dict) else None
             self._release(order_id)
@@ -472,6 +480,11 @@ class OrderDesk:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def wall_ms() -> float:
+    """Now on the wall clock, in ms with µs: the moments in `timing`, comparable across processes."""
+    return round(time.time() * 1000, 3)
 
 
 def _reply(record: dict[str, Any]) -> dict[str, Any]:

@@ -78,7 +78,6 @@ class OrderDesk:
         self._accepted: deque[float] = deque()
         self._staked: dict[str | None, float] = {}
         self._ack_ids = itertools.count(FIRST_ACK_ID)
-        self._writes = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         if foundation.bus.relaying:
             return  # an edge: orders go to the origin, whose player state and order events the stream carries
@@ -111,6 +110,7 @@ class OrderDesk:
                 timer.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.journal.close()
 
     def health(self) -> OrdersHealth:
         return OrdersHealth(**self._summary())
@@ -268,7 +268,9 @@ class OrderDesk:
         ]
         if pending.early_ack is not None:  # the ack beat the executor's own return (a slow CDP call)
             self._on_ack(frame.ack_id, *pending.early_ack)
-        await self._persist(record)
+        # Not awaited: the record was durable before the frame left (a restart finds it unsettled and
+        # never sends it again), so the reply need not wait for `sent` to reach the disk too.
+        self._spawn(self._persist(record))
         return record
 
     def _follow_sent(self, order_id: str, pending: Pending, text: str) -> OrderFrame:
@@ -472,9 +474,7 @@ class OrderDesk:
                                            game_id=game.game_id if game else None)
 
     async def _persist(self, record: dict[str, Any]) -> None:
-        snapshot = dict(record)
-        async with self._writes:
-            await asyncio.to_thread(self.journal.append, snapshot)
+        await self.journal.append(record)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

@@ -1,14 +1,22 @@
 """What the desk must not forget across a restart: every order id with its latest record, and the
 kill switch.
 
-An order's record is appended (and fsynced) before its frame is sent, so an order id that reached
+An order's record is appended and made durable before its frame is sent, so an order id that reached
 the wire is known after any crash and is never sent again. A line cut short by a crash is skipped.
+
+That write sits on every order's way to the wire, so it costs one syscall pair and one thread hop,
+nothing more: the file is opened once (`O_APPEND`) and kept open, the line is serialized on the loop,
+and a single worker thread of the journal's own does `write` + `fdatasync` (the data and the file's
+size, which is all a reader needs; not its times). One worker keeps the lines in the order they were
+handed over without a lock, and stays warm between orders.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +24,16 @@ import orjson
 
 log = logging.getLogger(__name__)
 
+FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+
 
 class OrderJournal:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.path = folder / "journal.jsonl"
         self.halt_path = folder / "halted"
+        self._fd: int | None = None
+        self._worker: ThreadPoolExecutor | None = None
 
     def load(self) -> tuple[dict[str, dict[str, Any]], bool]:
         """The latest record of every order id, and whether orders are halted."""
@@ -36,13 +48,34 @@ class OrderJournal:
                         log.warning("%s line %d is not a record (cut short by a crash?); skipped", self.path, number)
         return records, self.halt_path.is_file()
 
-    def append(self, record: dict[str, Any]) -> None:
-        """Blocking: call it in a worker thread."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as out:
-            out.write(orjson.dumps(record) + b"\n")
-            out.flush()
-            os.fsync(out.fileno())
+    async def append(self, record: dict[str, Any]) -> None:
+        """The record as it is now, durable when this returns (on the journal's worker thread)."""
+        line = orjson.dumps(record) + b"\n"
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="order-journal")
+        await asyncio.get_running_loop().run_in_executor(self._worker, self._write, line)
+
+    def _write(self, line: bytes) -> None:
+        if self._fd is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, FLAGS, 0o644)
+        view = memoryview(line)
+        while view:
+            view = view[os.write(self._fd, view):]
+        os.fdatasync(self._fd)
+
+    async def close(self) -> None:
+        """The worker finishes what it was given, then the file is closed and the worker ends (an
+        append after this opens both again)."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await asyncio.get_running_loop().run_in_executor(worker, self._close)
+            worker.shutdown(wait=False)
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     def set_halted(self, halted: bool, reason: str) -> None:
         """Blocking: call it in a worker thread."""

@@ -107,6 +107,7 @@ DEAD_AFTER_HEARTBEATS = 5
 QUEUE_LIMIT = 100_000  # live messages held while the caller is busy or a replay runs
 SEQ_KEY = b'"seq":'
 SEQ_SEARCH_BYTES = 24
+BURST_BEFORE_YIELD = 64  # live messages taken without waiting before the loop gets a turn
 
 
 class ClientError(Exception):
@@ -218,6 +219,7 @@ class Subscription:
         self._sub: zmq.asyncio.Socket | None = None
         self._dealer: zmq.asyncio.Socket | None = None
         self._last_heard = time.monotonic()
+        self._taken_at_once = 0
 
     def __aiter__(self) -> AsyncIterator[Envelope | Status]:
         return self._events()
@@ -272,7 +274,21 @@ class Subscription:
             self.close()
 
     async def _next_live(self) -> list[bytes] | None:
+        """The next live message; one already queued is taken at once. Polling first costs several
+        turns of the loop per message (pyzmq chains futures), which in a burst (an order's trade,
+        player updates, then its ack) delays the last message by all of them. Every
+        `BURST_BEFORE_YIELD` messages taken at once, the loop gets a turn: a stream that never
+        pauses must not starve the caller's other tasks."""
         assert self._sub is not None
+        if self._taken_at_once < BURST_BEFORE_YIELD:
+            try:
+                frames = await self._sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+            else:
+                self._taken_at_once += 1
+                return frames
+        self._taken_at_once = 0
         if not await self._sub.poll(timeout=min(1000, int(self.dead_after_s * 250) or 1)):
             return None
         return await self._sub.recv_multipart()

@@ -130,6 +130,7 @@ class OrderSent(_OrderEvent):
     traceId: str | None
     sent: bool
     shape: Literal["captured", "unverified"]
+    timing: dict[str, float] | None = None  # received, checked, durable, sent (epoch ms); none in a dry run
 
 
 class OrderAck(_OrderEvent):
@@ -137,6 +138,7 @@ class OrderAck(_OrderEvent):
     ack: list[Any]
     success: bool | None
     latency_ms: float
+    timing: dict[str, float]  # order.sent's, plus acked (epoch ms)
 
 
 class OrderFilled(_OrderEvent):

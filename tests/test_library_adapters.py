@@ -1,9 +1,9 @@
 """The two places Vectra relies on a library's internals, checked against the installed version.
 
 `core/sources/socketio_tap.py` overrides python-socketio's `AsyncClient._handle_eio_message` and
-`_engineio_client_class`, and python-engineio's `AsyncClient._trigger_event`;
-`core/chrome/pychrome_tab.py` reaches into pychrome's `Tab` (`_started`, `_ws`, `_recv_th`,
-`_recv_loop`, ...). Nothing in a library's changelog promises these, so an upgrade that moves them
+`_engineio_client_class`, python-engineio's `AsyncClient._trigger_event`, and writes an order's
+packet on python-engineio's WebSocket (`eio.ws`); `core/chrome/pychrome_tab.py` reaches into
+pychrome's `Tab` (`_started`, `_ws`, `_recv_th`, `_recv_loop`, ...). Nothing in a library's changelog promises these, so an upgrade that moves them
 must fail here, loudly and by version, not as a silent feed or a browser source that never notices a
 dead tab.
 """
@@ -102,6 +102,35 @@ async def test_frame_tap_gets_event_packets_undecoded_and_python_socketio_keeps_
         f"{version('python-socketio')}: {HOOK} no longer receives the Socket.IO packet text: {frames!r}"
     )
     assert got_by_library == [], "event packets must reach Vectra's decoder only"
+
+
+async def test_frame_tap_writes_a_packet_at_once_with_its_own_ack_id_and_gets_the_ack_back():
+    received: list[tuple[str, dict]] = []
+
+    async def on_connect(sid, environ, auth=None):
+        pass
+
+    frames: list[str | bytes] = []
+    async with socketio_server(on_connect) as (server, url):
+        @server.on("buyOrder")
+        async def buy(sid, payload):
+            received.append(("buyOrder", payload))
+            return {"success": True}
+
+        client = FrameTap(frames.append, logger=False, engineio_logger=False)
+        await client.connect(url, transports=["websocket"], wait_timeout=5)
+        try:
+            await client.send_now('2900000001["buyOrder",{"amount":0.002}]')
+            async with asyncio.timeout(10):
+                while not frames:
+                    await asyncio.sleep(0.02)
+        finally:
+            await client.disconnect()
+        with pytest.raises(ConnectionError):
+            await client.send_now('2900000002["buyOrder",{"amount":0.002}]')
+    where = f"{version('python-engineio')}: core/sources/socketio_tap.py writes on AsyncClient.ws"
+    assert received == [("buyOrder", {"amount": 0.002})], f"{where}, and the server did not get the packet"
+    assert frames == ['3900000001[{"success":true}]'], f"{where}, and the ack did not come back: {frames!r}"
 
 
 # --- pychrome --------------------------------------------------------------------------------------

@@ -56,13 +56,12 @@ class SocketIOSource(FeedSource):
         return None if self._connected is not None else "the socketio source is not connected"
 
     async def send_packet(self, packet: str) -> None:
-        """Send one Socket.IO packet text as it is, e.g. `42900000001["buyOrder",...]`: the ack id is
-        the caller's, so python-socketio never sees (or answers for) that ack. `eio.send` is
-        python-engineio's public send of one message."""
+        """Send one Socket.IO packet text as it is, e.g. `2900000001["buyOrder",...]`, at once: the
+        ack id is the caller's, so python-socketio never sees (or answers for) that ack."""
         client = self._connected
         if client is None:
             raise ConnectionError("the socketio source is not connected")
-        await client.eio.send(packet)
+        await client.send_now(packet)
 
     # --- the supervisor's Link ------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The one place Vectra reaches into python-socketio's internals: the Engine.IO message hook.
+"""The one place Vectra reaches into python-socketio's internals: the Engine.IO message hook, and
+the Engine.IO WebSocket an order is written on.
 
 python-socketio decodes every packet itself and drops a malformed one with a log line; a feed
 handler must report it instead, so event and ack packets are taken from the Engine.IO layer before
@@ -9,7 +10,11 @@ python-engineio runs every message handler in a task of its own (`_trigger_event
 a task created, scheduled and finished per feed frame; event and ack packets are handed over inside
 its read loop instead (they never wait for anything), the handshake packets still in their task
 (a disconnect handler waits for the read loop to end, so it must not run inside it).
-tests/test_library_adapters.py fails, naming the installed version, when either hook changes.
+
+An order's packet goes straight onto the Engine.IO client's WebSocket (`eio.ws`, aiohttp's): the
+client's own `send` only queues it for a writer task, which runs after whatever the caller does
+next, and that left an order's frame about a millisecond late.
+tests/test_library_adapters.py fails, naming the installed version, when any of these hooks changes.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from typing import Callable
 import engineio
 import socketio
 
+from core.framing import EIO_MESSAGE
+
 EVENT_PACKET_TYPES = "2356"  # event, ack, binary event, binary ack
 HOOK = "_handle_eio_message"
+WEBSOCKET = "ws"  # python-engineio's AsyncClient keeps its aiohttp WebSocket here
 ENGINEIO_HOOK = "_trigger_event"
 
 
@@ -55,3 +63,12 @@ class FrameTap(socketio.AsyncClient):
             self._on_message(data)
             return
         await super()._handle_eio_message(data)
+
+    async def send_now(self, packet: str) -> None:
+        """One Socket.IO packet text (`2<ackId>[...]`), handed to the socket before this returns;
+        `ConnectionError` (nothing sent) when the WebSocket is not up."""
+        eio = self.eio
+        ws = getattr(eio, WEBSOCKET, None)
+        if eio.state != "connected" or eio.current_transport != "websocket" or ws is None or ws.closed:
+            raise ConnectionError("the Engine.IO WebSocket is not open")
+        await ws.send_str(EIO_MESSAGE + packet)

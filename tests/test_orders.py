@@ -617,3 +617,30 @@ async def test_live_orders_through_the_direct_executor_fill_and_match_the_simula
             state = foundation.bus.last_by_type["player.state"].data
             for figure in ("cash", "positionQty", "totalInvested"):
                 assert round(state[figure] * 1e9) == books["lamports"][figure], figure
+
+
+async def test_a_live_orders_moments_show_its_record_on_disk_before_the_server_saw_the_frame(tmp_path):
+    """`timing` on order.sent / order.ack, on the host's one wall clock: the desk took the request, checked
+    it, made its journal record durable and only then did the frame reach the server; the ack came after."""
+    async with simulator(speed=5, max_ticks=400) as (sim, wire):
+        if not await takes_orders(sim):
+            pytest.skip("this simulator takes no orders yet (GET /admin/players answers 404)")
+        async with assembled(tmp_path, feed_url=sim.url, orders="live", auth_token="s3cret", order_executor="direct",
+                             feed_auth='{"player": "bot1"}', order_max_tick_age_s=5.0) as foundation:
+            await fresh_active_game(foundation)
+            async with connect(ws_url(foundation)) as bot:
+                reply = await ask(bot, buy("moments-1", token="s3cret"))
+                assert reply["data"]["state"] in ("sent", "acked", "filled"), reply
+                await wait_until(lambda: "order.ack" in life_of(foundation, "moments-1"), what="the ack")
+            journal = (foundation.settings.data_dir / "orders" / "journal.jsonl").read_bytes().splitlines()
+        status, emitted = await http(sim.url + "/admin/emitted")
+    assert status == 200, emitted
+    sent = published(foundation, "order.sent")[0]["data"]["timing"]
+    acked = published(foundation, "order.ack")[0]["data"]["timing"]
+    assert list(sent) == ["received", "checked", "durable", "sent"], sent
+    assert sent["received"] <= sent["checked"] <= sent["durable"] <= sent["sent"], sent
+    assert acked == {**sent, "acked": acked["acked"]}, acked
+    at_server = [e["ts_ms"] for e in emitted if e["event"] == "received/buyOrder" and e["player"] == "bot1"]
+    assert len(at_server) == 1 and sent["durable"] < at_server[0] < acked["acked"], (sent, acked, at_server)
+    first = orjson.loads(journal[0])
+    assert (first["order_id"], first["state"], first["frame"]) == ("moments-1", "requested", wire.orders()[0]), first

@@ -268,9 +268,9 @@ class OrderDesk:
         ]
         if pending.early_ack is not None:  # the ack beat the executor's own return (a slow CDP call)
             self._on_ack(frame.ack_id, *pending.early_ack)
-        # Not awaited: the record was durable before the frame left (a restart finds it unsettled and
-        # never sends it again), so the reply need not wait for `sent` to reach the disk too.
-        self._spawn(self._persist(record))
+        # Not journaled here: the record was durable before the frame left, and a restart reads a
+        # `sent` order exactly as a `requested` one (unsettled: never sent again). Its next state (ack,
+        # timeout) is journaled; a write now would only compete with the ack's arrival.
         return record
 
     def _follow_sent(self, order_id: str, pending: Pending, text: str) -> OrderFrame:

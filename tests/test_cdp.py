@@ -287,6 +287,8 @@ def slow_sim():
 
 
 async def test_two_sources_give_one_stream_when_one_path_dies(tmp_path, slow_sim):
+    """Both paths carry the same frames before and after each fault (the deduplicator drops one copy
+    of each, which is what the waits count); which copy is published first is a race either may win."""
     sim = slow_sim
     settings = stack_settings(tmp_path, sim, source="cdp,socketio")
     async with running(settings) as (foundation, collector):
@@ -311,7 +313,6 @@ async def test_two_sources_give_one_stream_when_one_path_dies(tmp_path, slow_sim
     trades = [e["data"]["id"] for e in events if e["type"] == "player.trade"]
     assert len(trades) == len(set(trades)), "a trade must be published once"
     assert_frames_are_a_slice_of_emitted(events, sim)
-    assert {e["source"] for e in game_frames(events)} == {"cdp", "socketio"}
     assert_valid_envelopes(events)
 
 

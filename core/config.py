@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -606,6 +607,9 @@ def origins(settings: Settings, overrides: dict[str, Any] | None = None) -> dict
     return found
 
 
+URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^/@\s]*@")  # `nats://user:password@host`: the password part
+
+
 def render(settings: Settings, overrides: dict[str, Any] | None = None) -> str:
     """The effective configuration as aligned lines, secrets masked."""
     where = origins(settings, overrides)
@@ -617,6 +621,6 @@ def render(settings: Settings, overrides: dict[str, Any] | None = None) -> str:
         elif value is None:
             shown = ""
         else:
-            shown = str(value)
+            shown = URL_PASSWORD.sub(r"\1********@", str(value))
         lines.append(f"{env_name(field):<28} {shown:<48} ({where[field]})")
     return "\n".join(lines)

@@ -95,6 +95,15 @@ def test_the_token_comes_from_a_file_and_stays_masked(tmp_path):
     assert re.search(r"^VECTRA_AUTH_TOKEN\s+\*+\s+\(file\)$", result.stdout, re.M)
 
 
+def test_a_password_inside_a_server_url_is_masked_too(tmp_path):
+    env = {"VECTRA_SOURCE": "nats", "VECTRA_FEED_URL": "nats://bot:hunter2@10.0.0.5:4222,nats://bot:hunter2@10.0.0.6:4222",
+           "HOME": str(tmp_path)}
+    result = vectra("config", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout
+    assert "nats://bot:********@10.0.0.5:4222,nats://bot:********@10.0.0.6:4222" in result.stdout
+
+
 @pytest.mark.parametrize("content", [None, ""])
 def test_an_unreadable_or_empty_token_file_stops_start_up_in_one_line(tmp_path, content):
     secret = tmp_path / "token"

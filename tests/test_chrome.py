@@ -249,12 +249,35 @@ def test_without_a_browser_on_path_the_error_says_what_to_set(tmp_path):
         asyncio.run(ChromeManager(settings).ensure())
 
 
-def test_username_status_on_the_browser_feed_marks_the_session_authenticated(tmp_path):
+async def test_username_status_on_the_browser_feed_marks_the_session_authenticated(tmp_path):
     foundation = Foundation(chrome_settings(tmp_path, source="cdp"))
     add_cdp_source(foundation)
     recorder = Recorder()
     foundation.bus.subscribe(recorder)
     trace = {"__trace": True, "traceparent": "00-c37856d5e5c8910e2f87852550c88ff0-4cd4a0f578f1091c-01"}
     foundation.frame("cdp", '2["usernameStatus",{"username":"rugs_bot","hasUsername":true},' + json.dumps(trace) + "]", 1)
+    await asyncio.sleep(0)  # the manager publishes on the next loop turn
     assert recorder.statuses[-1]["authenticated_as"] == "rugs_bot"
     assert foundation.health().chrome.authenticated_as == "rugs_bot"
+
+
+async def test_a_subscriber_after_the_manager_sees_the_identity_before_the_status_it_causes(tmp_path):
+    """Every subscriber gets the stream in `seq` order: the `chrome.status` the manager publishes on
+    learning who is logged in comes after the `player.identity`, also for subscribers after it."""
+    settings = chrome_settings(tmp_path)
+    bus = EventBus(SeqStore(settings.data_dir / "seq.state"), Ring(1000, 1 << 20))
+    manager = ChromeManager(settings, bus)
+    bus.subscribe(manager)
+    seen: list[Envelope] = []
+
+    class Later:
+        def deliver(self, envelope: Envelope) -> None:
+            seen.append(envelope)
+
+    bus.subscribe(Later())
+    bus.publish("player.identity", {"username": "rugs_bot"}, source="cdp")
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert [envelope.type for envelope in seen] == ["player.identity", "chrome.status"]
+    assert [envelope.seq for envelope in seen] == sorted(envelope.seq for envelope in seen)
+    assert seen[-1].data["authenticated_as"] == "rugs_bot"

@@ -182,12 +182,17 @@ class ChromeManager:
             self._publish()
 
     def deliver(self, envelope: Envelope) -> None:
+        """The status goes out on the next loop turn: published from inside the bus's fan-out, it would
+        reach the subscribers after this one before the identity it follows."""
         if envelope.type == "player.identity" and envelope.source == STATUS_SOURCE:
-            name = envelope.data.get("username") or envelope.data.get("name")
-            identity = str(name) if name else "unknown user"
-            if identity != self.authenticated_as:
-                self.authenticated_as = identity
-                self._publish()
+            asyncio.get_running_loop().call_soon(self._learn_identity, envelope.data)
+
+    def _learn_identity(self, data: dict[str, Any]) -> None:
+        name = data.get("username") or data.get("name")
+        identity = str(name) if name else "unknown user"
+        if identity != self.authenticated_as:
+            self.authenticated_as = identity
+            self._publish()
 
     # --- life cycle (as a component) -------------------------------------------------------------
 

@@ -31,4 +31,5 @@ class CommandError(Exception):
 
 class Subscriber(Protocol):
     def deliver(self, envelope: Envelope) -> None:
-        """Take one envelope without blocking."""
+        """Take one envelope without blocking. Publish nothing from here (defer it with `call_soon`):
+        the bus is still handing this envelope to the subscribers after this one."""

@@ -200,8 +200,6 @@ class Subscription:
         request_timeout_s: float = DEFAULT_TIMEOUT_S,
         queue_limit: int = QUEUE_LIMIT,
     ) -> None:
-        if from_seq is not None and (isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0):
-            raise ValueError("from_seq must be a non-negative integer")
         if dead_after_s is None:
             settings = settings or load_settings()
             dead_after_s = DEAD_AFTER_HEARTBEATS * settings.heartbeat_s
@@ -418,6 +416,8 @@ def subscribe(
 
     `transport="nats"` reads the daemon's JetStream stream instead (core/nats_client.py), from `url`
     (default `VECTRA_NATS_URL`; user and password from the settings), with the same promises."""
+    if from_seq is not None and (isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0):
+        raise ValueError("from_seq must be a non-negative integer")
     if transport == "nats":
         from core.nats_client import NatsSubscription  # nats-py is loaded only by those who read NATS
 

@@ -49,8 +49,6 @@ class NatsSubscription:
         self, patterns: tuple[str, ...], *, url: str, from_seq: int | None = None, user: str | None = None,
         password: str | None = None,
     ) -> None:
-        if from_seq is not None and (isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0):
-            raise ValueError("from_seq must be a non-negative integer")
         self.servers = servers_in(url)
         if not self.servers:
             raise ValueError("transport='nats' needs url= (or VECTRA_NATS_URL): the NATS server(s) to read from")

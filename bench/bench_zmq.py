@@ -34,6 +34,7 @@ import zmq
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.bench_ws import paced  # noqa: E402
 from core.broadcast.zmq_transport import ZmqTransport  # noqa: E402
 from core.client import request  # noqa: E402
 from core.config import load_settings  # noqa: E402
@@ -239,20 +240,6 @@ class Counter:
         self.proc.wait()
 
 
-async def paced(rate: int, seconds: float, send) -> tuple[int, float]:
-    """Call `send(i)` `rate` times a second for `seconds`, in 1 ms batches; returns (sent, elapsed)."""
-    start = time.perf_counter()
-    sent = 0
-    total = int(rate * seconds)
-    while sent < total:
-        due = min(total, int((time.perf_counter() - start) * rate) + 1)
-        while sent < due:
-            send(sent)
-            sent += 1
-        await asyncio.sleep(0.001)
-    return sent, time.perf_counter() - start
-
-
 async def ramp(label: str, endpoint: str, send, end) -> int:
     """Highest rate actually sent with every event received, over the steps of RATES; the ramp
     stops at the first loss or when the publisher no longer reaches 90% of the step's target."""
@@ -261,11 +248,10 @@ async def ramp(label: str, endpoint: str, send, end) -> int:
     try:
         await asyncio.sleep(0.5)  # subscription reaches the publisher
         for rate in RATES:
-            sent, elapsed = await paced(rate, STEP_S, send)
+            sent, achieved = await paced(rate, STEP_S, send)
             await asyncio.sleep(0.3)
             end(sent)
             result = await asyncio.to_thread(counter.result)
-            achieved = sent / elapsed
             complete = result["distinct"] == sent
             print(f"  {label:<8} target {rate:>6}/s  sent {achieved:>8.0f}/s  received {result['distinct']:>6}/{sent}"
                   f"  {'complete' if complete else 'LOSS'}", flush=True)

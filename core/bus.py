@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
+from core.contracts.channels import family_of
 from core.contracts.component import Subscriber
 from core.contracts.envelope import Envelope, now_ms
 from core.contracts.feed import Draft
@@ -46,7 +47,7 @@ class Stats:
 
     def count(self, envelope: Envelope, received_ms: int | None) -> None:
         self.events_total += 1
-        family = envelope.type.split(".", 1)[0]
+        family = family_of(envelope.type)
         self.by_family[family] = self.by_family.get(family, 0) + 1
         self.last_event_ms = envelope.timestamp
         second = int(time.monotonic())

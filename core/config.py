@@ -26,7 +26,7 @@ ENV_PREFIX = "VECTRA_"
 SOURCES: tuple[str, ...] = get_args(SourceName)
 
 # Every setting belongs to one area, declared next to it (`json_schema_extra`): the command line groups
-# its flags by area and offers each sub-command only the areas it reads.
+# its flags by area and offers each sub-command only the settings it reads.
 AREAS: dict[str, str] = {
     "feed": "where frames come from and how the connection is kept",
     "broadcast": "where the daemon serves, and where its clients find it",

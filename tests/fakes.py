@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pydantic import BaseModel
+
 from core.contracts.envelope import Envelope
 from core.contracts.health import (
     ChromeHealth,
@@ -227,8 +229,10 @@ class FakeFoundation:
         self.clock.now += seconds
 
     def update(self, **changes: Any) -> None:
-        """Change parts of the report, as the daemon's next report would."""
-        self.report = self.report.model_copy(update=changes)
+        """Change parts of the report, as the daemon's next report would. The result is validated
+        against the model (`model_copy` alone would not), so no test can show what a daemon cannot send."""
+        given = {key: value.model_dump() if isinstance(value, BaseModel) else value for key, value in changes.items()}
+        self.report = HealthReport.model_validate({**self.report.model_dump(), **given})
 
     async def command(self, action: str, **params: Any) -> dict[str, Any]:
         self.commands.append({"action": action, **params})

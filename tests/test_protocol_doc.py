@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from core.contracts.channels import CHANNELS, Passthrough
 from core.contracts.fields import TYPED_CHANNELS
-from core.contracts.health import HealthReport
+from core.contracts.health import HealthReport, Section
 from tests.processes import SimProcess
 from tests.protocol_models import EnvelopeModel, model_for
 
@@ -123,6 +123,19 @@ def test_every_health_field_is_documented_and_nothing_else():
 def test_health_sections_that_are_channel_data_are_documented_with_their_channel(field, channel):
     assert f"the `{channel}` data" in health_section(), f"/health's {field} row must point to {channel}"
     assert table_fields(channel_sections()[channel]) == set(CHANNELS[channel].model_fields)
+
+
+def sections(base: type[Section] = Section) -> list[type[Section]]:
+    return [found for cls in base.__subclasses__() for found in (cls, *sections(cls))]
+
+
+@pytest.mark.parametrize("section", sections(), ids=lambda cls: cls.__name__)
+def test_every_components_section_fills_a_report_field_of_its_own_type(section):
+    """The report ignores unknown keys (an older reader, a newer daemon), so a section naming a
+    field the report does not have would vanish from `/health` without a word."""
+    field = HealthReport.model_fields.get(section.report_key)
+    assert field is not None, f"{section.__name__}.report_key {section.report_key!r} is no HealthReport field"
+    assert section is field.annotation or section in get_args(field.annotation)
 
 
 def test_the_documented_health_report_validates():

@@ -18,6 +18,7 @@ from core.sim.server import SimOptions, Simulator
 from tests.conftest import free_port
 from tests.processes import REPO, DaemonProcess, SimProcess
 from vectra_tui.embedded import EmbeddedFoundation
+from vectra_tui.panels import WAITING_PHASES
 from vectra_tui.remote import RemoteFoundation
 
 
@@ -60,6 +61,11 @@ async def test_embedded_port_shows_the_live_game_and_records(vectra_env, monkeyp
         await until(lambda s: s.recording.on and (s.recording.rows or 0) > 0, port)
         written = await until(lambda s: (s.recording.bytes or 0) > 0, port)
         assert written.recording.rows < ROW_GROUP_ROWS, "the size counts the rows still in the write-ahead log"
+        # between games: the countdown to the start and the last results (what the Game panel draws then)
+        waiting = await until(
+            lambda s: s.game.phase in WAITING_PHASES and s.game.cooldown_ms is not None and s.game.recent_results, port
+        )
+        assert waiting.latency.feed_rtt_ms is None, "the direct source measures no round trip: the row is dropped"
         unknown = await port.command("launch_rockets")
         assert unknown["type"] == "error" and unknown["data"]["code"] == "unknown_action"
     finally:

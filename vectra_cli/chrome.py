@@ -17,9 +17,14 @@ from core.chrome.devtools import DevToolsError, browser_version, list_pages
 from core.chrome.manager import ChromeError, ChromeManager, is_our_browser, pid_file, terminate_group
 from core.chrome.profile import ProfileInUse, lock_holder
 from core.config import Settings
-from vectra_cli.flags import add_command
+from vectra_cli.flags import REQUESTER, add_command
 
 DAEMON_TIMEOUT_S = 1.0
+# The browser it launches or finds, the pid file in DATA_DIR, and the daemon `status` asks first.
+CHROME_READS = (
+    "chrome_binary", "chrome_profile", "cdp_port", "game_url", "chrome_headless", "cdp_call_timeout_s", "data_dir",
+    *REQUESTER,
+)
 
 
 def add_chrome_parser(subparsers) -> None:
@@ -27,7 +32,7 @@ def add_chrome_parser(subparsers) -> None:
         subparsers,
         "chrome",
         "launch, inspect or stop the managed browser",
-        ("browser", "broadcast", "operator"),  # `status` asks a running daemon first; the pid file is in DATA_DIR
+        CHROME_READS,
         description="Launch, inspect or stop the managed browser (VECTRA_CHROME_PROFILE on VECTRA_CDP_PORT).",
     )
     parser.add_argument("op", choices=("launch", "status", "stop"), help="what to do")

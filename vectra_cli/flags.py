@@ -2,8 +2,9 @@
 
 Every setting but a secret is also a flag (`VECTRA_HTTP_PORT` is `--http-port`), generated from the
 settings model so the two can never disagree; a flag given on the command line overrides the
-environment. The area of each setting is declared beside it in core/config.py; a command names the
-areas it reads when it is registered here. Secrets are never flags: any user of the machine can read
+environment. The area of each setting is declared beside it in core/config.py and heads its group in
+the help; a command names the settings it reads when it is registered (`settings_of(area)` for every
+setting of an area, as a daemon reads them). Secrets are never flags: any user of the machine can read
 a process's command line.
 """
 
@@ -17,8 +18,18 @@ from pydantic import SecretStr
 
 from core.config import AREAS, Settings, area_of, env_name
 
-EVERY_AREA = tuple(AREAS)
-CLIENT_AREAS = ("broadcast",)  # a command that only talks to a running daemon needs to find it, no more
+
+
+def settings_of(*areas: str) -> tuple[str, ...]:
+    """Every setting of these areas, in the model's order."""
+    return tuple(field for field in Settings.model_fields if area_of(field) in areas)
+
+
+EVERY_SETTING = settings_of(*AREAS)
+# What a command that only talks to a running daemon reads to find it, by the way it talks to it.
+HTTP_CLIENT = ("http_host", "http_port")
+REQUESTER = ("zmq_router", "auth_token_file")  # one request to the ROUTER, with the token if there is one
+SUBSCRIBER = ("zmq_pub", "zmq_router", "heartbeat_s")  # the stream, replayed from the ROUTER after a gap
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -42,12 +53,21 @@ def is_secret(field: str) -> bool:
     return annotation is SecretStr or SecretStr in get_args(annotation)
 
 
-def add_settings(parser: argparse.ArgumentParser, areas: Iterable[str]) -> None:
-    """One group of flags per area; an absent flag leaves no attribute, so the environment applies."""
-    for area in areas:
-        group = parser.add_argument_group(f"{area} settings", AREAS[area])
-        for field, spec in Settings.model_fields.items():
-            if area_of(field) != area or is_secret(field):
+def add_settings(parser: argparse.ArgumentParser, reads: Iterable[str]) -> None:
+    """The flags of the settings `reads` names, one group per area; an absent flag leaves no attribute,
+    so the environment applies."""
+    wanted = set(reads)
+    unknown = wanted - Settings.model_fields.keys()
+    if unknown:
+        raise ValueError(f"no such settings: {', '.join(sorted(unknown))}")
+    for area, about in AREAS.items():
+        fields = [field for field in Settings.model_fields if field in wanted and area_of(field) == area]
+        if not fields:
+            continue
+        group = parser.add_argument_group(f"{area} settings", about)
+        for field in fields:
+            spec = Settings.model_fields[field]
+            if is_secret(field):
                 continue
             kwargs: dict[str, Any] = {"dest": field, "default": argparse.SUPPRESS, "help": spec.description}
             if spec.annotation is bool:
@@ -66,13 +86,13 @@ def _metavar(field: str, annotation: Any) -> str:
 
 
 def add_command(
-    subparsers: Any, name: str, summary: str, areas: Iterable[str] = (), **kwargs: Any
+    subparsers: Any, name: str, summary: str, reads: Iterable[str] = (), **kwargs: Any
 ) -> argparse.ArgumentParser:
-    """A sub-command with the settings of the areas it reads; `summary` is its one line in `vectra --help`."""
+    """A sub-command with the flags of the settings it reads; `summary` is its one line in `vectra --help`."""
     kwargs.setdefault("description", summary)
     parser = subparsers.add_parser(name, help=summary, formatter_class=HelpFormatter, **kwargs)
     parser.set_defaults(summary=summary)
-    add_settings(parser, areas)
+    add_settings(parser, reads)
     return parser
 
 

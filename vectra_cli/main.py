@@ -14,8 +14,9 @@ from core.config import ConfigError, Settings, load_settings, render
 from vectra_cli.chrome import add_chrome_parser
 from vectra_cli.daemon import add_output_flags, run_headless
 from vectra_cli.flags import (
-    CLIENT_AREAS,
-    EVERY_AREA,
+    EVERY_SETTING,
+    HTTP_CLIENT,
+    SUBSCRIBER,
     HelpFormatter,
     add_command,
     add_settings,
@@ -36,6 +37,9 @@ commands (`vectra COMMAND --help` shows what each one reads):
 
 Settings come from VECTRA_* variables (or .env); a flag overrides its variable. Secrets are never
 flags: VECTRA_AUTH_TOKEN comes from the environment, .env or VECTRA_AUTH_TOKEN_FILE."""
+
+# The daemon's address and token, and where the console keeps its log, how it looks and its keys.
+ATTACH_READS = (*HTTP_CLIENT, "auth_token_file", "data_dir", "theme", "keymap")
 
 
 def _config(args: argparse.Namespace, settings: Settings) -> int:
@@ -99,25 +103,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_flags(parser)
     parser.set_defaults(settings_command=_main_job)
     sub = parser.add_subparsers(dest="command", prog="vectra", help=argparse.SUPPRESS)
-    config = add_command(sub, "config", "print every setting and where its value came from", EVERY_AREA)
+    config = add_command(sub, "config", "print every setting and where its value came from", EVERY_SETTING)
     config.set_defaults(settings_command=_config)
     health = add_command(
-        sub, "health", "print /health of a running daemon; exit 0 ok, 1 degraded, 2 down", CLIENT_AREAS,
+        sub, "health", "print /health of a running daemon; exit 0 ok, 1 degraded, 2 down", HTTP_CLIENT,
         description="Print /health of a running daemon; exit 0 ok, 1 degraded, 2 down or unreachable.",
     )
     health.set_defaults(settings_command=_health)
-    tail = add_command(sub, "tail", "print live events (JSON lines) from a running daemon", CLIENT_AREAS)
+    tail = add_command(sub, "tail", "print live events (JSON lines) from a running daemon", SUBSCRIBER)
     tail.add_argument("patterns", nargs="*", default=["*"], metavar="PATTERN", help="channel globs, e.g. 'game.*' (default: all)")
     tail.add_argument("--from-seq", type=int, default=None, metavar="N", help="start with every matching event from seq N on")
     tail.set_defaults(settings_command=_tail)
-    attach = add_command(sub, "attach", "open the console for a running daemon (over its /ws)", ("broadcast", "operator"))
+    attach = add_command(sub, "attach", "open the console for a running daemon (over its /ws)", ATTACH_READS)
     attach.add_argument("url", nargs="?", default=None, metavar="URL", help="the daemon's WebSocket (default: ws://HTTP_HOST:HTTP_PORT/ws)")
     attach.set_defaults(settings_command=_attach)
     add_recorder_parsers(sub)
     add_chrome_parser(sub)
     add_sim_parser(sub)
     add_order_parsers(sub)
-    add_settings(parser, EVERY_AREA)
+    add_settings(parser, EVERY_SETTING)
     parser.description = INTRO.format(commands=command_list(sub))
     return parser
 

@@ -17,14 +17,14 @@ from typing import Any, Awaitable, Callable
 import orjson
 
 from core.config import Settings
-from vectra_cli.flags import CLIENT_AREAS, add_command
+from vectra_cli.flags import REQUESTER, add_command
 
 ORDER_KINDS = {"buy": "buy", "sell": "sell", "sidebet": "sidebet", "short-open": "short_open", "short-close": "short_close"}
 STAKING = ("buy", "sidebet", "short-open")
 
 
 def add_order_parsers(subparsers) -> None:
-    order = add_command(subparsers, "order", "place one order through a running daemon's order desk", CLIENT_AREAS,
+    order = add_command(subparsers, "order", "place one order through a running daemon's order desk", REQUESTER,
                         description=__doc__.split("\n\n")[1].replace("\n", " "))
     kinds = order.add_subparsers(dest="kind", metavar="KIND", required=True)
     for name in ORDER_KINDS:
@@ -39,13 +39,13 @@ def add_order_parsers(subparsers) -> None:
     order.set_defaults(settings_command=_order)
 
     orders = add_command(subparsers, "orders", "halt or resume a running daemon's orders, or show its desk",
-                         CLIENT_AREAS)
+                         REQUESTER)
     orders.add_argument("op", choices=("halt", "resume", "status"))
     orders.add_argument("--reason", default=None, metavar="TEXT", help="why (halt only; shown in the log)")
     _common(orders)
     orders.set_defaults(settings_command=_orders)
 
-    player = add_command(subparsers, "player", "show the player's own state (the last player.state)", CLIENT_AREAS)
+    player = add_command(subparsers, "player", "show the player's own state (the last player.state)", REQUESTER)
     _common(player)
     player.set_defaults(settings_command=_player)
 

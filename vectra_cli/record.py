@@ -11,12 +11,12 @@ import orjson
 
 from core.config import Settings
 from vectra_cli.daemon import add_output_flags, run_headless
-from vectra_cli.flags import CLIENT_AREAS, add_command
+from vectra_cli.flags import REQUESTER, add_command, settings_of
 
 
 def add_recorder_parsers(subparsers) -> None:
     record = add_command(
-        subparsers, "record", "switch recording of a running daemon on or off, or show it", CLIENT_AREAS
+        subparsers, "record", "switch recording of a running daemon on or off, or show it", REQUESTER
     )
     record.add_argument("state", choices=("on", "off", "status"))
     record.add_argument("--json", action="store_true", help="print the status object as JSON")
@@ -26,7 +26,8 @@ def add_recorder_parsers(subparsers) -> None:
         subparsers,
         "replay",
         "run the daemon with recordings as the feed",
-        ("broadcast", "serving", "recording", "operator"),  # the replay area is this command's own arguments
+        # the replay area is this command's own arguments; a headless daemon has no console to theme
+        (*settings_of("broadcast", "serving", "recording"), "data_dir", "log_level"),
         description="Short for `VECTRA_SOURCE=replay VECTRA_REPLAY_PATH=PATH vectra --daemon`.",
     )
     replay.add_argument("replay_path", metavar="PATH", help="a recording file or a folder of recordings")

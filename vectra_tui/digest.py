@@ -11,6 +11,7 @@ import time
 from collections import deque
 from typing import Callable
 
+from core.contracts.channels import family_of
 from vectra_tui.desk_digest import DESK_CHANNELS, DeskTracker
 from vectra_tui.view import FAMILIES, GameResult, GameView, LatencyView, LoggedEvent, RatesView
 
@@ -20,11 +21,12 @@ HISTORY_POINTS = 180  # one sample per second: three minutes of sparkline
 PRICE_PATH_POINTS = 240  # more than any panel is wide
 RECENT_GAMES = 5
 
-_FAMILY_BY_PREFIX = {"game": "game", "player": "player", "sidebet": "player", "raw": "raw", "error": "errors"}
+# The Rates panel's rows (`FAMILIES`) by channel family: a sidebet is a player's doing.
+_ROW_BY_FAMILY = {"game": "game", "player": "player", "sidebet": "player", "raw": "raw", "error": "errors"}
 
 
-def family_of(channel: str) -> str:
-    return _FAMILY_BY_PREFIX.get(channel.split(".", 1)[0], "other")
+def rates_row(channel: str) -> str:
+    return _ROW_BY_FAMILY.get(family_of(channel), "other")
 
 
 class PerSecond:
@@ -154,7 +156,7 @@ class EventDigest:
         self.recent.append(envelope)
         family = self._family_cache.get(envelope.type)
         if family is None:
-            family = self._family_cache[envelope.type] = family_of(envelope.type)
+            family = self._family_cache[envelope.type] = rates_row(envelope.type)
         self.counts[family] = self.counts.get(family, 0) + 1
         if family == "game":
             self._game_backlog.append(envelope)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.contracts.fields import as_float
 from core.contracts.health import HealthReport, OrdersHealth, RecordingHealth
 from vectra_tui.desk_digest import DeskTracker
 from vectra_tui.digest import EventDigest
@@ -93,11 +94,11 @@ def player_view(orders: OrdersHealth | None, desk: DeskTracker) -> PlayerView:
         available=True,
         **orders.model_dump(include={"mode", "halted", "executor", "executor_problem"}),
         username=state.get("username") if isinstance(state.get("username"), str) else None,
-        cash=_figure(state.get("cash")),
-        position_qty=_figure(state.get("positionQty")),
-        avg_cost=_figure(state.get("avgCost")),
-        cumulative_pnl=_figure(state.get("cumulativePnL")),
-        pnl_percent=_figure(state.get("pnlPercent")),
+        cash=as_float(state.get("cash")),
+        position_qty=as_float(state.get("positionQty")),
+        avg_cost=as_float(state.get("avgCost")),
+        cumulative_pnl=as_float(state.get("cumulativePnL")),
+        pnl_percent=as_float(state.get("pnlPercent")),
         sidebet=_stake(state.get("sidebet")) if state else None,
         short=_stake(state.get("shortPosition")) if state else None,
         in_flight=tuple(desk.in_flight.values()),
@@ -105,15 +106,11 @@ def player_view(orders: OrdersHealth | None, desk: DeskTracker) -> PlayerView:
     )
 
 
-def _figure(value: Any) -> float | None:
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def _stake(position: Any) -> float:
     """The SOL at stake in a sidebet or a short (its shape is the server's: the first amount it names)."""
     if not isinstance(position, dict):
         return 0.0
-    return next((amount for key in ("betAmount", "amount") if (amount := _figure(position.get(key))) is not None), 0.0)
+    return next((amount for key in ("betAmount", "amount") if (amount := as_float(position.get(key))) is not None), 0.0)
 
 
 def console_snapshot(

@@ -21,7 +21,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from core.broadcast.http_routes import WS_PATH, HttpRoutes, OriginPolicy, plain
-from core.broadcast.requests import Requests
+from core.broadcast.requests import Requests, Transport
 from core.broadcast.ws_session import WsSession
 from core.contracts.envelope import Envelope
 from core.contracts.health import WebSocketHealth
@@ -39,13 +39,11 @@ CLOSE_TIMEOUT_S = 3.0  # within the 4 s the foundation gives each component to s
 KERNEL_SEND_BUFFER = 128 * 1024
 
 
-class HttpWsServer:
+class HttpWsServer(Transport):
     name = "http"
 
     def __init__(self, foundation: Foundation, requests: Requests | None = None) -> None:
-        self.foundation = foundation
-        self.settings = foundation.settings
-        self.requests = requests or Requests(foundation)
+        super().__init__(foundation, requests)
         self.sessions: set[WsSession] = set()
         self.routes = HttpRoutes(foundation.health)
         self.port: int | None = None

@@ -29,7 +29,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from core.broadcast.requests import Requests
+from core.broadcast.requests import Requests, Transport
 from core.config import nats_connect_options
 from core.contracts.envelope import Envelope
 from core.contracts.health import NatsHealth
@@ -50,13 +50,11 @@ DUPLICATE_WINDOW_S = 120.0
 EVERY_CHANNEL = ChannelFilter(["*"])
 
 
-class NatsBridge:
+class NatsBridge(Transport):
     name = "nats"
 
     def __init__(self, foundation: Foundation, requests: Requests | None = None) -> None:
-        self.foundation = foundation
-        self.settings = foundation.settings
-        self.requests = requests or Requests(foundation)
+        super().__init__(foundation, requests)
         self.servers = servers_in(self.settings.nats_url)
         self.acked: int | None = None  # highest seq JetStream holds with everything before it
         self._queue: deque[Envelope] = deque()

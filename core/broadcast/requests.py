@@ -170,3 +170,13 @@ def without(first: int, last: int, blocks: list[tuple[int, int]]) -> list[tuple[
 
 def _take(reader: Iterator[Envelope], count: int) -> list[Envelope]:
     return list(islice(reader, count))
+
+
+class Transport:
+    """What every transport starts from: the foundation it serves, its settings, and the `Requests`
+    it answers and replays through, so reads, replays and the token rule are the same on each."""
+
+    def __init__(self, foundation: Foundation, requests: Requests | None = None) -> None:
+        self.foundation = foundation
+        self.settings = foundation.settings
+        self.requests = requests or Requests(foundation)

@@ -41,7 +41,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import recv_monitor_message
 
-from core.broadcast.requests import Requests
+from core.broadcast.requests import Requests, Transport
 from core.config import ConfigError
 from core.contracts.envelope import Envelope
 from core.contracts.health import ZmqHealth
@@ -64,13 +64,11 @@ FIRST_FRAME_FLAGS = int(zmq.NOBLOCK | zmq.SNDMORE)
 LAST_FRAME_FLAGS = int(zmq.NOBLOCK)
 
 
-class ZmqTransport:
+class ZmqTransport(Transport):
     name = "zmq"
 
     def __init__(self, foundation: Foundation, requests: Requests | None = None) -> None:
-        self.foundation = foundation
-        self.settings = foundation.settings
-        self.requests = requests or Requests(foundation)
+        super().__init__(foundation, requests)
         self._context: zmq.asyncio.Context | None = None
         self._pub: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None

@@ -32,7 +32,6 @@ from core.contracts.requests import Chrome
 log = logging.getLogger(__name__)
 
 BROWSER_NAMES = ("chromium", "google-chrome", "chromium-browser", "google-chrome-stable")
-STATES = ("stopped", "launching", "running", "attached", "crashed")
 LAUNCH_TIMEOUT_S = 20.0
 POLL_S = 0.25
 ATTACHED_POLL_S = 2.0

@@ -19,6 +19,12 @@ SourceName = Literal["socketio", "cdp", "replay", "nats"]
 LinkState = Literal["connecting", "connected", "disconnected", "reconnecting", "failed"]
 
 
+def family_of(channel: str) -> str:
+    """A channel's family, the name before its first dot (`game`, `raw`, `sent`, ...): what
+    `/health`'s `events_by_family` and `/metrics`' family label count by."""
+    return channel.split(".", 1)[0]
+
+
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from core.contracts.component import CommandError
 from core.contracts.envelope import Envelope, now_ms
+from core.contracts.fields import as_float
 from core.contracts.health import OrdersHealth
 from core.contracts.orders import BadOrder, Order, RejectCode, order_fields, parse_order
 from core.contracts.requests import Order as OrderCommand, OrdersHalt, OrdersResume, OrdersStatus, Player as PlayerRequest
@@ -207,7 +208,7 @@ class OrderDesk:
             phase=foundation.normalizer.phase,
             game_id=game.game_id if game else None,
             tick_age_s=(now_ms() - tick.timestamp) / 1000 if tick is not None else None,
-            position_qty=_number(self.player.figures["positionQty"]),
+            position_qty=as_float(self.player.figures["positionQty"]),
             short_open=None if self.player.player_id is None else bool(self.player.figures["shortPosition"]),
             staked_this_game=self._staked.get(game.game_id if game else None, 0.0),
             orders_last_minute=len(self._accepted),
@@ -367,7 +368,7 @@ class OrderDesk:
         for order_id, pending in list(self._awaiting_fill().items()):
             if not self._is_our_trade(pending, trade, trace_id):
                 continue
-            fill = ("trace" if trace_id is not None else "fields", trade, _number(trade.get("price")),
+            fill = ("trace" if trace_id is not None else "fields", trade, as_float(trade.get("price")),
                     trade.get("tickIndex"))
             record = self.records[order_id]
             if record["state"] in ("requested", "sent"):
@@ -393,7 +394,7 @@ class OrderDesk:
         tick = trade.get("tickIndex")
         if pending.tick is not None and isinstance(tick, int) and tick < pending.tick:
             return False
-        amount = _number(trade.get("amount"))
+        amount = as_float(trade.get("amount"))
         return not pending.order.amount or (amount is not None and abs(amount - pending.order.amount) < AMOUNT_TOLERANCE)
 
     # --- timeouts -------------------------------------------------------------------------------
@@ -489,7 +490,3 @@ def wall_ms() -> float:
 
 def _reply(record: dict[str, Any]) -> dict[str, Any]:
     return {"type": "order", "data": record}
-
-
-def _number(value: Any) -> float | None:
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.contracts.fields import as_str
+
 # player.state field -> key in playerUpdate / leaderboardEntry
 FIGURES: dict[str, str] = {
     "cash": "cash",
@@ -39,7 +41,7 @@ class PlayerBook:
         if not isinstance(payload, dict):
             return False
         before = self.state()
-        self.player_id = _str(payload.get("id")) or self.player_id
+        self.player_id = as_str(payload.get("id")) or self.player_id
         for name, key in FIGURES.items():
             if key in payload:
                 self.figures[name] = payload[key]
@@ -52,11 +54,11 @@ class PlayerBook:
             return None
         entry = payload.get("leaderboardEntry")
         if isinstance(entry, dict):
-            self.player_id = self.player_id or _str(entry.get("id"))
+            self.player_id = self.player_id or as_str(entry.get("id"))
             for name, key in FIGURES.items():
                 if name not in self._booked and key in entry:
                     self.figures[name] = entry[key]
-        self.game_id = _str(payload.get("gameId")) or self.game_id
+        self.game_id = as_str(payload.get("gameId")) or self.game_id
         return {**payload, **self.state()}
 
     def identity(self, payload: Any) -> bool:
@@ -65,9 +67,5 @@ class PlayerBook:
             return False
         changed = self.figures["username"] != payload["username"]
         self.figures["username"] = payload["username"]
-        self.player_id = self.player_id or _str(payload.get("id"))
+        self.player_id = self.player_id or as_str(payload.get("id"))
         return changed
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None

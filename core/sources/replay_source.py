@@ -20,9 +20,8 @@ import pyarrow.parquet as pq
 
 from core.config import Settings
 from core.contracts.envelope import now_ms
-from core.contracts.feed import FeedEvent
+from core.contracts.feed import FeedEvent, FeedSink, FeedSource
 from core.contracts.recordings import closed_files
-from core.contracts.feed import FeedSink, FeedSource
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from core.config import Settings
 from core.contracts.envelope import Envelope, now_ms
+from core.contracts.fields import as_float
 from core.orders.executors.base import ExecutorError, OrderFrame, Sent
 from core.orders.executors.game_tab import GameTab, TabExecutor, TabWatch, act_once
 
@@ -84,7 +85,8 @@ class ClickExecutor(TabExecutor):
         if frame.event == "requestSidebet" and payload.get("xPayout", 5) != 5:
             raise ExecutorError("the page's SIDEBET pays 5x only")
         amount = payload.get("amount")
-        lamports = round(amount * LAMPORTS) if isinstance(amount, (int, float)) and not isinstance(amount, bool) else 0
+        sol = as_float(amount)
+        lamports = round(sol * LAMPORTS) if sol is not None else 0
         if lamports <= 0 or lamports % AMOUNT_STEPS[-1][0]:
             raise ExecutorError(f"the amount buttons build multiples of 0.001 SOL, not {amount!r}")
         presses = [s.click_amount_clear]

@@ -145,16 +145,24 @@ class ParquetWorker:
 
     def call(self, verb: bytes, payload: bytes = b"") -> int:
         """One request and its reply: the file's size, or the worker's error raised here."""
-        process = self._process if self._process is not None and self._process.poll() is None else self._start()
+        process = self._process
+        if process is None or process.poll() is not None:
+            if verb != OPEN:  # a new process would know no file: the one that ended held it
+                raise self._ended(process)
+            process = self._start()
         try:
             send(process.stdin, verb, payload)
             status, reply = receive(process.stdout)
         except (OSError, EOFError, ValueError) as exc:
-            self.close()
-            raise ParquetWorkerError(f"the Parquet worker process ended (exit code {process.poll()})") from exc
+            raise self._ended(process) from exc
         if status == ERROR:
             _raise_reply(reply)
         return int(reply)
+
+    def _ended(self, process: subprocess.Popen | None) -> ParquetWorkerError:
+        self.close()
+        code = process.poll() if process is not None else None
+        return ParquetWorkerError(f"the Parquet worker process ended (exit code {code})")
 
     def _start(self) -> subprocess.Popen:
         self.close()

@@ -11,6 +11,7 @@ from core.config import Settings
 from core.contracts.envelope import Envelope, now_ms
 from core.contracts.requests import RequestError
 from core.foundation import Foundation
+from core.runtime import freeze_startup_heap
 from vectra_tui.digest import EventDigest
 from vectra_tui.health_view import console_snapshot
 from vectra_tui.view import ConsoleSnapshot
@@ -27,6 +28,7 @@ class EmbeddedFoundation:
         self.foundation.bus.subscribe(self)
         self._running = True  # even a start that fails half-way must be stopped (what did start)
         await self.foundation.start()
+        freeze_startup_heap()
 
     async def stop(self) -> None:
         """Idempotent: the quit key and the app's shutdown both call it."""

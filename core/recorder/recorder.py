@@ -107,7 +107,7 @@ class Recorder:
             self._drop(envelope)
             return
         self._live.write(envelope)
-        queue.append(envelope)
+        queue.append(envelope.compact())  # held for a second or more: its JSON only, no object graph
         if len(queue) > self.soft_limit and not self._behind_flagged:
             self._behind_flagged = True
             self._loop.call_soon(self.refresh)

@@ -645,3 +645,100 @@ async def slowloris(stack: Stack) -> None:
         conn.close()
     if worst > 2:
         stack.note(f"/health took up to {worst:.1f} s under slowloris")
+
+
+def raw_http(port: int, path: str) -> tuple[int, bytes]:
+    """One GET with this exact request target (no client-side normalisation of `..` or `%2e`)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    return int(reply.split(b" ", 2)[1]), reply
+
+
+TRAVERSALS = ("/../../../../etc/passwd", "/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/..%2f..%2f..%2fetc%2fpasswd",
+              "/client.js/../../../pyproject.toml", "//etc/passwd", "/..\\..\\..\\etc\\passwd",
+              "/%252e%252e/%252e%252e/etc/passwd")
+
+
+@attack_scenario("attack-path-traversal")
+async def path_traversal(stack: Stack) -> None:
+    """Requests for files outside what the daemon serves: each refused, no file's content in any reply."""
+    port = int(stack.env["VECTRA_HTTP_PORT"])
+    for path in TRAVERSALS:
+        status, reply = await asyncio.to_thread(raw_http, port, path)
+        if status < 400 or b"root:" in reply or b"[project]" in reply:
+            stack.fail(f"GET {path} answered {status}")
+
+
+async def reconnects(stack: Stack) -> int:
+    return orjson.loads((await asyncio.to_thread(http_get, stack.http_url + "/health"))[1])["connection"]["reconnects"]
+
+
+@attack_scenario("attack-wrong-token", env={"VECTRA_AUTH_TOKEN": "the-right-token-7f3a"})
+async def wrong_token(stack: Stack) -> None:
+    """200 guessed tokens for a control command (`reconnect`) on each transport: every one refused
+    `unauthorized`, none runs (the feed connection is never restarted)."""
+    before = await reconnects(stack)
+    guesses = [{"action": "reconnect", "token": f"the-right-token-{n:04x}", "id": n} for n in range(200)]
+    guesses[0] = {"action": "reconnect", "id": 0}  # no token at all
+    replies = await ws_exchange(stack, *(orjson.dumps(guess) for guess in guesses), wait_s=2)
+    codes = {reply.get("data", {}).get("code") for reply in replies}
+    if len(replies) != len(guesses) or codes != {"unauthorized"}:
+        stack.fail(f"ws: {len(replies)} replies to {len(guesses)} guesses, codes {sorted(map(str, codes))}")
+    context = zmq.asyncio.Context.instance()
+    dealer = context.socket(zmq.DEALER)
+    dealer.connect(stack.env["VECTRA_ZMQ_ROUTER"])
+    try:
+        codes = set()
+        for guess in guesses:
+            await dealer.send(orjson.dumps(guess))
+        for _ in guesses:
+            reply = orjson.loads((await asyncio.wait_for(dealer.recv_multipart(), 10))[-1])
+            codes.add(reply.get("data", {}).get("code"))
+        if codes != {"unauthorized"}:
+            stack.fail(f"zmq: guesses answered {sorted(map(str, codes))}")
+    finally:
+        dealer.close(linger=0)
+    if (after := await reconnects(stack)) != before:
+        stack.fail(f"the feed connection was restarted {after - before} time(s)")
+
+
+MALFORMED = (b"not json", b"{", b"[1, 2, 3]", b'"ping"', b'{"action": 5}', b'{"action": "ping", "x": NaN}',
+             b"\xff\xfe\x00\x01", b"", b'{"action": "replay", "from_seq": "one"}', b'{"action": "subscribe"}')
+
+
+@attack_scenario("attack-malformed-json")
+async def malformed_json(stack: Stack) -> None:
+    """Malformed requests on every transport (text and binary WebSocket frames, ZeroMQ messages): each
+    gets its own error reply, and the same connection still answers `ping` after them."""
+    async with ws_connect(stack.ws_url, max_size=None) as ws:
+        for message in MALFORMED:
+            await ws.send(message if message.startswith(b"\xff") else message.decode())
+        await ws.send('{"action":"ping"}')
+        replies: list[dict] = []
+        with contextlib.suppress(asyncio.TimeoutError):
+            while not replies or replies[-1].get("type") != "pong":
+                item = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                if "v" not in item:
+                    replies.append(item)
+    kinds = [reply.get("type") for reply in replies]
+    if kinds != ["error"] * len(MALFORMED) + ["pong"]:
+        stack.fail(f"ws: malformed requests then ping answered {kinds}")
+    context = zmq.asyncio.Context.instance()
+    dealer = context.socket(zmq.DEALER)
+    dealer.connect(stack.env["VECTRA_ZMQ_ROUTER"])
+    try:
+        for message in MALFORMED:
+            await dealer.send(message)
+        await dealer.send_multipart([b"extra frame", b'{"action": "ping"'])  # a request split in two
+        await dealer.send(b'{"action":"ping"}')
+        kinds = []
+        with contextlib.suppress(asyncio.TimeoutError):
+            while not kinds or kinds[-1] != "pong":
+                kinds.append(orjson.loads((await asyncio.wait_for(dealer.recv_multipart(), 10))[-1]).get("type"))
+    finally:
+        dealer.close(linger=0)
+    if kinds != ["error"] * (len(MALFORMED) + 1) + ["pong"]:
+        stack.fail(f"zmq: malformed requests then ping answered {kinds}")

@@ -14,7 +14,8 @@ measures defined in docs/RELIABILITY.md:
 - lost silently: per view (each subscriber and the recordings), a published `seq` it never got and
   never had declared (`client.gap`, `gap`, `recording.gap`), excluding numbers a restart reserved and
   never used; plus, per game, ticks between `game.start` and `game.end` neither published nor declared
-  on `game.gap`, and games that started and never ended although a later game began;
+  on `game.gap`, a `game.end` whose `ticksExpected`/`ticksSeen` differ from what was published, and
+  games that started and never ended although a later game began;
 - declared gaps: how many declarations the views received;
 - false alarms: a declared range holding something that was delivered (or never used), a second
   `game.start`, an inferred `game.end` for a game whose rug frame was published, a `game.gap` after
@@ -482,6 +483,9 @@ class Stack:
             first = min(start["tick"] for start in starts[game])
             missing = set(range(first, end["finalTick"] + 1)) - ticks[game] - gaps[game]
             lost["game ticks"] += len(missing)
+            seen = len({tick for tick in ticks[game] if tick <= end["finalTick"]})
+            if (end.get("ticksExpected"), end.get("ticksSeen")) != (end["finalTick"] - first + 1, seen):
+                lost["game.end counts that hide missing ticks"] += 1  # e.g. ticksExpected from a restart
         return lost, alarms, declared
 
     def _health_alarms(self) -> Counter:

@@ -56,18 +56,19 @@ def test_the_harness_sees_a_loss_when_there_is_one():
 
 def test_the_harness_sees_a_false_game_alarm_and_a_game_left_open():
     """The game measures can fail: a `game.gap` after its game's end, a second `game.start`, a tick
-    neither published nor declared, and a game that never ends while the next one runs are counted."""
+    neither published nor declared, a `game.end` expecting fewer ticks than the game had (2 of 0..2),
+    and a game that never ends while the next one runs are counted."""
     from bench.chaos_harness import Stack
 
     stack = Stack("self-check", Path("/nonexistent"))
     game = [("game.start", "a", {"tick": 0}), ("game.tick", "a", {"phase": "ACTIVE", "tickCount": 0}),
             ("game.tick", "a", {"phase": "ACTIVE", "tickCount": 2}), ("game.start", "a", {"tick": 2}),
-            ("game.end", "a", {"finalTick": 2, "inferred": False}), ("game.gap", "a", {"fromTick": 3, "toTick": 3}),
+            ("game.end", "a", {"finalTick": 2, "inferred": False, "ticksExpected": 2, "ticksSeen": 2}), ("game.gap", "a", {"fromTick": 3, "toTick": 3}),
             ("game.start", "b", {"tick": 0}), ("game.start", "c", {"tick": 0})]
     for seq, (kind, game_id, data) in enumerate(game, start=1):
         stack.watchers.keep({"seq": seq, "type": kind, "gameId": game_id, "data": data, "timestamp": 0})
     lost, alarms, declared = stack._games(cutoff=len(game))
-    assert lost == {"game ticks": 1, "game without game.end": 1}
+    assert lost == {"game ticks": 1, "game.end counts that hide missing ticks": 1, "game without game.end": 1}
     assert +alarms == {"second game.start": 1, "game.gap after game.end": 1}
     assert declared == 1
 

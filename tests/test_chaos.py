@@ -63,7 +63,8 @@ def test_the_harness_sees_a_false_game_alarm_and_a_game_left_open():
     stack = Stack("self-check", Path("/nonexistent"))
     game = [("game.start", "a", {"tick": 0}), ("game.tick", "a", {"phase": "ACTIVE", "tickCount": 0}),
             ("game.tick", "a", {"phase": "ACTIVE", "tickCount": 2}), ("game.start", "a", {"tick": 2}),
-            ("game.end", "a", {"finalTick": 2, "inferred": False, "ticksExpected": 2, "ticksSeen": 2}), ("game.gap", "a", {"fromTick": 3, "toTick": 3}),
+            ("game.end", "a", {"finalTick": 2, "inferred": False, "ticksExpected": 2, "ticksSeen": 2}),
+            ("game.gap", "a", {"fromTick": 3, "toTick": 3}),
             ("game.start", "b", {"tick": 0}), ("game.start", "c", {"tick": 0})]
     for seq, (kind, game_id, data) in enumerate(game, start=1):
         stack.watchers.keep({"seq": seq, "type": kind, "gameId": game_id, "data": data, "timestamp": 0})

@@ -480,7 +480,8 @@ class Stack:
                 continue
             if end.get("inferred") and game in rugs:
                 alarms["inferred game.end of a received rug"] += 1
-            first = min(start["tick"] for start in starts[game])
+            # every tick from 0 is expected unless Vectra joined the game late (docs/PROTOCOL.md, game.end)
+            first = min(start["tick"] if start.get("late") else 0 for start in starts[game])
             missing = set(range(first, end["finalTick"] + 1)) - ticks[game] - gaps[game]
             lost["game ticks"] += len(missing)
             seen = len({tick for tick in ticks[game] if tick <= end["finalTick"]})

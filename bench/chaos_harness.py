@@ -590,14 +590,3 @@ def tmpfs(stack: Stack, size: str) -> Path:
 
 def can_mount() -> str | None:
     return None if os.geteuid() == 0 else "needs root to mount a tmpfs"
-
-
-def process_figures(pid: int) -> tuple[int, int, float]:
-    """Resident memory (bytes), open file descriptors and CPU seconds so far, from /proc."""
-    with open(f"/proc/{pid}/status") as status:
-        rss = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return rss, fds, cpu

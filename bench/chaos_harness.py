@@ -14,7 +14,8 @@ measures defined in docs/RELIABILITY.md:
 - lost silently: per view (each subscriber and the recordings), a published `seq` it never got and
   never had declared (`client.gap`, `gap`, `recording.gap`), excluding numbers a restart reserved and
   never used; plus, per game, ticks between `game.start` and `game.end` neither published nor declared
-  on `game.gap`, and games that started and never ended although a later game began;
+  on `game.gap`, a `game.end` whose `ticksExpected`/`ticksSeen` differ from what was published, and
+  games that started and never ended although a later game began;
 - declared gaps: how many declarations the views received;
 - false alarms: a declared range holding something that was delivered (or never used), a second
   `game.start`, an inferred `game.end` for a game whose rug frame was published, a `game.gap` after
@@ -479,9 +480,13 @@ class Stack:
                 continue
             if end.get("inferred") and game in rugs:
                 alarms["inferred game.end of a received rug"] += 1
-            first = min(start["tick"] for start in starts[game])
+            # every tick from 0 is expected unless Vectra joined the game late (docs/PROTOCOL.md, game.end)
+            first = min(start["tick"] if start.get("late") else 0 for start in starts[game])
             missing = set(range(first, end["finalTick"] + 1)) - ticks[game] - gaps[game]
             lost["game ticks"] += len(missing)
+            seen = len({tick for tick in ticks[game] if tick <= end["finalTick"]})
+            if (end.get("ticksExpected"), end.get("ticksSeen")) != (end["finalTick"] - first + 1, seen):
+                lost["game.end counts that hide missing ticks"] += 1  # e.g. ticksExpected from a restart
         return lost, alarms, declared
 
     def _health_alarms(self) -> Counter:
@@ -585,14 +590,3 @@ def tmpfs(stack: Stack, size: str) -> Path:
 
 def can_mount() -> str | None:
     return None if os.geteuid() == 0 else "needs root to mount a tmpfs"
-
-
-def process_figures(pid: int) -> tuple[int, int, float]:
-    """Resident memory (bytes), open file descriptors and CPU seconds so far, from /proc."""
-    with open(f"/proc/{pid}/status") as status:
-        rss = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return rss, fds, cpu

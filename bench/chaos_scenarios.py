@@ -44,15 +44,30 @@ PAGE_CLIENT = REPO / "node_modules" / "socket.io-client" / "dist" / "socket.io.m
 # --- feed --------------------------------------------------------------------------------------------
 
 
-async def feed_fault_and_back(stack: Stack, body: dict[str, Any], lasts_s: float = 0, in_game: bool = False) -> None:
-    """One simulator fault (during a running game if `in_game`), lasting `lasts_s`, then 4 s of normal feed."""
+async def feed_fault_and_back(stack: Stack, body: dict[str, Any], lasts_s: float = 0, in_game: bool = False,
+                              reconnects: bool = False) -> dict:
+    """One simulator fault (during a running game if `in_game`), lasting `lasts_s`, then 4 s of normal
+    feed. A fault that reached no client, or (`reconnects`) after which the daemon never reconnected,
+    fails the check: the row would otherwise prove nothing. Returns the simulator's state at the fault."""
     await stack.start()
     if in_game:
         await stack.wait_phase(("ACTIVE",))
-    await stack.fault(**body)
+    before = await reconnect_count(stack)
+    at_fault = await stack.sim_state()
+    reply = await stack.fault(**body)
+    if not reply.get("clients"):
+        stack.fail(f"the {body['kind']} fault reached no client")
     await asyncio.sleep(lasts_s)
     stack.fault_over()
     await asyncio.sleep(4)
+    if reconnects and await reconnect_count(stack) == before:
+        stack.fail(f"the daemon never reconnected after the {body['kind']} fault")
+    return at_fault
+
+
+async def reconnect_count(stack: Stack) -> int:
+    """The feed connection's reconnects so far, as `/health` counts them."""
+    return orjson.loads((await asyncio.to_thread(http_get, stack.http_url + "/health"))[1])["connection"]["reconnects"]
 
 
 @scenario("feed-killed", quick=True)
@@ -60,14 +75,17 @@ async def feed_killed(stack: Stack) -> None:
     await stack.start()
     await asyncio.to_thread(stack.sim.kill)
     await asyncio.sleep(2)
+    before = await reconnect_count(stack)
     await asyncio.to_thread(stack.sim.start)  # same port, seed and anchor: the same world goes on
     stack.fault_over()
     await asyncio.sleep(4)
+    if await reconnect_count(stack) == before:
+        stack.fail("the daemon never reconnected to the restarted simulator")
 
 
 @scenario("feed-silent")
 async def feed_silent(stack: Stack) -> None:
-    await feed_fault_and_back(stack, {"kind": "silence", "seconds": 6}, 6)
+    await feed_fault_and_back(stack, {"kind": "silence", "seconds": 6}, 6, reconnects=True)
 
 
 def bad_frame(kind: str, **body: Any):
@@ -96,13 +114,18 @@ async def feed_reorder(stack: Stack) -> None:
 
 @scenario("feed-reconnect-in-game")
 async def feed_reconnect_in_game(stack: Stack) -> None:
-    await feed_fault_and_back(stack, {"kind": "drop", "seconds": 0.3}, 0.3, in_game=True)
+    await feed_fault_and_back(stack, {"kind": "drop", "seconds": 0.3}, 0.3, in_game=True, reconnects=True)
 
 
 @scenario("feed-long-disconnect-rug")
 async def feed_long_disconnect_rug(stack: Stack) -> None:
-    # games here last ~3 s: at least one rug is missed
-    await feed_fault_and_back(stack, {"kind": "drop", "seconds": 5}, 5, in_game=True)
+    """Games here last ~3 s: the game running at the drop rugs unseen, and the next one runs unseen."""
+    at_fault = await feed_fault_and_back(stack, {"kind": "drop", "seconds": 5}, 5, in_game=True, reconnects=True)
+    ends = [e for e in stack.watchers.events.values() if e["type"] == "game.end" and e["gameId"] == at_fault["gameId"]]
+    if (await stack.sim_state())["gameId"] == at_fault["gameId"]:
+        stack.fail("no rug happened while the feed was away")
+    elif len(ends) != 1:
+        stack.fail(f"the game running at the drop got {len(ends)} game.end")
 
 
 # --- browser (CDP source) ------------------------------------------------------------------------------
@@ -645,3 +668,103 @@ async def slowloris(stack: Stack) -> None:
         conn.close()
     if worst > 2:
         stack.note(f"/health took up to {worst:.1f} s under slowloris")
+
+
+def raw_http(port: int, path: str) -> tuple[int, bytes]:
+    """One GET with this exact request target (no client-side normalisation of `..` or `%2e`)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    return int(reply.split(b" ", 2)[1]), reply
+
+
+TRAVERSALS = ("/../../../../etc/passwd", "/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/..%2f..%2f..%2fetc%2fpasswd",
+              "/client.js/../../../pyproject.toml", "//etc/passwd", "/..\\..\\..\\etc\\passwd",
+              "/%252e%252e/%252e%252e/etc/passwd")
+
+
+@attack_scenario("attack-path-traversal")
+async def path_traversal(stack: Stack) -> None:
+    """Requests for files outside what the daemon serves: each refused, no file's content in any reply."""
+    port = int(stack.env["VECTRA_HTTP_PORT"])
+    for path in TRAVERSALS:
+        status, reply = await asyncio.to_thread(raw_http, port, path)
+        if status < 400 or b"root:" in reply or b"[project]" in reply:
+            stack.fail(f"GET {path} answered {status}")
+
+
+@attack_scenario("attack-wrong-token", env={"VECTRA_AUTH_TOKEN": "the-right-token-7f3a"})
+async def wrong_token(stack: Stack) -> None:
+    """200 guessed tokens for a control command (`reconnect`) on each transport, in batches of 50 (under
+    the WebSocket flood limit and a ZeroMQ peer's 64 requests in flight, so that each guess is
+    answered): every one refused `unauthorized`, none runs (the feed connection never restarts)."""
+    before = await reconnect_count(stack)
+    guesses = [{"action": "reconnect", "token": f"the-right-token-{n:04x}", "id": n} for n in range(200)]
+    guesses[0] = {"action": "reconnect", "id": 0}  # no token at all
+    batches = [guesses[first:first + 50] for first in range(0, len(guesses), 50)]
+    ws_codes: list = []
+    for batch in batches:
+        replies = await ws_exchange(stack, *(orjson.dumps(guess) for guess in batch), wait_s=2)
+        ws_codes += [reply.get("data", {}).get("code") for reply in replies]
+    if ws_codes != ["unauthorized"] * len(guesses):
+        stack.fail(f"ws: {len(ws_codes)} replies to {len(guesses)} guesses, codes {sorted(set(map(str, ws_codes)))}")
+    context = zmq.asyncio.Context.instance()
+    dealer = context.socket(zmq.DEALER)
+    dealer.connect(stack.env["VECTRA_ZMQ_ROUTER"])
+    zmq_codes: list = []
+    try:
+        for batch in batches:
+            for guess in batch:
+                await dealer.send(orjson.dumps(guess))
+            for _ in batch:
+                reply = orjson.loads((await asyncio.wait_for(dealer.recv_multipart(), 10))[-1])
+                zmq_codes.append(reply.get("data", {}).get("code"))
+    except asyncio.TimeoutError:
+        pass
+    finally:
+        dealer.close(linger=0)
+    if zmq_codes != ["unauthorized"] * len(guesses):
+        stack.fail(f"zmq: {len(zmq_codes)} replies to {len(guesses)} guesses, codes {sorted(set(map(str, zmq_codes)))}")
+    if (after := await reconnect_count(stack)) != before:
+        stack.fail(f"the feed connection was restarted {after - before} time(s)")
+
+
+MALFORMED = (b"not json", b"{", b"[1, 2, 3]", b'"ping"', b'{"action": 5}', b'{"action": "ping", "x": NaN}',
+             b"\xff\xfe\x00\x01", b"", b'{"action": "replay", "from_seq": "one"}', b'{"action": "subscribe"}')
+
+
+@attack_scenario("attack-malformed-json")
+async def malformed_json(stack: Stack) -> None:
+    """Malformed requests on every transport (text and binary WebSocket frames, ZeroMQ messages): each
+    gets its own error reply, and the same connection still answers `ping` after them."""
+    async with ws_connect(stack.ws_url, max_size=None) as ws:
+        for message in MALFORMED:
+            await ws.send(message if message.startswith(b"\xff") else message.decode())
+        await ws.send('{"action":"ping"}')
+        replies: list[dict] = []
+        with contextlib.suppress(asyncio.TimeoutError):
+            while not replies or replies[-1].get("type") != "pong":
+                item = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                if "v" not in item:
+                    replies.append(item)
+    kinds = [reply.get("type") for reply in replies]
+    if kinds != ["error"] * len(MALFORMED) + ["pong"]:
+        stack.fail(f"ws: malformed requests then ping answered {kinds}")
+    context = zmq.asyncio.Context.instance()
+    dealer = context.socket(zmq.DEALER)
+    dealer.connect(stack.env["VECTRA_ZMQ_ROUTER"])
+    try:
+        for message in MALFORMED:
+            await dealer.send(message)
+        await dealer.send_multipart([b"extra frame", b'{"action": "ping"'])  # a request split in two
+        await dealer.send(b'{"action":"ping"}')
+        kinds = []
+        with contextlib.suppress(asyncio.TimeoutError):
+            while not kinds or kinds[-1] != "pong":
+                kinds.append(orjson.loads((await asyncio.wait_for(dealer.recv_multipart(), 10))[-1]).get("type"))
+    finally:
+        dealer.close(linger=0)
+    if kinds != ["error"] * (len(MALFORMED) + 1) + ["pong"]:
+        stack.fail(f"zmq: malformed requests then ping answered {kinds}")

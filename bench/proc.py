@@ -37,3 +37,12 @@ def resident_mb(pid: int) -> float:
     except OSError:
         return 0.0
     return own + sum(resident_mb(child) for child in children(pid))
+
+
+def open_fds(pid: int) -> int:
+    """Its open file descriptors now, its running children's included."""
+    try:
+        own = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+    return own + sum(open_fds(child) for child in children(pid))

@@ -1,8 +1,8 @@
 """Compressed soak: the simulator sped up so that MINUTES of wall time hold an hour of games, recording
 on, the Python client (ZeroMQ) and a resuming WebSocket attached; every minute the daemon's resident
-memory, open file descriptors and CPU (read from /proc, outside the process) are printed. Once the
-memory ring is full (`RING` events, the first minutes: warm-up) they should stay flat. At the end the
-run gets the matrix's verdict (lost silently, false alarms) like any scenario, with the range of
+memory, open file descriptors and CPU, its Parquet worker process included, are printed (read from
+/proc from outside, bench/proc.py). Once the memory ring is full (`RING` events, the first minutes:
+warm-up) they should stay flat. At the end the run gets the matrix's verdict (lost silently, false alarms) like any scenario, with the range of
 memory and descriptors over the second half of the run.
 
     .venv/bin/python bench/chaos.py --soak 10      # or: .venv/bin/python bench/soak.py 10
@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.chaos_harness import Stack, process_figures, table  # noqa: E402
+from bench.chaos_harness import Stack, table  # noqa: E402
+from bench.proc import cpu_seconds, open_fds, resident_mb  # noqa: E402
 
 SIMULATED_S = 3600
 RING = 20_000  # a ring that fills within the first minutes, so that warm-up ends early
@@ -37,20 +38,20 @@ async def soak(minutes: float) -> int:
         await stack.start()
         pid = stack.daemon.proc.pid
         began = time.monotonic()
-        _, _, cpu_before = process_figures(pid)
+        cpu_before = cpu_seconds(pid)
         samples = []
         for minute in range(1, int(minutes) + 1):
             await asyncio.sleep(max(0.0, began + 60 * minute - time.monotonic()))
-            rss, fds, cpu = process_figures(pid)
+            rss, fds, cpu = resident_mb(pid), open_fds(pid), cpu_seconds(pid)
             games = sum(1 for e in stack.watchers.events.values() if e["type"] == "game.end")
             samples.append((rss, fds))
-            print(f"{minute:6d}  {rss / 2**20:6.1f}  {fds:3d}  {100 * (cpu - cpu_before) / 60:5.1f}  "
+            print(f"{minute:6d}  {rss:6.1f}  {fds:3d}  {100 * (cpu - cpu_before) / 60:5.1f}  "
                   f"{max(stack.watchers.events, default=0)}  {games}", flush=True)
             cpu_before = cpu
         row = await stack.verdict()
         if len(samples) >= 2:
             late = samples[len(samples) // 2:]
-            rss = [sample[0] / 2**20 for sample in late]
+            rss = [sample[0] for sample in late]
             fds = [sample[1] for sample in late]
             row.notes.append(f"second half: rss {min(rss):.0f}-{max(rss):.0f} MB, fds {min(fds)}-{max(fds)}")
         print(table([row]), flush=True)

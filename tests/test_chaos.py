@@ -52,3 +52,35 @@ def test_the_harness_sees_a_loss_when_there_is_one():
     lost, alarms = stack.account(published={1, 2, 3}, cutoff=3, extra_views=[])
     assert lost == {"partial": 1}
     assert list(alarms) == ["cried wolf gap 2-2 of delivered events"]
+
+
+def test_the_harness_sees_a_false_game_alarm_and_a_game_left_open():
+    """The game measures can fail: a `game.gap` after its game's end, a second `game.start`, a tick
+    neither published nor declared, a `game.end` expecting fewer ticks than the game had (2 of 0..2),
+    and a game that never ends while the next one runs are counted."""
+    from bench.chaos_harness import Stack
+
+    stack = Stack("self-check", Path("/nonexistent"))
+    game = [("game.start", "a", {"tick": 0}), ("game.tick", "a", {"phase": "ACTIVE", "tickCount": 0}),
+            ("game.tick", "a", {"phase": "ACTIVE", "tickCount": 2}), ("game.start", "a", {"tick": 2}),
+            ("game.end", "a", {"finalTick": 2, "inferred": False, "ticksExpected": 2, "ticksSeen": 2}),
+            ("game.gap", "a", {"fromTick": 3, "toTick": 3}),
+            ("game.start", "b", {"tick": 0}), ("game.start", "c", {"tick": 0})]
+    for seq, (kind, game_id, data) in enumerate(game, start=1):
+        stack.watchers.keep({"seq": seq, "type": kind, "gameId": game_id, "data": data, "timestamp": 0})
+    lost, alarms, declared = stack._games(cutoff=len(game))
+    assert lost == {"game ticks": 1, "game.end counts that hide missing ticks": 1, "game without game.end": 1}
+    assert +alarms == {"second game.start": 1, "game.gap after game.end": 1}
+    assert declared == 1
+
+
+def test_the_harness_sees_health_ok_on_a_silent_feed():
+    """One episode of `/health` saying `ok` long after the last feed frame is one false alarm."""
+    from bench.chaos_harness import HEALTH_MARGIN_S, HEALTH_STALE_S, Stack
+
+    stack = Stack("self-check", Path("/nonexistent"))
+    stack.watchers.keep({"seq": 1, "type": "raw.gameStateUpdate", "gameId": None, "data": {}, "timestamp": 100_000})
+    late = 100 + HEALTH_STALE_S + HEALTH_MARGIN_S + 1
+    stack.watchers.health += [(100.5, "ok", "recording"), (late, "ok", "recording"), (late + 0.25, "ok", "recording"),
+                              (late + 0.5, "degraded", "failed"), (late + 0.75, "ok", "failed")]
+    assert stack._health_alarms() == {"health ok while the feed was silent": 2, "health ok while recording failed": 1}

@@ -76,6 +76,21 @@ class Page:
                 return
         raise AssertionError(f"{pressed} never showed pressed after {attempts} clicks on {selector}")
 
+    async def order(self, selector: str, event: str, attempts: int = 3) -> None:
+        """Click an order button until the page has sent that order's frame, as a person would click
+        again when nothing happened. Clicking again only when no frame went out never orders twice."""
+        def sent() -> int:
+            return sum(1 for frame in self.sent if re.match(rf'42\d+\["{event}"', frame))
+        before = sent()
+        for _ in range(attempts):
+            await self.click(selector)
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                if sent() > before:
+                    return
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"no {event} frame left the page after {attempts} clicks on {selector}: {self.sent[-5:]}")
+
     async def wait_text(self, selector: str, wanted, timeout: float = 20) -> str:
         deadline = time.monotonic() + timeout
         while True:
@@ -121,30 +136,30 @@ async def test_a_person_clicking_buy_sell_and_sidebet_moves_the_books(tmp_path):
         for selector in ('[data-amount-add="0.01"]', '[data-amount-add="0.001"]', "#amount-double", "#amount-half"):
             await page.click(selector)
         assert await page.evaluate("document.querySelector('#amount-input').value") == "0.011"
-        await page.click('[data-order="buy"]')
+        await page.order('[data-order="buy"]', "buyOrder")
+        await page.wait_text("#last-ack", 'buyOrder {"success":true}')
         bought = await until(sim, lambda b: b["positionQty"] > 0, "a position")
         assert bought["cash"] == 989_000_000 and bought["totalInvested"] == 11_000_000
-        await page.wait_text("#last-ack", 'buyOrder {"success":true}')
         await page.wait_text("#player-cash", "0.989")
 
         await page.press_until('[data-sell-percent="50"]', '[data-sell-percent="50"]')
-        await page.click('[data-order="sell"]')
+        await page.order('[data-order="sell"]', "sellOrder")
         half = await until(sim, lambda b: b["positionQty"] < bought["positionQty"], "a smaller position")
         assert half["positionQty"] == bought["positionQty"] - bought["positionQty"] * 50 // 100
 
         await page.click('[data-amount="clear"]')
         await page.click('[data-amount-add="0.001"]')
-        await page.click('[data-order="sidebet"]')
+        await page.order('[data-order="sidebet"]', "requestSidebet")
         bet = await until(sim, lambda b: b["sidebet"] == 1_000_000, "a sidebet")
         await page.wait_text("#last-ack", lambda text: text.startswith("requestSidebet") and '"success":true' in text)
 
         await page.press_until('[data-sell-percent="100"]', '[data-sell-percent="100"]')
-        await page.click('[data-order="sell"]')
+        await page.order('[data-order="sell"]', "sellOrder")
         await until(sim, lambda b: b["positionQty"] == 0, "no position")
         await page.wait_text("#player-position", "0")
 
         # a failure ack shows too: nothing left to sell
-        await page.click('[data-order="sell"]')
+        await page.order('[data-order="sell"]', "sellOrder")
         await page.wait_text("#last-ack", lambda text: text and '"reason":"no_position"' in text)
 
     orders = [frame for frame in page.sent if re.match(r"42\d+\[", frame)]
@@ -161,7 +176,7 @@ async def test_the_anonymous_page_trades_as_a_guest(tmp_path):
         await page.wait_text("#state", "connected")
         assert await page.text("#player-name") == "anonymous"
         await page.click('[data-amount-add="0.1"]')
-        await page.click('[data-order="buy"]')
+        await page.order('[data-order="buy"]', "buyOrder")
         await page.wait_text("#last-ack", 'buyOrder {"success":true}')
         await until(sim, lambda b: b["totalInvested"] == 100_000_000, "the guest's buy", name="guest-1")
         await page.wait_text("#player-cash", "0.9")

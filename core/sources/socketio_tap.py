@@ -11,6 +11,14 @@ a task created, scheduled and finished per feed frame; event and ack packets are
 its read loop instead (they never wait for anything), the handshake packets still in their task
 (a disconnect handler waits for the read loop to end, so it must not run inside it).
 
+python-engineio also reads every WebSocket message through `asyncio.wait_for(ws.receive(), timeout)`
+(the silence timeout: no packet for ping interval + ping timeout means the server stopped
+communicating, and the client aborts). On Python 3.11 that creates a task, a timer and a waiter
+future per read, so per feed frame. `InlineEngineIO` runs the library's own read loop (its code
+object, unchanged) with a namespace in which `asyncio.wait_for` is the one Python 3.12 has: the read
+runs in the read loop's task under an `asyncio.timeout`, the same deadline and the same
+`TimeoutError`, without the task or the future.
+
 An order's packet goes straight onto the Engine.IO client's WebSocket (`eio.ws`, aiohttp's): the
 client's own `send` only queues it for a writer task, which runs after whatever the caller does
 next, and that left an order's frame about a millisecond late.
@@ -19,7 +27,9 @@ tests/test_library_adapters.py fails, naming the installed version, when any of 
 
 from __future__ import annotations
 
-from typing import Callable
+import asyncio
+import types
+from typing import Awaitable, Callable, TypeVar
 
 import engineio
 import socketio
@@ -30,6 +40,9 @@ EVENT_PACKET_TYPES = "2356"  # event, ack, binary event, binary ack
 HOOK = "_handle_eio_message"
 WEBSOCKET = "ws"  # python-engineio's AsyncClient keeps its aiohttp WebSocket here
 ENGINEIO_HOOK = "_trigger_event"
+READ_LOOP = "_read_loop_websocket"  # python-engineio's WebSocket read loop, run with `wait_for_in_place`
+
+T = TypeVar("T")
 
 
 def is_event_packet(data: str | bytes) -> bool:
@@ -37,8 +50,25 @@ def is_event_packet(data: str | bytes) -> bool:
     return isinstance(data, (bytes, bytearray)) or bool(data and data[0] in EVENT_PACKET_TYPES)
 
 
+async def wait_for_in_place(awaitable: Awaitable[T], timeout: float | None) -> T:
+    """`asyncio.wait_for` as Python 3.12 has it: the awaitable runs in the caller's task under a
+    deadline (TimeoutError when it passes), where 3.11's runs it in a task of its own."""
+    async with asyncio.timeout(timeout):
+        return await awaitable
+
+
+def with_wait_for_in_place(function: types.FunctionType) -> types.FunctionType:
+    """The same function (its code object, unchanged) seeing `wait_for_in_place` as `asyncio.wait_for`."""
+    in_place = types.SimpleNamespace(**{**vars(asyncio), "wait_for": wait_for_in_place})
+    namespace = {**function.__globals__, "asyncio": in_place}
+    return types.FunctionType(function.__code__, namespace, function.__name__, function.__defaults__, function.__closure__)
+
+
 class InlineEngineIO(engineio.AsyncClient):
-    """An Engine.IO client that hands event and ack packets to its message handler in the read loop."""
+    """An Engine.IO client that hands event and ack packets to its message handler in the read loop,
+    and reads its WebSocket without a task per message."""
+
+    _read_loop_websocket = with_wait_for_in_place(engineio.AsyncClient._read_loop_websocket)
 
     async def _trigger_event(self, event, *args, **kwargs):  # noqa: ANN001 - python-engineio's signature
         if event == "message" and args and is_event_packet(args[0]) and event in self.handlers:

@@ -27,7 +27,7 @@ from aiohttp import web
 from core.chrome.devtools import list_pages
 from core.chrome.manager import ChromeManager, terminate_group
 from core.chrome.pychrome_tab import PRIVATE_ATTRIBUTES, PRIVATE_METHODS, QuietTab
-from core.sources.socketio_tap import ENGINEIO_HOOK, HOOK, READ_LOOP, FrameTap, InlineEngineIO
+from core.sources.socketio_tap import ENGINEIO_HOOK, HOOK, LIBRARY_READ_LOOP, READ_LOOP, FrameTap, InlineEngineIO
 from tests.conftest import free_port
 from tests.test_chrome import chrome_settings, no_browser_outlives_the_test  # noqa: F401 - autouse fixture
 
@@ -75,7 +75,9 @@ def test_python_engineio_still_reads_its_websocket_through_asyncio_wait_for():
     )
     connect = engineio.AsyncClient._connect_websocket
     assert READ_LOOP in connect.__code__.co_names, f"{where}, which _connect_websocket no longer starts"
-    assert InlineEngineIO._read_loop_websocket.__code__ is read_loop.__code__, f"{where}: not the library's own code"
+    assert LIBRARY_READ_LOOP is read_loop and InlineEngineIO._read_loop_websocket is not read_loop, (
+        f"{where}, but InlineEngineIO no longer runs it"
+    )
 
 
 @contextlib.asynccontextmanager
@@ -186,21 +188,26 @@ async def test_frame_tap_reads_a_stream_of_frames_without_a_task_per_frame():
     )
 
 
-async def test_frame_tap_aborts_when_the_server_stops_communicating():
+async def test_frame_tap_keeps_a_server_that_talks_and_aborts_when_it_stops_communicating():
     """python-engineio's silence timeout keeps its meaning: no packet for ping interval + ping timeout
-    (here 0.2 + 0.2 s, as a server announces them) ends the connection."""
-    async def silent_after_one_event(request):
+    (0.2 + 0.2 s here, as the server announces them) ends the connection; frames that keep coming for
+    three times that long keep it."""
+    talking = 12
+
+    async def talks_then_goes_silent(request):
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         await ws.send_str('0{"sid":"s1","upgrades":[],"pingInterval":200,"pingTimeout":200,"maxPayload":1000000}')
         assert (await ws.receive()).data.startswith("40")
         await ws.send_str('40{"sid":"n1"}')
-        await ws.send_str('42["hello",1]')
+        for n in range(talking):
+            await ws.send_str(f'42["tick",{n}]')
+            await asyncio.sleep(0.1)
         await ws.receive()  # then nothing more: no ping, no event, until the client goes away
         return ws
 
     app = web.Application()
-    app.router.add_get("/socket.io/", silent_after_one_event)
+    app.router.add_get("/socket.io/", talks_then_goes_silent)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -216,7 +223,9 @@ async def test_frame_tap_aborts_when_the_server_stops_communicating():
     finally:
         await client.disconnect()
         await runner.cleanup()
-    assert frames == ['2["hello",1]'], f"{version('python-engineio')}: {frames!r}"
+    assert frames == [f'2["tick",{n}]' for n in range(talking)], (
+        f"{version('python-engineio')}: the read timeout ended a connection that was talking: {frames!r}"
+    )
     assert not client.connected, f"{version('python-engineio')}: a silent server no longer ends the connection"
 
 

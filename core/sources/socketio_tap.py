@@ -15,9 +15,9 @@ python-engineio also reads every WebSocket message through `asyncio.wait_for(ws.
 (the silence timeout: no packet for ping interval + ping timeout means the server stopped
 communicating, and the client aborts). On Python 3.11 that creates a task, a timer and a waiter
 future per read, so per feed frame. `InlineEngineIO` runs the library's own read loop (its code
-object, unchanged) with a namespace in which `asyncio.wait_for` is the one Python 3.12 has: the read
-runs in the read loop's task under an `asyncio.timeout`, the same deadline and the same
-`TimeoutError`, without the task or the future.
+object, unchanged) with a namespace in which `asyncio.wait_for` is a `ReadDeadline`'s: the read runs
+in the read loop's task, the same deadline raises the same `TimeoutError`, and one timer serves every
+read of the connection.
 
 An order's packet goes straight onto the Engine.IO client's WebSocket (`eio.ws`, aiohttp's): the
 client's own `send` only queues it for a writer task, which runs after whatever the caller does
@@ -40,7 +40,8 @@ EVENT_PACKET_TYPES = "2356"  # event, ack, binary event, binary ack
 HOOK = "_handle_eio_message"
 WEBSOCKET = "ws"  # python-engineio's AsyncClient keeps its aiohttp WebSocket here
 ENGINEIO_HOOK = "_trigger_event"
-READ_LOOP = "_read_loop_websocket"  # python-engineio's WebSocket read loop, run with `wait_for_in_place`
+READ_LOOP = "_read_loop_websocket"  # python-engineio's WebSocket read loop, run with a `ReadDeadline`
+LIBRARY_READ_LOOP = getattr(engineio.AsyncClient, READ_LOOP)
 
 T = TypeVar("T")
 
@@ -50,17 +51,59 @@ def is_event_packet(data: str | bytes) -> bool:
     return isinstance(data, (bytes, bytearray)) or bool(data and data[0] in EVENT_PACKET_TYPES)
 
 
-async def wait_for_in_place(awaitable: Awaitable[T], timeout: float | None) -> T:
-    """`asyncio.wait_for` as Python 3.12 has it: the awaitable runs in the caller's task under a
-    deadline (TimeoutError when it passes), where 3.11's runs it in a task of its own."""
-    async with asyncio.timeout(timeout):
-        return await awaitable
+class ReadDeadline:
+    """python-engineio's silence timeout, `asyncio.wait_for(ws.receive(), timeout)`, with one timer
+    per read loop instead of a task, a timer and a future per read.
+
+    A read only notes its deadline; the timer, when it fires, looks at the read in progress: past its
+    deadline, it cancels the reading task and the read raises `TimeoutError` (as `asyncio.timeout`
+    does); not yet, it moves to that deadline; between reads, the next read starts it again. At 1,000
+    frames/s that is one timer per ping interval + ping timeout instead of a thousand a second.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._due: float | None = None  # the deadline of the read in progress; None between reads
+        self._expired = False
+
+    async def wait_for(self, awaitable: Awaitable[T], timeout: float) -> T:
+        self._due = self._loop.time() + timeout
+        if self._timer is None:
+            self._task = asyncio.current_task()
+            self._timer = self._loop.call_at(self._due, self._check)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if not self._expired:
+                raise
+            self._expired = False
+            if self._task.uncancel() > 0:
+                raise  # cancelled from outside as well: that wins
+            raise TimeoutError from None
+        finally:
+            self._due = None
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._due is None:
+            return
+        if self._loop.time() >= self._due:
+            self._expired = True
+            self._task.cancel()
+        else:
+            self._timer = self._loop.call_at(self._due, self._check)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
-def with_wait_for_in_place(function: types.FunctionType) -> types.FunctionType:
-    """The same function (its code object, unchanged) seeing `wait_for_in_place` as `asyncio.wait_for`."""
-    in_place = types.SimpleNamespace(**{**vars(asyncio), "wait_for": wait_for_in_place})
-    namespace = {**function.__globals__, "asyncio": in_place}
+def with_wait_for(function: types.FunctionType, wait_for: Callable) -> types.FunctionType:
+    """The same function (its code object, unchanged) seeing `wait_for` as `asyncio.wait_for`."""
+    namespace = {**function.__globals__, "asyncio": types.SimpleNamespace(**{**vars(asyncio), "wait_for": wait_for})}
     return types.FunctionType(function.__code__, namespace, function.__name__, function.__defaults__, function.__closure__)
 
 
@@ -68,7 +111,12 @@ class InlineEngineIO(engineio.AsyncClient):
     """An Engine.IO client that hands event and ack packets to its message handler in the read loop,
     and reads its WebSocket without a task per message."""
 
-    _read_loop_websocket = with_wait_for_in_place(engineio.AsyncClient._read_loop_websocket)
+    async def _read_loop_websocket(self) -> None:
+        deadline = ReadDeadline()
+        try:
+            await with_wait_for(LIBRARY_READ_LOOP, deadline.wait_for)(self)
+        finally:
+            deadline.close()
 
     async def _trigger_event(self, event, *args, **kwargs):  # noqa: ANN001 - python-engineio's signature
         if event == "message" and args and is_event_packet(args[0]) and event in self.handlers:

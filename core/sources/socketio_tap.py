@@ -11,6 +11,14 @@ a task created, scheduled and finished per feed frame; event and ack packets are
 its read loop instead (they never wait for anything), the handshake packets still in their task
 (a disconnect handler waits for the read loop to end, so it must not run inside it).
 
+python-engineio also reads every WebSocket message through `asyncio.wait_for(ws.receive(), timeout)`
+(the silence timeout: no packet for ping interval + ping timeout means the server stopped
+communicating, and the client aborts). On Python 3.11 that creates a task, a timer and a waiter
+future per read, so per feed frame. `InlineEngineIO` runs the library's own read loop (its code
+object, unchanged) with a namespace in which `asyncio.wait_for` is a `ReadDeadline`'s: the read runs
+in the read loop's task, the same deadline raises the same `TimeoutError`, and one timer serves every
+read of the connection.
+
 An order's packet goes straight onto the Engine.IO client's WebSocket (`eio.ws`, aiohttp's): the
 client's own `send` only queues it for a writer task, which runs after whatever the caller does
 next, and that left an order's frame about a millisecond late.
@@ -19,7 +27,9 @@ tests/test_library_adapters.py fails, naming the installed version, when any of 
 
 from __future__ import annotations
 
-from typing import Callable
+import asyncio
+import types
+from typing import Awaitable, Callable, TypeVar
 
 import engineio
 import socketio
@@ -30,6 +40,10 @@ EVENT_PACKET_TYPES = "2356"  # event, ack, binary event, binary ack
 HOOK = "_handle_eio_message"
 WEBSOCKET = "ws"  # python-engineio's AsyncClient keeps its aiohttp WebSocket here
 ENGINEIO_HOOK = "_trigger_event"
+READ_LOOP = "_read_loop_websocket"  # python-engineio's WebSocket read loop, run with a `ReadDeadline`
+LIBRARY_READ_LOOP = getattr(engineio.AsyncClient, READ_LOOP)
+
+T = TypeVar("T")
 
 
 def is_event_packet(data: str | bytes) -> bool:
@@ -37,8 +51,72 @@ def is_event_packet(data: str | bytes) -> bool:
     return isinstance(data, (bytes, bytearray)) or bool(data and data[0] in EVENT_PACKET_TYPES)
 
 
+class ReadDeadline:
+    """python-engineio's silence timeout, `asyncio.wait_for(ws.receive(), timeout)`, with one timer
+    per read loop instead of a task, a timer and a future per read.
+
+    A read only notes its deadline; the timer, when it fires, looks at the read in progress: past its
+    deadline, it cancels the reading task and the read raises `TimeoutError` (as `asyncio.timeout`
+    does); not yet, it moves to that deadline; between reads, the next read starts it again. At 1,000
+    frames/s that is one timer per ping interval + ping timeout instead of a thousand a second.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._due: float | None = None  # the deadline of the read in progress; None between reads
+        self._expired = False
+
+    async def wait_for(self, awaitable: Awaitable[T], timeout: float) -> T:
+        self._due = self._loop.time() + timeout
+        if self._timer is None:
+            self._task = asyncio.current_task()
+            self._timer = self._loop.call_at(self._due, self._check)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if not self._expired:
+                raise
+            self._expired = False
+            if self._task.uncancel() > 0:
+                raise  # cancelled from outside as well: that wins
+            raise TimeoutError from None
+        finally:
+            self._due = None
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._due is None:
+            return
+        if self._loop.time() >= self._due:
+            self._expired = True
+            self._task.cancel()
+        else:
+            self._timer = self._loop.call_at(self._due, self._check)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def with_wait_for(function: types.FunctionType, wait_for: Callable) -> types.FunctionType:
+    """The same function (its code object, unchanged) seeing `wait_for` as `asyncio.wait_for`."""
+    namespace = {**function.__globals__, "asyncio": types.SimpleNamespace(**{**vars(asyncio), "wait_for": wait_for})}
+    return types.FunctionType(function.__code__, namespace, function.__name__, function.__defaults__, function.__closure__)
+
+
 class InlineEngineIO(engineio.AsyncClient):
-    """An Engine.IO client that hands event and ack packets to its message handler in the read loop."""
+    """An Engine.IO client that hands event and ack packets to its message handler in the read loop,
+    and reads its WebSocket without a task per message."""
+
+    async def _read_loop_websocket(self) -> None:
+        deadline = ReadDeadline()
+        try:
+            await with_wait_for(LIBRARY_READ_LOOP, deadline.wait_for)(self)
+        finally:
+            deadline.close()
 
     async def _trigger_event(self, event, *args, **kwargs):  # noqa: ANN001 - python-engineio's signature
         if event == "message" and args and is_event_packet(args[0]) and event in self.handlers:

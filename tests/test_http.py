@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -206,6 +207,25 @@ def test_binding_beyond_loopback_without_a_token_is_refused_in_one_line(flag, ve
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "VECTRA_AUTH_TOKEN" in lines[0] and flag[1] in lines[0]
+
+
+@pytest.mark.parametrize("variable", ["VECTRA_HTTP_PORT", "VECTRA_ZMQ_PUB"])
+def test_a_port_already_taken_is_refused_in_one_line_naming_the_setting(variable, vectra_env):
+    """A second Vectra on the same ports (the usual newcomer's mistake) gets the setting to change, not
+    a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        value = str(port) if variable == "VECTRA_HTTP_PORT" else f"tcp://127.0.0.1:{port}"
+        result = subprocess.run(
+            [*VECTRA, "--daemon"], cwd=REPO, env={**os.environ, **vectra_env, variable: value},
+            capture_output=True, text=True, timeout=30,
+        )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert str(port) in lines[0] and "another vectra" in lines[0] and variable in lines[0]
 
 
 class Chromium:

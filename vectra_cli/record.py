@@ -1,4 +1,4 @@
-"""`vectra record on|off|status` (talks to a running daemon) and `vectra replay PATH` (runs one)."""
+"""`vectra record [on|off|status]` (talks to a running daemon) and `vectra replay PATH` (runs one)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def add_recorder_parsers(subparsers) -> None:
     record = add_command(
         subparsers, "record", "switch recording of a running daemon on or off, or show it", REQUESTER
     )
-    record.add_argument("state", choices=("on", "off", "status"))
+    record.add_argument("state", nargs="?", default="status", choices=("on", "off", "status"),
+                        help="switch recording on or off; status (the default) only shows it")
     record.add_argument("--json", action="store_true", help="print the status object as JSON")
     record.set_defaults(settings_command=_record)
 

@@ -113,6 +113,7 @@ class ZmqTransport(Transport):
         self.foundation.bus.subscribe(self)
         self.foundation.bus.on_control(self._send_control)
         self._tasks = [asyncio.create_task(self._serve_router(), name="zmq:router")]
+        log.info("ZeroMQ events on %s (SUB), requests on %s (DEALER/REQ)", settings.zmq_pub, settings.zmq_router)
 
     async def stop(self) -> None:
         self.foundation.bus.unsubscribe(self)

@@ -6,6 +6,7 @@ subscriber in another process printed with that record.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
@@ -232,6 +233,29 @@ def test_the_readme_example_runs_as_printed(live, started):
     process.kill()
     seq, channel, _ = process.lines[0].split(" ", 2)
     assert int(seq) > 0 and (channel.startswith("game.") or channel == "player.trade")
+
+
+def test_the_plain_pyzmq_example_of_the_protocol_runs_as_printed(live):
+    """The SUB and DEALER program of docs/PROTOCOL.md, with no project code, against a real daemon."""
+    daemon, env = live
+    protocol = (REPO / "docs" / "PROTOCOL.md").read_text()
+    example = next(block for block in re.findall(r"```python\n(.*?)```", protocol, re.S) if "zmq.DEALER" in block)
+    assert "from core" not in example and "import core" not in example
+    ran = subprocess.run([sys.executable, "-c", example], cwd=REPO, env={**os.environ, **env}, capture_output=True,
+                         text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    live_seqs = [int(line.split(" ", 2)[1]) for line in lines[:3]]
+    assert all(line.startswith("game.") for line in lines[:3]) and live_seqs == sorted(live_seqs)
+    pong = ast.literal_eval(lines[3])  # printed as a dict
+    assert pong["type"] == "pong" and pong["id"] == 1 and pong["seq"] >= live_seqs[-1]
+    replayed = [line.split(" ") for line in lines[4:]]
+    assert replayed[-1] == ["None", "replay.end"]
+    events = [(int(seq), channel) for seq, channel in replayed[:-1]]
+    assert set(live_seqs) <= {seq for seq, _ in events}, "the replay holds what the SUB saw"
+    daemon.wait_for(lambda printed: printed[-1]["seq"] >= events[-1][0])
+    expected = published([daemon], ("game.*",), live_seqs[-1] - 20, events[-1][0])
+    assert events == [(event["seq"], event["type"]) for event in expected]
 
 
 async def test_a_dead_foundation_is_reported_and_its_return_noticed(live):

@@ -41,12 +41,13 @@ HEARTBEAT_S = "0.2"
 class TailProcess:
     """`vectra tail` in a subprocess: what a user (or a bot) in another process would receive."""
 
-    def __init__(self, env: dict[str, str], *patterns: str, from_seq: int | None = None, code: str | None = None):
+    def __init__(self, env: dict[str, str], *patterns: str, from_seq: int | None = None, code: str | None = None,
+                 cwd: Path = REPO):
         args = [sys.executable, "-c", code] if code else [*VECTRA, "tail", *patterns]
         if from_seq is not None:
             args += ["--from-seq", str(from_seq)]
         self.proc = subprocess.Popen(
-            args, cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            args, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         self.lines: list[str] = []
         self.stderr: list[str] = []

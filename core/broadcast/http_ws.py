@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import os
 import socket
 from typing import Any
 
@@ -69,7 +70,8 @@ class HttpWsServer(Transport):
             )
         except OSError as exc:  # a port in use is most often another Vectra: say which setting moves it
             raise ConfigError(
-                f"cannot bind HTTP/WebSocket on {host}:{port}: {exc.strerror or exc}; is another vectra running? "
+                f"cannot bind HTTP/WebSocket on {host}:{port}: {os.strerror(exc.errno) if exc.errno else exc}; "
+                "is another vectra running? "
                 "Choose a free port with VECTRA_HTTP_PORT (or VECTRA_HTTP_HOST)"
             ) from None
         self.port = self._server.sockets[0].getsockname()[1]

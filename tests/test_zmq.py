@@ -279,6 +279,7 @@ async def test_a_dead_foundation_is_reported_and_its_return_noticed(live):
         await events.aclose()
     down = [item for item in seen if isinstance(item, Status)][0]
     assert down.type == "client.status" and down.data["state"] == "down" and down.data["silent_s"] >= 1.0
+    assert down.data["url"] == env["VECTRA_ZMQ_PUB"], "the report says where the client listened"
     assert down.data["last_seq"] >= seen[19].seq
 
 

@@ -149,7 +149,8 @@ class Requests:
 def unauthorized_message(presented: object) -> str:
     """A missing token and a wrong one need different fixes: say which it was (never the token itself)."""
     if presented is None:
-        return "this command needs VECTRA_AUTH_TOKEN (field `token`)"
+        return ("this command needs VECTRA_AUTH_TOKEN (field `token`); the vectra commands and core.client send "
+                "it when VECTRA_AUTH_TOKEN or VECTRA_AUTH_TOKEN_FILE is set where they run")
     return "the `token` is not the daemon's VECTRA_AUTH_TOKEN: send the value the daemon was started with"
 
 

@@ -39,7 +39,7 @@ What the caller sees besides events (status objects with `seq = None`, so `event
 
 - `client.gap` `{"from_seq": a, "to_seq": b}`: events a..b are lost for good (older than the
   foundation still holds). Everything after it is complete again.
-- `client.status` `{"state": "down", "last_seq": n, "silent_s": s}` when nothing (not even a
+- `client.status` `{"state": "down", "last_seq": n, "silent_s": s, "url": where}` when nothing (not even a
   heartbeat) came for `dead_after_s` (default: 5 heartbeat intervals; the foundation is dead, hung or
   unreachable), and `{"state": "up", ...}` when it is back. The iterator keeps waiting; when the
   foundation returns, the missed range is replayed.
@@ -384,7 +384,8 @@ class Subscription:
     def _status(self, state: str) -> Status:
         return Status(
             "client.status",
-            {"state": state, "last_seq": self.last_seq, "silent_s": round(time.monotonic() - self._last_heard, 1)},
+            {"state": state, "last_seq": self.last_seq, "silent_s": round(time.monotonic() - self._last_heard, 1),
+             "url": self.pub},  # where it listens: a wrong VECTRA_ZMQ_PUB shows as `down` from the start
         )
 
 

@@ -155,6 +155,7 @@ class NatsSubscription:
     def _status(self, state: str) -> Status:
         return Status(
             "client.status",
-            {"state": state, "last_seq": self.last_seq, "silent_s": round(time.monotonic() - self._silent_since, 1)},
+            {"state": state, "last_seq": self.last_seq, "silent_s": round(time.monotonic() - self._silent_since, 1),
+             "url": ", ".join(without_credentials(server) for server in self.servers)},
         )
 

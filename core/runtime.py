@@ -107,7 +107,8 @@ async def run_daemon(settings: Settings, *, stdout: bool = False) -> int:
         loop.add_signal_handler(signum, stop.set)
     await foundation.start()
     freeze_startup_heap()
-    log.info("vectra daemon running (source %s, seq %d)", settings.source, foundation.bus.last_seq)
+    log.info("vectra daemon running (source %s, seq %d, orders %s)", settings.source, foundation.bus.last_seq,
+             settings.orders)
     await stop.wait()
     log.info("shutting down")
     try:

@@ -92,6 +92,13 @@ def test_a_flag_a_command_does_not_read_is_refused(tmp_path):
     assert result.returncode == 2 and "--record-rotate-mb" in result.stderr
 
 
+def test_record_without_a_daemon_exits_2_like_the_other_daemon_commands(tmp_path):
+    from tests.conftest import free_port
+
+    result = vectra("record", "--zmq-router", f"tcp://127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert result.returncode == 2 and "no daemon answered" in result.stderr
+
+
 @pytest.mark.parametrize(
     "given", [["--auth-token", "s3cret-token"], ["--auth-token=s3cret-token"], ["--auth-tok", "s3cret-token"]]
 )

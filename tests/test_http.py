@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -23,6 +25,7 @@ from websockets.asyncio.client import connect
 from core.contracts.recordings import recordings_dir
 from tests.processes import REPO, VECTRA, DaemonProcess, SimProcess
 from tests.test_websocket import command, running, ws_url
+from tests.test_zmq import TailProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -108,6 +111,38 @@ async def test_unknown_path_is_404_and_the_page_and_module_are_served(tmp_path):
 def sim():
     with SimProcess(speed=10, seed=5, max_ticks=60) as process:
         yield process
+
+
+@pytest.mark.timeout(120)
+def test_the_plain_websocket_example_resumes_after_a_kill_without_missing_an_event(sim, daemon_for, tmp_path):
+    """The `websockets` program of docs/PROTOCOL.md, killed and started again: the second run begins
+    with the first game event after the one the first run saved, and misses none after it."""
+    daemon = daemon_for(sim)
+    protocol = (REPO / "docs" / "PROTOCOL.md").read_text()
+    example = next(block for block in re.findall(r"```python\n(.*?)```", protocol, re.S) if "import websockets" in block)
+    assert "from core" not in example and "import core" not in example
+
+    def events_printed(run: TailProcess) -> list[int]:
+        return [int(line.split(" ", 1)[0]) for line in run.lines if line[:1].isdigit()]
+
+    first = TailProcess(daemon.env, code=example, cwd=tmp_path)
+    try:
+        first.wait_for(lambda lines: len(events_printed(first)) >= 5)
+    finally:
+        first.kill()
+    saved = int((tmp_path / "last_seq.txt").read_text())
+    assert saved in events_printed(first)
+    daemon.wait_for(lambda events: events[-1]["seq"] >= saved + 50)  # events go by while it is away
+    second = TailProcess(daemon.env, code=example, cwd=tmp_path)
+    try:
+        second.wait_for(lambda lines: len(events_printed(second)) >= 20)
+    finally:
+        second.kill()
+    got = events_printed(second)
+    daemon.wait_for(lambda events: events[-1]["seq"] >= got[-1])
+    expected = [event["seq"] for event in daemon.events
+                if saved < event["seq"] <= got[-1] and event["type"].startswith("game.")]
+    assert got == expected
 
 
 @pytest.mark.slow
@@ -206,6 +241,25 @@ def test_binding_beyond_loopback_without_a_token_is_refused_in_one_line(flag, ve
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "VECTRA_AUTH_TOKEN" in lines[0] and flag[1] in lines[0]
+
+
+@pytest.mark.parametrize("variable", ["VECTRA_HTTP_PORT", "VECTRA_ZMQ_PUB"])
+def test_a_port_already_taken_is_refused_in_one_line_naming_the_setting(variable, vectra_env):
+    """A second Vectra on the same ports (the usual newcomer's mistake) gets the setting to change, not
+    a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        value = str(port) if variable == "VECTRA_HTTP_PORT" else f"tcp://127.0.0.1:{port}"
+        result = subprocess.run(
+            [*VECTRA, "--daemon"], cwd=REPO, env={**os.environ, **vectra_env, variable: value},
+            capture_output=True, text=True, timeout=30,
+        )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    refusals = [line for line in result.stderr.splitlines() if line.startswith("vectra:")]
+    assert len(refusals) == 1 and refusals[0] == result.stderr.strip().splitlines()[-1]
+    assert str(port) in refusals[0] and "another vectra" in refusals[0] and variable in refusals[0]
 
 
 class Chromium:

@@ -233,6 +233,7 @@ async def test_orders_are_off_by_default_refused_and_only_the_refusal_is_publish
             reply = await ask(bot, buy("off-1"))
             assert reply["type"] == "order"
             assert reply["data"]["state"] == "rejected" and reply["data"]["code"] == RejectCode.ORDERS_OFF
+            assert "restart the daemon with VECTRA_ORDERS=dry-run or live" in reply["data"]["message"]
             event = json.loads(await asyncio.wait_for(watcher.recv(), timeout=10))
             assert event["type"] == "order.rejected" and event["data"]["order_id"] == "off-1"
             assert event["data"]["code"] == "orders_off" and event["data"]["by"] == "vectra"

@@ -165,6 +165,7 @@ def test_toggle_on_off_on_across_a_feed_drop(sim, daemon_for, root):
     daemon = daemon_for(sim)
     daemon.wait_for(lambda events: games_ended(events) >= 1)
     assert cli(daemon, "record", "status")["on"] is False
+    assert cli(daemon, "record")["state"] == "stopped", "`vectra record` alone shows the status"
 
     assert cli(daemon, "record", "on")["state"] == "recording"
     sim.fault(kind="drop", seconds=2)

@@ -11,6 +11,8 @@ import contextlib
 import hashlib
 import json
 import re
+import socket
+import subprocess
 import sys
 import time
 
@@ -340,3 +342,14 @@ async def test_cli_prints_where_it_listens_and_stops_on_sigterm():
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+def test_cli_on_a_taken_port_says_how_to_choose_another():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ran = subprocess.run([sys.executable, "-m", "vectra_cli", "sim", "--port", str(port)], capture_output=True,
+                             text=True, timeout=30)
+    assert ran.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in ran.stderr and "--port (0: any free port" in ran.stderr

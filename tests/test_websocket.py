@@ -412,8 +412,11 @@ async def test_control_commands_need_the_token_reading_does_not(tmp_path):
         async with connect(ws_url(server)) as client:
             refused = await command(client, {"action": "reconnect"})
             assert refused["type"] == "error" and refused["data"]["code"] == "unauthorized"
+            assert "needs VECTRA_AUTH_TOKEN" in refused["data"]["message"]
             wrong = await command(client, {"action": "reconnect", "token": "guess"})
             assert wrong["data"]["code"] == "unauthorized"
+            assert "is not the daemon's VECTRA_AUTH_TOKEN" in wrong["data"]["message"], "a wrong token is told apart"
+            assert "guess" not in wrong["data"]["message"]
             assert (await command(client, {"action": "reconnect", "token": "s3cret"}))["type"] == "reconnecting"
             assert (await command(client, {"action": "subscribe", "channels": ["*"]}))["type"] == "subscribed"
             assert (await command(client, {"action": "health"}))["type"] == "health"

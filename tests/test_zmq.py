@@ -6,6 +6,7 @@ subscriber in another process printed with that record.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
@@ -40,12 +41,13 @@ HEARTBEAT_S = "0.2"
 class TailProcess:
     """`vectra tail` in a subprocess: what a user (or a bot) in another process would receive."""
 
-    def __init__(self, env: dict[str, str], *patterns: str, from_seq: int | None = None, code: str | None = None):
+    def __init__(self, env: dict[str, str], *patterns: str, from_seq: int | None = None, code: str | None = None,
+                 cwd: Path = REPO):
         args = [sys.executable, "-c", code] if code else [*VECTRA, "tail", *patterns]
         if from_seq is not None:
             args += ["--from-seq", str(from_seq)]
         self.proc = subprocess.Popen(
-            args, cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            args, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         self.lines: list[str] = []
         self.stderr: list[str] = []
@@ -234,6 +236,29 @@ def test_the_readme_example_runs_as_printed(live, started):
     assert int(seq) > 0 and (channel.startswith("game.") or channel == "player.trade")
 
 
+def test_the_plain_pyzmq_example_of_the_protocol_runs_as_printed(live):
+    """The SUB and DEALER program of docs/PROTOCOL.md, with no project code, against a real daemon."""
+    daemon, env = live
+    protocol = (REPO / "docs" / "PROTOCOL.md").read_text()
+    example = next(block for block in re.findall(r"```python\n(.*?)```", protocol, re.S) if "zmq.DEALER" in block)
+    assert "from core" not in example and "import core" not in example
+    ran = subprocess.run([sys.executable, "-c", example], cwd=REPO, env={**os.environ, **env}, capture_output=True,
+                         text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    live_seqs = [int(line.split(" ", 2)[1]) for line in lines[:3]]
+    assert all(line.startswith("game.") for line in lines[:3]) and live_seqs == sorted(live_seqs)
+    pong = ast.literal_eval(lines[3])  # printed as a dict
+    assert pong["type"] == "pong" and pong["id"] == 1 and pong["seq"] >= live_seqs[-1]
+    replayed = [line.split(" ") for line in lines[4:]]
+    assert replayed[-1] == ["None", "replay.end"]
+    events = [(int(seq), channel) for seq, channel in replayed[:-1]]
+    assert set(live_seqs) <= {seq for seq, _ in events}, "the replay holds what the SUB saw"
+    daemon.wait_for(lambda printed: printed[-1]["seq"] >= events[-1][0])
+    expected = published([daemon], ("game.*",), live_seqs[-1] - 20, events[-1][0])
+    assert events == [(event["seq"], event["type"]) for event in expected]
+
+
 async def test_a_dead_foundation_is_reported_and_its_return_noticed(live):
     daemon, env = live
     settings = load_settings({"zmq_pub": env["VECTRA_ZMQ_PUB"], "zmq_router": env["VECTRA_ZMQ_ROUTER"]})
@@ -254,6 +279,7 @@ async def test_a_dead_foundation_is_reported_and_its_return_noticed(live):
         await events.aclose()
     down = [item for item in seen if isinstance(item, Status)][0]
     assert down.type == "client.status" and down.data["state"] == "down" and down.data["silent_s"] >= 1.0
+    assert down.data["url"] == env["VECTRA_ZMQ_PUB"], "the report says where the client listened"
     assert down.data["last_seq"] >= seen[19].seq
 
 

@@ -1,4 +1,4 @@
-"""`vectra record on|off|status` (talks to a running daemon) and `vectra replay PATH` (runs one)."""
+"""`vectra record [on|off|status]` (talks to a running daemon) and `vectra replay PATH` (runs one)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,12 @@ from vectra_cli.flags import REQUESTER, add_command, settings_of
 
 def add_recorder_parsers(subparsers) -> None:
     record = add_command(
-        subparsers, "record", "switch recording of a running daemon on or off, or show it", REQUESTER
+        subparsers, "record", "switch recording of a running daemon on or off, or show it", REQUESTER,
+        description="Switch recording of a running daemon on or off, or show it; exit 0 done, 1 refused by the "
+                    "daemon (its message is printed), 2 no daemon answered (as `vectra order` and `vectra health`).",
     )
-    record.add_argument("state", choices=("on", "off", "status"))
+    record.add_argument("state", nargs="?", default="status", choices=("on", "off", "status"),
+                        help="switch recording on or off; status (the default) only shows it")
     record.add_argument("--json", action="store_true", help="print the status object as JSON")
     record.set_defaults(settings_command=_record)
 
@@ -59,7 +62,7 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
         reply = request(payload, settings=settings)
     except TimeoutError as exc:
         print(f"vectra record: no daemon answered ({exc})", file=sys.stderr)
-        return 1
+        return 2
     if reply.get("type") == "error":
         print(f"vectra record: {reply.get('data', {}).get('message')}", file=sys.stderr)
         return 1

@@ -64,6 +64,7 @@ def run_sim_command(args: argparse.Namespace) -> int:
         print(f"vectra sim: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"vectra sim: cannot listen on {options.host}:{options.port}: {e}", file=sys.stderr)
+        print(f"vectra sim: cannot listen on {options.host}:{options.port}: {e}; another simulator running? "
+              "Choose another port with --port (0: any free port, printed at start)", file=sys.stderr)
         return 1
     return 0

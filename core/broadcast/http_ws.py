@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import os
 import socket
 from typing import Any
 
@@ -23,6 +24,7 @@ from websockets.http11 import Request, Response
 from core.broadcast.http_routes import WS_PATH, HttpRoutes, OriginPolicy, plain
 from core.broadcast.requests import Requests, Transport
 from core.broadcast.ws_session import WsSession
+from core.config import ConfigError
 from core.contracts.envelope import Envelope
 from core.contracts.health import WebSocketHealth
 from core.foundation import Foundation
@@ -55,15 +57,23 @@ class HttpWsServer(Transport):
     # --- Component ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._server = await serve(
-            self._serve_client,
-            self.settings.http_host,
-            self.settings.http_port,
-            process_request=self._process_request,
-            compression=None,
-            max_size=self.settings.ws_max_message_bytes * HARD_SIZE_FACTOR,
-            close_timeout=CLOSE_TIMEOUT_S,
-        )
+        host, port = self.settings.http_host, self.settings.http_port
+        try:
+            self._server = await serve(
+                self._serve_client,
+                host,
+                port,
+                process_request=self._process_request,
+                compression=None,
+                max_size=self.settings.ws_max_message_bytes * HARD_SIZE_FACTOR,
+                close_timeout=CLOSE_TIMEOUT_S,
+            )
+        except OSError as exc:  # a port in use is most often another Vectra: say which setting moves it
+            raise ConfigError(
+                f"cannot bind HTTP/WebSocket on {host}:{port}: {os.strerror(exc.errno) if exc.errno else exc}; "
+                "is another vectra running? "
+                "Choose a free port with VECTRA_HTTP_PORT (or VECTRA_HTTP_HOST)"
+            ) from None
         self.port = self._server.sockets[0].getsockname()[1]
         self._origins = OriginPolicy(self.settings, self.port)
         self.foundation.bus.subscribe(self)

@@ -139,11 +139,19 @@ class Requests:
         if request.only_on is not None:
             return error_reply("bad_request", request.only_on)
         if request.changes_state and not (authorized or self.token_ok(request.token)):
-            return error_reply("unauthorized", "this command needs VECTRA_AUTH_TOKEN (field `token`)")
+            return error_reply("unauthorized", unauthorized_message(request.token))
         try:
             return await self.foundation.command(request)
         except CommandError as exc:
             return error_reply(exc.code, exc.message)
+
+
+def unauthorized_message(presented: object) -> str:
+    """A missing token and a wrong one need different fixes: say which it was (never the token itself)."""
+    if presented is None:
+        return ("this command needs VECTRA_AUTH_TOKEN (field `token`); the vectra commands and core.client send "
+                "it when VECTRA_AUTH_TOKEN or VECTRA_AUTH_TOKEN_FILE is set where they run")
+    return "the `token` is not the daemon's VECTRA_AUTH_TOKEN: send the value the daemon was started with"
 
 
 def skipped_by(envelope: Envelope | None) -> tuple[int, int] | None:

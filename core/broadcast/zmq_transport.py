@@ -106,10 +106,14 @@ class ZmqTransport(Transport):
             context = self._close_sockets()
             if context is not None:
                 context.term()
-            raise ConfigError(f"cannot bind ZeroMQ ({settings.zmq_pub}, {settings.zmq_router}): {exc}") from None
+            raise ConfigError(
+                f"cannot bind ZeroMQ ({settings.zmq_pub}, {settings.zmq_router}): {exc}; is another vectra running? "
+                "Choose free endpoints with VECTRA_ZMQ_PUB and VECTRA_ZMQ_ROUTER"
+            ) from None
         self.foundation.bus.subscribe(self)
         self.foundation.bus.on_control(self._send_control)
         self._tasks = [asyncio.create_task(self._serve_router(), name="zmq:router")]
+        log.info("ZeroMQ events on %s (SUB), requests on %s (DEALER/REQ)", settings.zmq_pub, settings.zmq_router)
 
     async def stop(self) -> None:
         self.foundation.bus.unsubscribe(self)

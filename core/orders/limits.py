@@ -45,7 +45,8 @@ class DeskView:
 
 def _off(order: Order, view: DeskView, settings: Settings) -> Refusal | None:
     if view.mode == "off":
-        return RejectCode.ORDERS_OFF, "orders are off (VECTRA_ORDERS=off); set dry-run or live to accept them"
+        return RejectCode.ORDERS_OFF, ("orders are off (the daemon runs with VECTRA_ORDERS=off): restart the daemon "
+                                       "with VECTRA_ORDERS=dry-run or live (live also needs VECTRA_AUTH_TOKEN)")
     return None
 
 

@@ -470,6 +470,17 @@ def test_live_without_a_token_or_a_source_to_send_through_does_not_start(tmp_pat
     assert "VECTRA_ORDERS=live" in lines[0] and says in lines[0]
 
 
+@pytest.mark.parametrize("token", ["", "   "])
+def test_a_blank_token_is_no_token_and_live_does_not_start_with_it(tmp_path, token):
+    """A blank VECTRA_AUTH_TOKEN once counted as "no token" for the commands (every control command,
+    orders included, was open) while `live` took it as set and started."""
+    result = run_vectra(tmp_path, {"VECTRA_ORDERS": "live", "VECTRA_AUTH_TOKEN": token})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "VECTRA_AUTH_TOKEN" in lines[0] and "empty" in lines[0]
+
+
 async def test_live_refuses_unverified_shapes_unless_allowed(tmp_path):
     live = {"orders": "live", "auth_token": "s3cret", "order_executor": "direct",
             "feed_url": f"http://127.0.0.1:{free_port()}"}  # nothing listens: the executor cannot send

@@ -41,6 +41,7 @@ FIRST_ACK_ID = 900_000_000  # far above any ack id a page's own client reaches
 RECENT_SHOWN = 20
 TRADE_TYPES = {"buy": "buy", "sell": "sell", "short_open": "short_open", "short_close": "short_close"}
 AMOUNT_TOLERANCE = 1e-9
+ORDER_ID_REUSED = "order_id_reused"  # the error reply to another order under an id already taken
 UNCLAIMED_KEPT = 64
 WATCHED = ("raw.ack", "raw.standard/newTrade", "player.update", "player.identity", "raw.gameStatePlayerUpdate")
 
@@ -120,14 +121,13 @@ class OrderDesk:
 
     async def _order(self, request: OrderCommand) -> dict[str, Any]:
         received = wall_ms()
-        fields = request.order_fields()
-        order_id = fields.get("order_id")
-        if isinstance(order_id, str) and order_id in self.records:
-            return _reply(self.records[order_id])
         try:
-            order = parse_order(fields)
+            order = parse_order(request.order_fields())
         except BadOrder as exc:
             raise CommandError(RejectCode.BAD_ORDER.value, str(exc)) from None
+        known = self.records.get(order.order_id)
+        if known is not None:
+            return _reply(_same_order(known, order))
         record = self._new_record(order)
         self.records[order.order_id] = record  # reserved: a repeat from now on gets this record
         passed, refusal = check(order, self._view(order), self.settings)
@@ -151,14 +151,18 @@ class OrderDesk:
         pending.timing.update(received=received, checked=wall_ms())
         await self._persist(record)  # durable before the frame leaves: a crash can never send it twice
         pending.timing["durable"] = wall_ms()
+        if self.halted:  # the kill switch came while the record was written: it stops this order too
+            self._release(order.order_id)
+            self._reject(record, RejectCode.HALTED, "orders were halted after its checks passed; not sent", by="vectra")
+            await self._persist(record)
+            return _reply(record)
         return _reply(await self._send(record, pending))
 
     async def _halt(self, request: OrdersHalt) -> dict[str, Any]:
-        reason = request.reason
-        await asyncio.to_thread(self.journal.set_halted, True, reason)
         if not self.halted:
-            log.warning("orders halted (%s)", reason)
-        self.halted = True
+            log.warning("orders halted (%s)", request.reason)
+        self.halted = True  # at once, before it is durable: an order between its checks and the wire stops too
+        await asyncio.to_thread(self.journal.set_halted, True, request.reason)
         return await self._status(request)
 
     async def _resume(self, request: OrdersResume) -> dict[str, Any]:
@@ -486,6 +490,15 @@ class OrderDesk:
 def wall_ms() -> float:
     """Now on the wall clock, in ms with µs: the moments in `timing`, comparable across processes."""
     return round(time.time() * 1000, 3)
+
+
+def _same_order(record: dict[str, Any], order: Order) -> dict[str, Any]:
+    """The record of an id asked for again: a retry gets it; another order under that id is refused,
+    since answering it with the first order's result would tell the bot its new order was placed."""
+    if record["order"] != order_fields(order):
+        raise CommandError(ORDER_ID_REUSED, f"order_id {order.order_id!r} is already the order {record['order']}; "
+                           "a new order needs a new id")
+    return record
 
 
 def _reply(record: dict[str, Any]) -> dict[str, Any]:

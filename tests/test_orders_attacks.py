@@ -7,6 +7,7 @@ SIGKILL in the middle of an order. What counts is what reached the simulator (it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 from typing import Any
@@ -77,6 +78,37 @@ class Peer:
             return orjson.loads((await asyncio.wait_for(self._zmq.recv_multipart(), timeout=30))[-1])
 
 
+    async def burst(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send every request at once, then wait for every reply (matched by `id`), in the order asked."""
+        ids = [f"{self.transport}-{id(self)}-{number}" for number in range(len(requests))]
+        async with self._lock:
+            for request_id, request in zip(ids, requests):
+                text = json.dumps({**request, "id": request_id})
+                await (self._ws.send(text) if self.transport == "ws" else self._zmq.send(text.encode()))
+            replies: dict[str, dict[str, Any]] = {}
+            while len(replies) < len(ids):
+                if self.transport == "ws":
+                    message = json.loads(await asyncio.wait_for(self._ws.recv(), timeout=30))
+                else:
+                    message = orjson.loads((await asyncio.wait_for(self._zmq.recv_multipart(), timeout=30))[-1])
+                if "v" not in message:
+                    replies[message["id"]] = message
+        return [replies[request_id] for request_id in ids]
+
+
+def answered(daemon, records: list[dict[str, Any]]) -> None:  # noqa: ANN001 - DaemonProcess
+    """Wait until the server answered every order these records show on the wire: frames of one
+    connection arrive in order, so then the simulator has received every frame that was sent."""
+    sent = {record["order_id"] for record in records if record["state"] not in ("requested", "rejected")}
+    daemon.wait_for(lambda events: sent <= {e["data"]["order_id"] for e in events
+                                            if e["type"] in ("order.ack", "order.timeout")})
+
+
+def peers(env: dict[str, str], count: int) -> list[Peer]:
+    """`count` clients, WebSocket and ZeroMQ in turn."""
+    return [Peer(env, "ws" if number % 2 == 0 else "zmq") for number in range(count)]
+
+
 async def emitted(sim) -> list[dict]:  # noqa: ANN001, F811 - the simulator process
     return await asyncio.to_thread(get, f"{sim.url}/admin/emitted")
 
@@ -117,6 +149,7 @@ async def test_malformed_orders_name_the_field_send_nothing_and_the_daemon_carri
         assert health(daemon.env)["status"] in ("ok", "degraded")
         good = await ws.ask(buy("good-1"))
         assert good["type"] == "order" and good["data"]["state"] in ("sent", "acked", "filled"), good
+        answered(daemon, [good["data"]])
         # Twice the same bad id gets the same error: a malformed request reserves nothing.
         assert (await router.ask({**buy("bad-0"), "amount_sol": True}))["data"]["code"] == "bad_order"
     assert await wire_count(sim, "buyOrder") == 1
@@ -138,5 +171,78 @@ async def test_another_order_under_a_used_id_is_refused_and_a_retry_is_answered(
             assert "reused-1" in reply["data"]["message"]
         again = await router.ask(buy("reused-1", amount=0.001))  # the same order again: a safe retry
         assert again["type"] == "order" and again["data"]["created_ms"] == first["data"]["created_ms"]
+    answered(daemon, [first["data"]])
     assert await wire_count(sim, "buyOrder") == 1
     assert await wire_count(sim, "requestSidebet") == await wire_count(sim, "sellOrder") == 0
+
+
+async def test_the_same_order_id_fifty_times_at_once_from_five_peers_is_one_frame(sim, start_daemon):  # noqa: F811
+    daemon = start_daemon()
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(peer) for peer in peers(daemon.env, PEERS)]
+        replies = await asyncio.gather(*(client.burst([buy("fifty-as-one")] * 10) for client in clients))
+    records = [reply["data"] for per_peer in replies for reply in per_peer]
+    assert len(records) == 50 and all(reply["type"] == "order" for per_peer in replies for reply in per_peer)
+    assert len({record["created_ms"] for record in records}) == 1
+    answered(daemon, records)
+    assert await wire_count(sim, "buyOrder") == 1
+    assert [e["data"]["order_id"] for e in daemon.of_type("order.request")] == ["fifty-as-one"]
+
+
+@pytest.mark.parametrize(("limit", "code"), [({"VECTRA_ORDER_MAX_PER_MINUTE": "7"}, "limit_rate"),
+                                             ({"VECTRA_ORDER_MAX_SOL_PER_GAME": "0.007"}, "limit_game_sol")])
+async def test_fifty_orders_at_once_from_five_peers_never_pass_a_limit(sim, start_daemon, limit, code):  # noqa: F811
+    daemon = start_daemon(VECTRA_ORDER_MAX_IN_FLIGHT="100", **{"VECTRA_ORDER_MAX_PER_MINUTE": "100", **limit})
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(peer) for peer in peers(daemon.env, PEERS)]
+        replies = await asyncio.gather(*(
+            client.burst([buy(f"p{number}-{order}") for order in range(10)]) for number, client in enumerate(clients)
+        ))
+    records = [reply["data"] for per_peer in replies for reply in per_peer]
+    refused = [record for record in records if record["state"] == "rejected"]
+    assert {record["code"] for record in refused} == {code}, refused
+    assert len(records) - len(refused) == 7
+    answered(daemon, records)
+    assert await wire_count(sim, "buyOrder") == 7
+    assert health(daemon.env)["status"] in ("ok", "degraded")
+
+
+HALT_ROUNDS = 10
+BURST = 16  # orders in flight at once, one per connection, when the kill switch comes
+
+
+async def test_the_kill_switch_stops_orders_between_their_checks_and_the_wire(sim, start_daemon):  # noqa: F811
+    """Orders pass their checks, then wait for their record to be durable before they go out. A halt
+    in that moment once answered `halted: true` while those orders still went out after it. Now its
+    reply lists none left undecided, and every order stopped on the way is refused and never sent.
+    Rounds repeat until one catches an order on its way (most do at the first)."""
+    daemon = start_daemon(VECTRA_ORDER_MAX_IN_FLIGHT="100", VECTRA_ORDER_MAX_PER_MINUTE="1000",
+                          VECTRA_ORDER_MAX_SOL_PER_GAME="10")
+    stopped_on_the_way: list[str] = []
+    placed: list[dict[str, Any]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(Peer(daemon.env, "ws")) for _ in range(BURST)]
+        operator = await stack.enter_async_context(Peer(daemon.env, "zmq"))
+        for round_number in range(HALT_ROUNDS):
+            ids = [f"r{round_number}-{number}" for number in range(BURST)]
+            orders = [asyncio.create_task(client.ask(buy(order_id))) for client, order_id in zip(clients, ids)]
+            await asyncio.sleep(0)  # every order is written to its socket before the halt
+            halted = await operator.ask({"action": "orders_halt", "reason": "audit", "token": TOKEN})
+            assert halted["data"]["halted"] is True, halted
+            undecided = [r["order_id"] for r in halted["data"]["recent"] if r["order_id"] in ids and r["state"] == "requested"]
+            assert undecided == [], f"the halt was answered while {undecided} could still go out"
+            records = [reply["data"] for reply in await asyncio.gather(*orders)]
+            placed += records
+            stopped_on_the_way += [r["order_id"] for r in records if r.get("code") == "halted" and "frame" in r]
+            assert (await operator.ask({"action": "orders_resume", "token": TOKEN}))["data"]["halted"] is False
+            if stopped_on_the_way:
+                break
+    assert stopped_on_the_way, f"no round of {HALT_ROUNDS} caught an order between its checks and the wire"
+    assert {r["state"] for r in placed} <= {"sent", "acked", "filled", "rejected"}
+    assert {r["code"] for r in placed if r["state"] == "rejected"} == {"halted"}
+    answered(daemon, placed)
+    went_out = [r for r in placed if r["state"] != "rejected"]
+    assert await wire_count(sim, "buyOrder") == len(went_out)
+    for order_id in stopped_on_the_way:  # its life is on the channels: accepted, then refused, never sent
+        life = [e["type"] for e in daemon.events if e["type"].startswith("order.") and e["data"]["order_id"] == order_id]
+        assert life == ["order.request", "order.rejected"], (order_id, life)

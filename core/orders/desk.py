@@ -81,6 +81,7 @@ class OrderDesk:
         self._staked: dict[str | None, float] = {}
         self._ack_ids = itertools.count(FIRST_ACK_ID)
         self._tasks: set[asyncio.Task] = set()
+        self._deciding: set[asyncio.Future] = set()  # orders past their checks, not yet sent or refused
         if foundation.bus.relaying:
             return  # an edge: orders go to the origin, whose player state and order events the stream carries
         for action, handler in (
@@ -149,20 +150,29 @@ class OrderDesk:
             return _reply(record)
         pending = self._hold_slot(order, frame)  # before any await: the next order sees it in flight
         pending.timing.update(received=received, checked=wall_ms())
-        await self._persist(record)  # durable before the frame leaves: a crash can never send it twice
-        pending.timing["durable"] = wall_ms()
-        if self.halted:  # the kill switch came while the record was written: it stops this order too
-            self._release(order.order_id)
-            self._reject(record, RejectCode.HALTED, "orders were halted after its checks passed; not sent", by="vectra")
-            await self._persist(record)
-            return _reply(record)
-        return _reply(await self._send(record, pending))
+        deciding = asyncio.get_running_loop().create_future()
+        self._deciding.add(deciding)
+        try:
+            await self._persist(record)  # durable before the frame leaves: a crash can never send it twice
+            pending.timing["durable"] = wall_ms()
+            if self.halted:  # the kill switch came while the record was written: it stops this order too
+                self._release(order.order_id)
+                self._reject(record, RejectCode.HALTED, "orders were halted after its checks passed; not sent",
+                             by="vectra")
+                await self._persist(record)
+                return _reply(record)
+            return _reply(await self._send(record, pending))
+        finally:
+            self._deciding.discard(deciding)
+            deciding.set_result(None)
 
     async def _halt(self, request: OrdersHalt) -> dict[str, Any]:
         if not self.halted:
             log.warning("orders halted (%s)", request.reason)
         self.halted = True  # at once, before it is durable: an order between its checks and the wire stops too
         await asyncio.to_thread(self.journal.set_halted, True, request.reason)
+        if self._deciding:  # the reply is a barrier: after it, no order is left that could still go out
+            await asyncio.wait(set(self._deciding))
         return await self._status(request)
 
     async def _resume(self, request: OrdersResume) -> dict[str, Any]:

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import json
 import signal
+import subprocess
+import urllib.request
 from typing import Any
 
 import orjson
@@ -18,7 +20,8 @@ import zmq
 import zmq.asyncio
 from websockets.asyncio.client import connect
 
-from tests.processes import health
+from core.client import Refused, Vectra
+from tests.processes import REPO, VECTRA, health
 from tests.test_orders_client import LIVE, TOKEN, get, sim, wire_count  # noqa: F401 - `sim` is a fixture
 
 pytestmark = pytest.mark.timeout(180)
@@ -94,6 +97,19 @@ class Peer:
                 if "v" not in message:
                     replies[message["id"]] = message
         return [replies[request_id] for request_id in ids]
+
+
+async def replayed(env: dict[str, str], channels: list[str]) -> list[dict[str, Any]]:
+    """Every recorded event of these channels, from the first, as the ROUTER replays them."""
+    async with Peer(env, "zmq") as router:
+        await router._zmq.send(json.dumps({"action": "replay", "from_seq": 1, "channels": channels}).encode())
+        events = []
+        while True:
+            message = orjson.loads((await asyncio.wait_for(router._zmq.recv_multipart(), timeout=30))[-1])
+            if message.get("type") == "replay.end":
+                return events
+            if "seq" in message and "v" in message:
+                events.append(message)
 
 
 def answered(daemon, records: list[dict[str, Any]]) -> None:  # noqa: ANN001 - DaemonProcess
@@ -246,3 +262,99 @@ async def test_the_kill_switch_stops_orders_between_their_checks_and_the_wire(si
     for order_id in stopped_on_the_way:  # its life is on the channels: accepted, then refused, never sent
         life = [e["type"] for e in daemon.events if e["type"].startswith("order.") and e["data"]["order_id"] == order_id]
         assert life == ["order.request", "order.rejected"], (order_id, life)
+
+
+ORDER_EVENTS = ("buyOrder", "sellOrder", "requestSidebet", "shortOpen", "shortClose")
+EVERY_KIND = [{"kind": "buy", "amount_sol": 0.001}, {"kind": "sell", "percent": 100},
+              {"kind": "sidebet", "amount_sol": 0.001}, {"kind": "short_open", "amount_sol": 0.001},
+              {"kind": "short_close"}]
+
+
+async def frames_at_sim(sim) -> int:  # noqa: ANN001, F811 - the simulator process
+    return sum([await wire_count(sim, event) for event in ORDER_EVENTS])
+
+
+async def test_with_no_order_settings_no_path_sends_an_order(sim, daemon_for, monkeypatch):  # noqa: F811
+    """A daemon logged in to the simulator (it could trade) with no order setting at all: every
+    transport, the client, the command line and every kind is refused `orders_off`, and recorded."""
+    monkeypatch.setenv("VECTRA_AUTH_TOKEN", TOKEN)
+    daemon = daemon_for(sim, VECTRA_FEED_AUTH='{"player": "bot"}')
+    daemon.wait_for(lambda events: any(e["type"] == "game.tick" and e["data"]["phase"] == "ACTIVE" for e in events))
+    tried = []
+    async with Peer(daemon.env, "ws") as ws, Peer(daemon.env, "zmq") as router:
+        for number, fields in enumerate(EVERY_KIND):
+            for peer in (ws, router):
+                order_id = f"off-{peer.transport}-{number}"
+                reply = await peer.ask({"action": "order", "order_id": order_id, "token": TOKEN, **fields})
+                assert (reply["data"]["state"], reply["data"]["code"]) == ("rejected", "orders_off"), reply
+                tried.append(order_id)
+    async with Vectra() as vectra:
+        record = await vectra.buy(0.001, order_id="off-client")
+        assert (record.state, record.code) == ("rejected", "orders_off")
+        tried.append("off-client")
+    cli = await asyncio.to_thread(subprocess.run, [*VECTRA, "order", "buy", "0.001", "--id", "off-cli"], cwd=REPO,
+                                  capture_output=True, text=True, timeout=60, env=daemon.env)
+    assert cli.returncode == 1 and "orders_off" in cli.stdout, (cli.stdout, cli.stderr)
+    tried.append("off-cli")
+    daemon.wait_for(lambda events: set(tried) <= {e["data"]["order_id"] for e in events if e["type"] == "order.rejected"})
+    assert {e["type"] for e in daemon.events if e["type"].startswith("order.")} == {"order.rejected"}
+    assert await frames_at_sim(sim) == 0
+
+
+async def test_without_the_right_token_nothing_is_ordered_halted_or_resumed(sim, start_daemon):  # noqa: F811
+    daemon = start_daemon()
+    ws_url = f"ws://127.0.0.1:{daemon.env['VECTRA_HTTP_PORT']}/ws"
+    async with Peer(daemon.env, "ws") as ws, Peer(daemon.env, "zmq") as router:
+        assert (await router.ask({"action": "orders_halt", "token": TOKEN}))["data"]["halted"] is True
+        wrong_tokens = [{}, {"token": ""}, {"token": "wrong"}, {"token": TOKEN.upper()}, {"token": TOKEN + " "},
+                        {"auth": TOKEN}, {"Token": TOKEN}, {"data": {"token": TOKEN}}]
+        for peer in (ws, router):
+            for wrong in wrong_tokens:
+                for request in ({**buy("no-token"), **{"token": None}, **wrong}, {"action": "orders_resume", **wrong}):
+                    request = {key: value for key, value in request.items() if value is not None}
+                    reply = await peer.ask(request)
+                    assert reply["type"] == "error" and reply["data"]["code"] == "unauthorized", (request, reply)
+            for request in ({**buy("no-token"), "token": 123}, {"action": "orders_resume", "token": [TOKEN]}):
+                reply = await peer.ask(request)
+                assert reply["type"] == "error" and reply["data"]["code"] == "bad_request", (request, reply)
+        for header in ("Bearer wrong", "Bearer ", f"Basic {TOKEN}", TOKEN):
+            async with connect(ws_url, additional_headers={"Authorization": header}) as bearer:
+                await bearer.send(json.dumps({"action": "orders_resume"}))
+                reply = json.loads(await asyncio.wait_for(bearer.recv(), timeout=10))
+                assert reply["data"]["code"] == "unauthorized", (header, reply)
+        status = await router.ask({"action": "orders_status"})
+        assert status["data"]["halted"] is True  # still: no one lifted it
+    assert await frames_at_sim(sim) == 0
+    assert not [e for e in daemon.events if e["type"].startswith("order.")]
+
+
+async def test_a_sigkill_between_the_frame_and_its_ack_never_sends_it_again_and_the_halt_holds(
+    sim, start_daemon  # noqa: F811
+):
+    await asyncio.to_thread(post, f"{sim.url}/admin/acks", {"drop": 1})
+    daemon = start_daemon(VECTRA_RECORD="true")
+    async with Peer(daemon.env, "ws") as ws:
+        first = (await ws.ask(buy("killed-1")))["data"]
+        assert first["state"] == "sent", first
+        assert (await ws.ask({"action": "orders_halt", "reason": "before the crash", "token": TOKEN}))["data"]["halted"]
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.proc.wait(timeout=10)
+    restarted = start_daemon(VECTRA_RECORD="true")
+    async with Peer(restarted.env, "ws") as ws, Peer(restarted.env, "zmq") as router:
+        for peer in (ws, router):  # the retry of a bot that never got its answer
+            again = (await peer.ask(buy("killed-1")))["data"]
+            assert again["state"] == "timeout" and again["frame"] == first["frame"], again
+        after = (await ws.ask(buy("after-crash")))["data"]
+        assert (after["state"], after["code"]) == ("rejected", "halted"), after
+        assert (await router.ask({"action": "orders_resume"}))["data"]["code"] == "unauthorized"
+        assert (await router.ask({"action": "orders_status"}))["data"]["halted"] is True
+    assert await wire_count(sim, "buyOrder") == 1
+    # What was recorded before the kill is still there to replay: the order left, then came the restart.
+    life = [e["type"] for e in await replayed(restarted.env, ["order.*"]) if e["data"]["order_id"] == "killed-1"]
+    assert life[:2] == ["order.request", "order.sent"], life
+
+
+def post(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        return json.loads(reply.read())

@@ -358,3 +358,67 @@ def post(url: str, body: dict[str, Any]) -> Any:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=5) as reply:
         return json.loads(reply.read())
+
+
+def fill(folder) -> None:  # noqa: ANN001 - a Path
+    """Write a file until the file system is full."""
+    with open(folder / "filler", "wb", buffering=0) as filler:
+        with contextlib.suppress(OSError):
+            while True:
+                filler.write(b"\0" * 4096)
+
+
+async def test_an_order_whose_record_cannot_be_written_is_refused_and_the_desk_goes_on(
+    sim, start_daemon, tiny_disk  # noqa: F811
+):
+    """A full disk once made the order an `internal` error whose id stayed `requested` for good and
+    whose kind stayed in flight, so every later order of that kind was refused until a restart; and a
+    line cut short by it glued itself to the next, which a restart then forgot."""
+    data_dir = tiny_disk / "data"
+    daemon = start_daemon(VECTRA_DATA_DIR=str(data_dir), VECTRA_ORDER_MAX_IN_FLIGHT="100")
+    went_out: list[dict[str, Any]] = []
+    async with Peer(daemon.env, "ws") as ws:
+        went_out.append((await ws.ask(buy("room-0")))["data"])  # the journal has begun a page
+        await asyncio.to_thread(fill, tiny_disk)
+        for number in range(40):  # the journal's last page still has room for a few lines
+            full = await ws.ask(buy(f"full-{number}"))
+            assert full["type"] == "order", full
+            if full["data"]["state"] == "rejected":
+                break
+            went_out.append(full["data"])
+        assert (full["data"]["state"], full["data"]["code"]) == ("rejected", "not_durable"), full
+        assert (await ws.ask(buy(full["data"]["order_id"])))["data"]["code"] == "not_durable"  # a retry: the same
+        assert health(daemon.env)["status"] in ("ok", "degraded")
+        answered(daemon, went_out)
+        (tiny_disk / "filler").unlink()
+        await asyncio.to_thread(post, f"{sim.url}/admin/acks", {"drop": 1})  # its record stays at its first line
+        after = (await ws.ask(buy("room-1")))["data"]
+        assert after["state"] == "sent", after
+        went_out.append(after)
+    refused_id = full["data"]["order_id"]
+    life = [e["type"] for e in daemon.events if e["type"].startswith("order.") and e["data"]["order_id"] == refused_id]
+    assert life == ["order.request", "order.rejected"]
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.proc.wait(timeout=10)
+    restarted = start_daemon(VECTRA_DATA_DIR=str(data_dir))
+    async with Peer(restarted.env, "zmq") as router:
+        for record in went_out:  # every id that went out is still known: never sent again
+            again = (await router.ask(buy(record["order_id"])))["data"]
+            assert again["created_ms"] == record["created_ms"], again
+    assert await wire_count(sim, "buyOrder") == len(went_out)
+
+
+@pytest.mark.parametrize("tail", [b'{"order_id": "cut", "ki', b'{"order_id": "whole-but-no-newline", "state": "sent"}'])
+async def test_a_journal_line_a_crash_cut_short_never_swallows_the_next_one(tmp_path, tail):
+    from core.orders.journal import OrderJournal
+
+    journal = OrderJournal(tmp_path / "orders")
+    await journal.append({"order_id": "before", "state": "filled"})
+    await journal.close()
+    with journal.path.open("ab") as file:
+        file.write(tail)
+    records, _ = await asyncio.to_thread(journal.load)
+    await journal.append({"order_id": "after", "state": "sent"})
+    await journal.close()
+    reloaded, _ = await asyncio.to_thread(journal.load)
+    assert set(reloaded) == set(records) | {"after"} and "before" in reloaded

@@ -37,6 +37,7 @@ class RejectCode(StrEnum):
     NO_EXECUTOR = "no_executor"
     SERVER_REJECTED = "server_rejected"
     BAD_ORDER = "bad_order"
+    NOT_DURABLE = "not_durable"
 
 
 # --- the request ------------------------------------------------------------------------------------

@@ -153,7 +153,11 @@ class OrderDesk:
         deciding = asyncio.get_running_loop().create_future()
         self._deciding.add(deciding)
         try:
-            await self._persist(record)  # durable before the frame leaves: a crash can never send it twice
+            if not await self._persist(record):  # durable before the frame leaves: a crash can never send it twice
+                self._release(order.order_id)
+                self._reject(record, RejectCode.NOT_DURABLE, "not sent: its record could not be written to "
+                             f"{self.journal.path} (see the log); sent anyway, a crash could send it twice", by="vectra")
+                return _reply(record)
             pending.timing["durable"] = wall_ms()
             if self.halted:  # the kill switch came while the record was written: it stops this order too
                 self._release(order.order_id)
@@ -488,8 +492,15 @@ class OrderDesk:
         return self.foundation.bus.publish(channel, data, source=self.foundation.primary_source,
                                            game_id=game.game_id if game else None)
 
-    async def _persist(self, record: dict[str, Any]) -> None:
-        await self.journal.append(record)
+    async def _persist(self, record: dict[str, Any]) -> bool:
+        """Journal the record as it stands; False (logged) when the disk refused it. Only an order about
+        to be sent must then stop; any later state is already held in memory and in the reply."""
+        try:
+            await self.journal.append(record)
+        except OSError as exc:
+            log.error("order %s: its record could not be journaled (%s)", record["order_id"], exc)
+            return False
+        return True
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

@@ -1,7 +1,8 @@
 """The order path attacked as an outsider would: a real `vectra --daemon` placing live orders on the
 simulator through its `direct` executor, hit over raw WebSocket and ZeroMQ connections with malformed
 orders, reused ids, bursts from several peers at once, a kill switch in the middle of a burst and a
-SIGKILL in the middle of an order. What counts is what reached the simulator (its `/admin/emitted`).
+SIGKILL in the middle of an order, a full disk. What counts is what reached the simulator (its
+`/admin/emitted`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import zmq
 import zmq.asyncio
 from websockets.asyncio.client import connect
 
-from core.client import Refused, Vectra
+from core.client import Vectra
 from tests.processes import REPO, VECTRA, health
-from tests.test_orders_client import LIVE, TOKEN, get, sim, wire_count  # noqa: F401 - `sim` is a fixture
+from tests.test_orders_client import LIVE, TOKEN, sim, wire_count  # noqa: F401 - `sim` is a fixture
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -123,10 +124,6 @@ def answered(daemon, records: list[dict[str, Any]]) -> None:  # noqa: ANN001 - D
 def peers(env: dict[str, str], count: int) -> list[Peer]:
     """`count` clients, WebSocket and ZeroMQ in turn."""
     return [Peer(env, "ws" if number % 2 == 0 else "zmq") for number in range(count)]
-
-
-async def emitted(sim) -> list[dict]:  # noqa: ANN001, F811 - the simulator process
-    return await asyncio.to_thread(get, f"{sim.url}/admin/emitted")
 
 
 async def test_malformed_orders_name_the_field_send_nothing_and_the_daemon_carries_on(sim, start_daemon):  # noqa: F811

@@ -419,3 +419,25 @@ async def test_a_journal_line_a_crash_cut_short_never_swallows_the_next_one(tmp_
     await journal.close()
     reloaded, _ = await asyncio.to_thread(journal.load)
     assert set(reloaded) == set(records) | {"after"} and "before" in reloaded
+
+
+@pytest.mark.parametrize(("limit", "code"), [({"VECTRA_ORDER_MAX_PER_MINUTE": "3"}, "limit_rate"),
+                                             ({"VECTRA_ORDER_MAX_SOL_PER_GAME": "0.003"}, "limit_game_sol")])
+async def test_a_restart_hands_out_no_fresh_minute_and_no_fresh_game_budget(sim, start_daemon, limit, code):  # noqa: F811
+    """The rate and per-game counts lived in memory only: a restart (or a crash loop) inside one game
+    and one minute let as much through again."""
+    settings = {"VECTRA_ORDER_MAX_IN_FLIGHT": "100", "VECTRA_ORDER_MAX_PER_MINUTE": "100", **limit}
+    daemon = start_daemon(**settings)
+    async with Peer(daemon.env, "ws") as ws:
+        records = [(await ws.ask(buy(f"before-{number}")))["data"] for number in range(3)]
+    assert all(record["state"] in ("sent", "acked", "filled") for record in records), records
+    game = records[0]["gameId"]
+    assert game and all(record["gameId"] == game for record in records)
+    answered(daemon, records)
+    assert daemon.terminate() == 0
+    restarted = start_daemon(**settings)
+    async with Peer(restarted.env, "ws") as ws:
+        after = (await ws.ask(buy("after-restart")))["data"]
+    assert after["gameId"] == game, "the same game goes on"
+    assert (after["state"], after["code"]) == ("rejected", code), after
+    assert await wire_count(sim, "buyOrder") == 3

@@ -99,6 +99,7 @@ class OrderDesk:
     async def start(self) -> None:
         self.records, self.halted = await asyncio.to_thread(self.journal.load)
         self._ack_ids = itertools.count(FIRST_ACK_ID + len(self.records))
+        self._recount()
         for record in self.records.values():
             if record["state"] in ("requested", "sent"):
                 # Sent by an earlier run whose outcome never arrived: unknown, and never sent again.
@@ -216,7 +217,6 @@ class OrderDesk:
     def _view(self, order: Order) -> DeskView:
         foundation = self.foundation
         tick = foundation.bus.last_by_type.get("game.tick")
-        game = foundation.normalizer.game
         now = time.monotonic()
         while self._accepted and now - self._accepted[0] > 60:
             self._accepted.popleft()
@@ -224,11 +224,11 @@ class OrderDesk:
             mode=self.settings.orders,
             halted=self.halted,
             phase=foundation.normalizer.phase,
-            game_id=game.game_id if game else None,
+            game_id=self._game_id(),
             tick_age_s=(now_ms() - tick.timestamp) / 1000 if tick is not None else None,
             position_qty=as_float(self.player.figures["positionQty"]),
             short_open=None if self.player.player_id is None else bool(self.player.figures["shortPosition"]),
-            staked_this_game=self._staked.get(game.game_id if game else None, 0.0),
+            staked_this_game=self._staked.get(self._game_id(), 0.0),
             orders_last_minute=len(self._accepted),
             in_flight_of_kind=sum(1 for pending in self._pending.values() if pending.order.kind == order.kind),
             shape_status=SHAPES[order.kind].status,
@@ -241,10 +241,27 @@ class OrderDesk:
         return self.executor.available()
 
     def _count(self, order: Order) -> None:
-        game = self.foundation.normalizer.game
-        key = game.game_id if game else None
+        key = self._game_id()
         self._accepted.append(time.monotonic())
         self._staked[key] = self._staked.get(key, 0.0) + order.amount
+
+    def _recount(self) -> None:
+        """What earlier runs accepted counts too: a restart must not hand out a fresh minute of orders
+        or a fresh SOL budget for the game it lands in. An order counted once passed its checks, which
+        is when it got its ack id."""
+        now_wall, now = now_ms(), time.monotonic()
+        for record in sorted(self.records.values(), key=lambda record: record["created_ms"]):
+            if "ackId" not in record:
+                continue
+            age_s = max(0.0, (now_wall - record["created_ms"]) / 1000)
+            if age_s < 60:
+                self._accepted.append(now - age_s)
+            key = record.get("gameId")
+            self._staked[key] = self._staked.get(key, 0.0) + (as_float(record["order"].get("amount_sol")) or 0.0)
+
+    def _game_id(self) -> str | None:
+        game = self.foundation.normalizer.game
+        return game.game_id if game else None
 
     # --- sending --------------------------------------------------------------------------------
 
@@ -339,8 +356,7 @@ class OrderDesk:
                 self._publish_player(state)
 
     def _publish_player(self, state: dict[str, Any] | None) -> None:
-        game = self.foundation.normalizer.game
-        data = state if state is not None else {"gameId": game.game_id if game else None, **self.player.state()}
+        data = state if state is not None else {"gameId": self._game_id(), **self.player.state()}
         self.foundation.bus.publish("player.state", data, source=self.foundation.primary_source,
                                     game_id=data.get("gameId") if isinstance(data.get("gameId"), str) else None)
 
@@ -475,6 +491,7 @@ class OrderDesk:
             "order": order_fields(order),
             "seq_of_request": None,
             "created_ms": now_ms(),
+            "gameId": self._game_id(),
         }
 
     def _reject(self, record: dict[str, Any], code: RejectCode, message: str, *, by: str) -> Envelope:
@@ -487,10 +504,9 @@ class OrderDesk:
         self._publish("order.filled", record, matchedBy=how, trade=trade, price=price, tickIndex=tick)
 
     def _publish(self, channel: str, record: dict[str, Any], **fields: Any) -> Envelope:
-        game = self.foundation.normalizer.game
         data = {"order_id": record["order_id"], "kind": record["kind"], "dryRun": record["dryRun"], **fields}
         return self.foundation.bus.publish(channel, data, source=self.foundation.primary_source,
-                                           game_id=game.game_id if game else None)
+                                           game_id=self._game_id())
 
     async def _persist(self, record: dict[str, Any]) -> bool:
         """Journal the record as it stands; False (logged) when the disk refused it. Only an order about

@@ -441,3 +441,24 @@ async def test_a_restart_hands_out_no_fresh_minute_and_no_fresh_game_budget(sim,
     assert after["gameId"] == game, "the same game goes on"
     assert (after["state"], after["code"]) == ("rejected", code), after
     assert await wire_count(sim, "buyOrder") == 3
+
+
+async def test_a_halt_that_cannot_be_written_holds_now_and_says_it_would_not_survive_a_restart(
+    sim, start_daemon, tiny_disk  # noqa: F811
+):
+    data_dir = tiny_disk / "data"
+    daemon = start_daemon(VECTRA_DATA_DIR=str(data_dir))
+    async with Peer(daemon.env, "zmq") as router:
+        await asyncio.to_thread(fill, tiny_disk)
+        halted = await router.ask({"action": "orders_halt", "reason": "full disk", "token": TOKEN})
+        assert halted["type"] == "error" and halted["data"]["code"] == "not_durable", halted
+        assert "restart" in halted["data"]["message"]
+        refused = (await router.ask(buy("while-halted")))["data"]
+        assert (refused["state"], refused["code"]) == ("rejected", "halted"), refused
+        (tiny_disk / "filler").unlink()
+        assert (await router.ask({"action": "orders_halt", "token": TOKEN}))["data"]["halted"] is True
+    assert daemon.terminate() == 0
+    restarted = start_daemon(VECTRA_DATA_DIR=str(data_dir))
+    async with Peer(restarted.env, "zmq") as router:
+        assert (await router.ask({"action": "orders_status"}))["data"]["halted"] is True
+    assert await wire_count(sim, "buyOrder") == 0

@@ -175,9 +175,17 @@ class OrderDesk:
         if not self.halted:
             log.warning("orders halted (%s)", request.reason)
         self.halted = True  # at once, before it is durable: an order between its checks and the wire stops too
-        await asyncio.to_thread(self.journal.set_halted, True, request.reason)
+        try:
+            await asyncio.to_thread(self.journal.set_halted, True, request.reason)
+            problem = None
+        except OSError as exc:
+            log.error("the halt could not be written to %s (%s): it holds until a restart only", self.journal.halt_path, exc)
+            problem = exc
         if self._deciding:  # the reply is a barrier: after it, no order is left that could still go out
             await asyncio.wait(set(self._deciding))
+        if problem is not None:
+            raise CommandError(RejectCode.NOT_DURABLE.value, f"orders are halted now, but the halt could not be written "
+                               f"({problem}): a restart would lift it; halt again once there is room")
         return await self._status(request)
 
     async def _resume(self, request: OrdersResume) -> dict[str, Any]:

@@ -154,19 +154,7 @@ class OrderDesk:
         deciding = asyncio.get_running_loop().create_future()
         self._deciding.add(deciding)
         try:
-            if not await self._persist(record):  # durable before the frame leaves: a crash can never send it twice
-                self._release(order.order_id)
-                self._reject(record, RejectCode.NOT_DURABLE, "not sent: its record could not be written to "
-                             f"{self.journal.path} (see the log); sent anyway, a crash could send it twice", by="vectra")
-                return _reply(record)
-            pending.timing["durable"] = wall_ms()
-            if self.halted:  # the kill switch came while the record was written: it stops this order too
-                self._release(order.order_id)
-                self._reject(record, RejectCode.HALTED, "orders were halted after its checks passed; not sent",
-                             by="vectra")
-                await self._persist(record)
-                return _reply(record)
-            return _reply(await self._send(record, pending))
+            return _reply(await self._send_when_durable(record, pending))
         finally:
             self._deciding.discard(deciding)
             deciding.set_result(None)
@@ -287,6 +275,23 @@ class OrderDesk:
         self._pending[order.order_id] = pending
         self._by_ack[frame.ack_id] = order.order_id
         return pending
+
+    async def _send_when_durable(self, record: dict[str, Any], pending: Pending) -> dict[str, Any]:
+        """The record is made durable before the frame leaves, so a crash can never send it twice; an
+        order whose record the disk refused, or that the kill switch caught meanwhile, is refused."""
+        order_id = pending.order.order_id
+        if not await self._persist(record):
+            self._release(order_id)
+            self._reject(record, RejectCode.NOT_DURABLE, f"not sent: its record could not be written to "
+                         f"{self.journal.path} (see the log), and a crash could then send it twice", by="vectra")
+            return record
+        pending.timing["durable"] = wall_ms()
+        if self.halted:
+            self._release(order_id)
+            self._reject(record, RejectCode.HALTED, "orders were halted after its checks passed; not sent", by="vectra")
+            await self._persist(record)
+            return record
+        return await self._send(record, pending)
 
     async def _send(self, record: dict[str, Any], pending: Pending) -> dict[str, Any]:
         assert self.executor is not None  # the checks refuse live orders without one

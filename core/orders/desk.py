@@ -170,7 +170,7 @@ class OrderDesk:
             log.error("the halt could not be written to %s (%s): it holds until a restart only", self.journal.halt_path, exc)
             problem = exc
         if self._deciding:  # the reply is a barrier: after it, no order is left that could still go out
-            await asyncio.wait(set(self._deciding))
+            await asyncio.wait(set(self._deciding), timeout=self.settings.order_ack_timeout_s)  # unless a send hangs
         if problem is not None:
             raise CommandError(RejectCode.NOT_DURABLE.value, f"orders are halted now, but the halt could not be written "
                                f"({problem}): a restart would lift it; halt again once there is room")

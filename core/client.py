@@ -74,7 +74,8 @@ How refusals surface (one rule): an order the desk took and refused (its checks,
 the server) is a normal outcome and comes back as a record with `state == "rejected"` and a `code`
 (docs/PROTOCOL.md lists them); asking again with its id returns the same refusal. A request that is
 not an order at all (`bad_order`, found here before anything is sent), or one the daemon will not
-take (`unauthorized`: a missing or wrong token) raises `Refused` with that `code`.
+take (`unauthorized`: a missing or wrong token; `order_id_reused`: another order under an id already
+used) raises `Refused` with that `code`.
 `halt(reason)`, `resume()` and `orders()` return the desk's status (a dict), `player()` the last
 `player.state` data (a dict, None before the first).
 """

@@ -441,6 +441,15 @@ class Settings(BaseSettings):
                 )
         return self
 
+    @field_validator("auth_token")
+    @classmethod
+    def _token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        """A blank token would be a token every client knows: live orders and a non-loopback bind
+        would start with every control command open. Refused, like an empty VECTRA_AUTH_TOKEN_FILE."""
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is empty: set a token, or leave it unset to serve only this machine without one")
+        return value
+
     @field_validator("feed_auth")
     @classmethod
     def _auth_object(cls, value: SecretStr | None) -> SecretStr | None:

@@ -385,8 +385,10 @@ async def test_the_same_order_id_is_one_order_from_any_client_and_after_a_restar
         async with connect(ws_url(foundation)) as first, connect(ws_url(foundation)) as second:
             replies = [await ask(first, buy("same-1")), await ask(second, buy("same-1")),
                        await ask_zmq(foundation, buy("same-1"))]
-            # A different order under the same id is still the first order.
-            replies.append(await ask(second, buy("same-1", amount=0.009)))
+            # A different order under the same id is refused: answering it with the first order's
+            # record would tell the bot its new order was placed (the audit's brief asks for this).
+            reused = await ask(second, buy("same-1", amount=0.009))
+        assert reused["type"] == "error" and reused["data"]["code"] == "order_id_reused", reused
         assert all(reply == replies[0] for reply in replies), replies
         assert [e["data"]["order_id"] for e in published(foundation, "order.request")] == ["same-1"]
         assert [e["type"] for e in published(foundation)] == ["order.request", "order.sent", "order.filled"]
@@ -469,6 +471,17 @@ def test_live_without_a_token_or_a_source_to_send_through_does_not_start(tmp_pat
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "VECTRA_ORDERS=live" in lines[0] and says in lines[0]
+
+
+@pytest.mark.parametrize("token", ["", "   "])
+def test_a_blank_token_is_no_token_and_live_does_not_start_with_it(tmp_path, token):
+    """A blank VECTRA_AUTH_TOKEN once counted as "no token" for the commands (every control command,
+    orders included, was open) while `live` took it as set and started."""
+    result = run_vectra(tmp_path, {"VECTRA_ORDERS": "live", "VECTRA_AUTH_TOKEN": token})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "VECTRA_AUTH_TOKEN" in lines[0] and "empty" in lines[0]
 
 
 async def test_live_refuses_unverified_shapes_unless_allowed(tmp_path):

@@ -2,18 +2,22 @@
 channels an order's life is published on.
 
 Real money moves, so the request models are strict (an unknown field is an error, not ignored: a
-typo such as `amount` for `amount_sol` must never turn into a default), and every refusal carries one
-of a fixed set of codes a bot can act on.
+typo such as `amount` for `amount_sol` must never turn into a default; `true` or `"50"` is not a
+number, so a bug in a bot never becomes a 1 % sell or a 1 SOL buy), and every refusal carries one of a
+fixed set of codes a bot can act on.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, TypeAdapter, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 ORDER_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+LAMPORTS_PER_SOL = 1_000_000_000  # SOL moves in whole lamports: a finer amount cannot be what was meant
+JS_SAFE_INTEGER = 2**53 - 1  # the page is JavaScript: a larger integer does not reach it as sent
 OrderKind = Literal["buy", "sell", "sidebet", "short_open", "short_close"]
 OrderState = Literal["requested", "sent", "acked", "filled", "rejected", "timeout"]
 
@@ -33,6 +37,7 @@ class RejectCode(StrEnum):
     NO_EXECUTOR = "no_executor"
     SERVER_REJECTED = "server_rejected"
     BAD_ORDER = "bad_order"
+    NOT_DURABLE = "not_durable"
 
 
 # --- the request ------------------------------------------------------------------------------------
@@ -49,7 +54,15 @@ class _Order(BaseModel):
 
 
 class _Staking(_Order):
-    amount_sol: float = Field(gt=0, allow_inf_nan=False)
+    amount_sol: StrictFloat = Field(gt=0, allow_inf_nan=False)
+
+    @field_validator("amount_sol")
+    @classmethod
+    def _whole_lamports(cls, value: float) -> float:
+        lamports = value * LAMPORTS_PER_SOL
+        if lamports < 1 - 1e-6 or (lamports < JS_SAFE_INTEGER and abs(lamports - round(lamports)) > 1e-3):
+            raise PydanticCustomError("lamports", "must be a whole number of lamports (at most 9 decimals, at least 1e-9 SOL)")
+        return value
 
     @property
     def amount(self) -> float:
@@ -62,12 +75,12 @@ class BuyOrder(_Staking):
 
 class SellOrder(_Order):
     kind: Literal["sell"]
-    percent: int = Field(ge=1, le=100)
+    percent: StrictInt = Field(ge=1, le=100)
 
 
 class SidebetOrder(_Staking):
     kind: Literal["sidebet"]
-    x_payout: int = Field(5, ge=2)
+    x_payout: StrictInt = Field(5, ge=2, le=JS_SAFE_INTEGER)
 
 
 class ShortOpenOrder(_Staking):
@@ -94,6 +107,9 @@ def parse_order(fields: dict[str, Any]) -> Order:
         return _ORDER.validate_python(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
+        if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            given = f" (got {fields['kind']!r})" if "kind" in fields else ""
+            raise BadOrder(f"kind: must be one of {', '.join(get_args(OrderKind))}{given}") from None
         where = ".".join(str(part) for part in first["loc"] if part not in ("buy", "sell", "sidebet", "short_open", "short_close"))
         raise BadOrder(f"{where or 'order'}: {first['msg']}") from None
 

@@ -41,6 +41,7 @@ FIRST_ACK_ID = 900_000_000  # far above any ack id a page's own client reaches
 RECENT_SHOWN = 20
 TRADE_TYPES = {"buy": "buy", "sell": "sell", "short_open": "short_open", "short_close": "short_close"}
 AMOUNT_TOLERANCE = 1e-9
+ORDER_ID_REUSED = "order_id_reused"  # the error reply to another order under an id already taken
 UNCLAIMED_KEPT = 64
 WATCHED = ("raw.ack", "raw.standard/newTrade", "player.update", "player.identity", "raw.gameStatePlayerUpdate")
 
@@ -80,6 +81,7 @@ class OrderDesk:
         self._staked: dict[str | None, float] = {}
         self._ack_ids = itertools.count(FIRST_ACK_ID)
         self._tasks: set[asyncio.Task] = set()
+        self._deciding: set[asyncio.Future] = set()  # orders past their checks, not yet sent or refused
         if foundation.bus.relaying:
             return  # an edge: orders go to the origin, whose player state and order events the stream carries
         for action, handler in (
@@ -97,6 +99,7 @@ class OrderDesk:
     async def start(self) -> None:
         self.records, self.halted = await asyncio.to_thread(self.journal.load)
         self._ack_ids = itertools.count(FIRST_ACK_ID + len(self.records))
+        self._recount()
         for record in self.records.values():
             if record["state"] in ("requested", "sent"):
                 # Sent by an earlier run whose outcome never arrived: unknown, and never sent again.
@@ -120,14 +123,13 @@ class OrderDesk:
 
     async def _order(self, request: OrderCommand) -> dict[str, Any]:
         received = wall_ms()
-        fields = request.order_fields()
-        order_id = fields.get("order_id")
-        if isinstance(order_id, str) and order_id in self.records:
-            return _reply(self.records[order_id])
         try:
-            order = parse_order(fields)
+            order = parse_order(request.order_fields())
         except BadOrder as exc:
             raise CommandError(RejectCode.BAD_ORDER.value, str(exc)) from None
+        known = self.records.get(order.order_id)
+        if known is not None:
+            return _reply(_same_order(known, order))
         record = self._new_record(order)
         self.records[order.order_id] = record  # reserved: a repeat from now on gets this record
         passed, refusal = check(order, self._view(order), self.settings)
@@ -149,16 +151,29 @@ class OrderDesk:
             return _reply(record)
         pending = self._hold_slot(order, frame)  # before any await: the next order sees it in flight
         pending.timing.update(received=received, checked=wall_ms())
-        await self._persist(record)  # durable before the frame leaves: a crash can never send it twice
-        pending.timing["durable"] = wall_ms()
-        return _reply(await self._send(record, pending))
+        deciding = asyncio.get_running_loop().create_future()
+        self._deciding.add(deciding)
+        try:
+            return _reply(await self._send_when_durable(record, pending))
+        finally:
+            self._deciding.discard(deciding)
+            deciding.set_result(None)
 
     async def _halt(self, request: OrdersHalt) -> dict[str, Any]:
-        reason = request.reason
-        await asyncio.to_thread(self.journal.set_halted, True, reason)
         if not self.halted:
-            log.warning("orders halted (%s)", reason)
-        self.halted = True
+            log.warning("orders halted (%s)", request.reason)
+        self.halted = True  # at once, before it is durable: an order between its checks and the wire stops too
+        try:
+            await asyncio.to_thread(self.journal.set_halted, True, request.reason)
+            problem = None
+        except OSError as exc:
+            log.error("the halt could not be written to %s (%s): it holds until a restart only", self.journal.halt_path, exc)
+            problem = exc
+        if self._deciding:  # the reply is a barrier: after it, no order is left that could still go out
+            await asyncio.wait(set(self._deciding), timeout=self.settings.order_ack_timeout_s)  # unless a send hangs
+        if problem is not None:
+            raise CommandError(RejectCode.NOT_DURABLE.value, f"orders are halted now, but the halt could not be written "
+                               f"({problem}): a restart would lift it; halt again once there is room")
         return await self._status(request)
 
     async def _resume(self, request: OrdersResume) -> dict[str, Any]:
@@ -198,7 +213,6 @@ class OrderDesk:
     def _view(self, order: Order) -> DeskView:
         foundation = self.foundation
         tick = foundation.bus.last_by_type.get("game.tick")
-        game = foundation.normalizer.game
         now = time.monotonic()
         while self._accepted and now - self._accepted[0] > 60:
             self._accepted.popleft()
@@ -206,11 +220,11 @@ class OrderDesk:
             mode=self.settings.orders,
             halted=self.halted,
             phase=foundation.normalizer.phase,
-            game_id=game.game_id if game else None,
+            game_id=self._game_id(),
             tick_age_s=(now_ms() - tick.timestamp) / 1000 if tick is not None else None,
             position_qty=as_float(self.player.figures["positionQty"]),
             short_open=None if self.player.player_id is None else bool(self.player.figures["shortPosition"]),
-            staked_this_game=self._staked.get(game.game_id if game else None, 0.0),
+            staked_this_game=self._staked.get(self._game_id(), 0.0),
             orders_last_minute=len(self._accepted),
             in_flight_of_kind=sum(1 for pending in self._pending.values() if pending.order.kind == order.kind),
             shape_status=SHAPES[order.kind].status,
@@ -223,10 +237,27 @@ class OrderDesk:
         return self.executor.available()
 
     def _count(self, order: Order) -> None:
-        game = self.foundation.normalizer.game
-        key = game.game_id if game else None
+        key = self._game_id()
         self._accepted.append(time.monotonic())
         self._staked[key] = self._staked.get(key, 0.0) + order.amount
+
+    def _recount(self) -> None:
+        """What earlier runs accepted counts too: a restart must not hand out a fresh minute of orders
+        or a fresh SOL budget for the game it lands in. An order counted once passed its checks, which
+        is when it got its ack id."""
+        now_wall, now = now_ms(), time.monotonic()
+        for record in sorted(self.records.values(), key=lambda record: record["created_ms"]):
+            if "ackId" not in record:
+                continue
+            age_s = max(0.0, (now_wall - record["created_ms"]) / 1000)
+            if age_s < 60:
+                self._accepted.append(now - age_s)
+            key = record.get("gameId")
+            self._staked[key] = self._staked.get(key, 0.0) + (as_float(record["order"].get("amount_sol")) or 0.0)
+
+    def _game_id(self) -> str | None:
+        game = self.foundation.normalizer.game
+        return game.game_id if game else None
 
     # --- sending --------------------------------------------------------------------------------
 
@@ -244,6 +275,23 @@ class OrderDesk:
         self._pending[order.order_id] = pending
         self._by_ack[frame.ack_id] = order.order_id
         return pending
+
+    async def _send_when_durable(self, record: dict[str, Any], pending: Pending) -> dict[str, Any]:
+        """The record is made durable before the frame leaves, so a crash can never send it twice; an
+        order whose record the disk refused, or that the kill switch caught meanwhile, is refused."""
+        order_id = pending.order.order_id
+        if not await self._persist(record):
+            self._release(order_id)
+            self._reject(record, RejectCode.NOT_DURABLE, f"not sent: its record could not be written to "
+                         f"{self.journal.path} (see the log), and a crash could then send it twice", by="vectra")
+            return record
+        pending.timing["durable"] = wall_ms()
+        if self.halted:
+            self._release(order_id)
+            self._reject(record, RejectCode.HALTED, "orders were halted after its checks passed; not sent", by="vectra")
+            await self._persist(record)
+            return record
+        return await self._send(record, pending)
 
     async def _send(self, record: dict[str, Any], pending: Pending) -> dict[str, Any]:
         assert self.executor is not None  # the checks refuse live orders without one
@@ -321,8 +369,7 @@ class OrderDesk:
                 self._publish_player(state)
 
     def _publish_player(self, state: dict[str, Any] | None) -> None:
-        game = self.foundation.normalizer.game
-        data = state if state is not None else {"gameId": game.game_id if game else None, **self.player.state()}
+        data = state if state is not None else {"gameId": self._game_id(), **self.player.state()}
         self.foundation.bus.publish("player.state", data, source=self.foundation.primary_source,
                                     game_id=data.get("gameId") if isinstance(data.get("gameId"), str) else None)
 
@@ -457,6 +504,7 @@ class OrderDesk:
             "order": order_fields(order),
             "seq_of_request": None,
             "created_ms": now_ms(),
+            "gameId": self._game_id(),
         }
 
     def _reject(self, record: dict[str, Any], code: RejectCode, message: str, *, by: str) -> Envelope:
@@ -469,13 +517,19 @@ class OrderDesk:
         self._publish("order.filled", record, matchedBy=how, trade=trade, price=price, tickIndex=tick)
 
     def _publish(self, channel: str, record: dict[str, Any], **fields: Any) -> Envelope:
-        game = self.foundation.normalizer.game
         data = {"order_id": record["order_id"], "kind": record["kind"], "dryRun": record["dryRun"], **fields}
         return self.foundation.bus.publish(channel, data, source=self.foundation.primary_source,
-                                           game_id=game.game_id if game else None)
+                                           game_id=self._game_id())
 
-    async def _persist(self, record: dict[str, Any]) -> None:
-        await self.journal.append(record)
+    async def _persist(self, record: dict[str, Any]) -> bool:
+        """Journal the record as it stands; False (logged) when the disk refused it. Only an order about
+        to be sent must then stop; any later state is already held in memory and in the reply."""
+        try:
+            await self.journal.append(record)
+        except OSError as exc:
+            log.error("order %s: its record could not be journaled (%s)", record["order_id"], exc)
+            return False
+        return True
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -486,6 +540,15 @@ class OrderDesk:
 def wall_ms() -> float:
     """Now on the wall clock, in ms with µs: the moments in `timing`, comparable across processes."""
     return round(time.time() * 1000, 3)
+
+
+def _same_order(record: dict[str, Any], order: Order) -> dict[str, Any]:
+    """The record of an id asked for again: a retry gets it; another order under that id is refused,
+    since answering it with the first order's result would tell the bot its new order was placed."""
+    if record["order"] != order_fields(order):
+        raise CommandError(ORDER_ID_REUSED, f"order_id {order.order_id!r} is already the order {record['order']}; "
+                           "a new order needs a new id")
+    return record
 
 
 def _reply(record: dict[str, Any]) -> dict[str, Any]:

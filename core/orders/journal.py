@@ -33,20 +33,35 @@ class OrderJournal:
         self.path = folder / "journal.jsonl"
         self.halt_path = folder / "halted"
         self._fd: int | None = None
+        self._size = 0  # the file's length in whole lines (the worker's own, like the descriptor)
         self._worker: ThreadPoolExecutor | None = None
 
     def load(self) -> tuple[dict[str, dict[str, Any]], bool]:
         """The latest record of every order id, and whether orders are halted."""
         records: dict[str, dict[str, Any]] = {}
         if self.path.is_file():
+            whole, read, line = 0, 0, b""  # where the last good line ends; how far was read; the last line
             with self.path.open("rb") as lines:
                 for number, line in enumerate(lines, 1):
+                    read += len(line)
                     try:
                         record = orjson.loads(line)
                         records[record["order_id"]] = record
+                        whole = read
                     except (orjson.JSONDecodeError, KeyError, TypeError):
                         log.warning("%s line %d is not a record (cut short by a crash?); skipped", self.path, number)
+                        whole = read if line.endswith(b"\n") else whole
+            self._end_with_a_whole_line(whole, read, line.endswith(b"\n"))
         return records, self.halt_path.is_file()
+
+    def _end_with_a_whole_line(self, whole: int, size: int, newline: bool) -> None:
+        """The next line appended must not be glued to a piece of one a crash cut short: the loader
+        would skip both, and forget the next order's id."""
+        if whole < size:
+            os.truncate(self.path, whole)
+        elif size and not newline:
+            with self.path.open("ab") as tail:  # a whole record that lost only its newline
+                tail.write(b"\n")
 
     async def append(self, record: dict[str, Any]) -> None:
         """The record as it is now, durable when this returns (on the journal's worker thread)."""
@@ -59,10 +74,18 @@ class OrderJournal:
         if self._fd is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, FLAGS, 0o644)
+            self._size = os.fstat(self._fd).st_size
         view = memoryview(line)
-        while view:
-            view = view[os.write(self._fd, view):]
-        os.fdatasync(self._fd)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fdatasync(self._fd)
+        except OSError:
+            # A line cut short by a full disk would glue itself to the next one, and the loader would
+            # skip both: the next order's id would be forgotten. Cut the file back to whole lines.
+            os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(line)
 
     async def close(self) -> None:
         """The worker finishes what it was given, then the file is closed and the worker ends (an

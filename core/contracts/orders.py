@@ -158,7 +158,7 @@ class OrderAck(_OrderEvent):
 
 
 class OrderFilled(_OrderEvent):
-    matchedBy: Literal["trace", "fields", "sidebet", "dry-run"]
+    matchedBy: Literal["trace", "fields", "sidebet", "position", "dry-run"]
     trade: dict[str, Any] | None
     price: float | None
     tickIndex: int | None
@@ -173,6 +173,7 @@ class OrderRejected(_OrderEvent):
 class OrderTimeout(_OrderEvent):
     ackId: int
     waited_ms: float
+    reason: str | None = None  # only after a restart, when the evidence cannot settle it: why it stays unknown
 
 
 class PlayerState(_Open):

@@ -29,6 +29,7 @@ from core.contracts.health import OrdersHealth
 from core.contracts.orders import BadOrder, Order, RejectCode, order_fields, parse_order
 from core.contracts.requests import Order as OrderCommand, OrdersHalt, OrdersResume, OrdersStatus, Player as PlayerRequest
 from core.foundation import Foundation
+from core.orders.after_restart import FIGURE_OF, decide, player_before
 from core.orders.executors.base import Executor, ExecutorError, OrderFrame
 from core.orders.journal import OrderJournal
 from core.orders.limits import DeskView, check
@@ -82,6 +83,9 @@ class OrderDesk:
         self._ack_ids = itertools.count(FIRST_ACK_ID)
         self._tasks: set[asyncio.Task] = set()
         self._deciding: set[asyncio.Future] = set()  # orders past their checks, not yet sent or refused
+        # unsettled when an earlier run stopped: the first playerUpdate (and game.tick) of this run settles them
+        self._reloaded: dict[str, dict[str, Any]] = {}
+        self._moved_this_run: set[str] = set()  # figures this run's own orders may have moved since it started
         if foundation.bus.relaying:
             return  # an edge: orders go to the origin, whose player state and order events the stream carries
         for action, handler in (
@@ -105,6 +109,8 @@ class OrderDesk:
                 # Sent by an earlier run whose outcome never arrived: unknown, and never sent again.
                 record.update(state="timeout", message="Vectra stopped before the outcome was known")
                 log.warning("order %s: outcome unknown (Vectra stopped while it was in flight)", record["order_id"])
+            if record["state"] == "timeout" and not record["dryRun"] and "whyUnknown" not in record:
+                self._reloaded[record["order_id"]] = record
         if self.halted:
             log.warning("orders are halted (kill switch from an earlier run); `orders_resume` lifts it")
 
@@ -280,6 +286,9 @@ class OrderDesk:
         """The record is made durable before the frame leaves, so a crash can never send it twice; an
         order whose record the disk refused, or that the kill switch caught meanwhile, is refused."""
         order_id = pending.order.order_id
+        others = any(other != order_id for other in (*self._pending, *self._acked))
+        record["playerBefore"] = player_before(self.player.state(), others)
+        self._moved_this_run.add(FIGURE_OF[pending.order.kind])
         if not await self._persist(record):
             self._release(order_id)
             self._reject(record, RejectCode.NOT_DURABLE, f"not sent: its record could not be written to "
@@ -347,7 +356,7 @@ class OrderDesk:
     # --- evidence from the bus ------------------------------------------------------------------
 
     def deliver(self, envelope: Envelope) -> None:
-        if envelope.type in WATCHED:
+        if envelope.type in WATCHED or (self._reloaded and envelope.type == "game.tick"):
             asyncio.get_running_loop().call_soon(self._learn, envelope)
 
     def _learn(self, envelope: Envelope) -> None:
@@ -360,6 +369,9 @@ class OrderDesk:
             if self.player.player_update(data):
                 self._publish_player(None)
             self._settle_unknown()
+            self._settle_reloaded()
+        elif envelope.type == "game.tick":
+            self._settle_reloaded()
         elif envelope.type == "player.identity":
             if self.player.identity(data):
                 self._publish_player(None)
@@ -473,6 +485,32 @@ class OrderDesk:
             else:
                 self._reject(record, RejectCode.SERVER_REJECTED,
                              "no ack, and the next playerUpdate shows no trade of this order", by="server")
+            self._spawn(self._persist(record))
+
+    def _settle_reloaded(self) -> None:
+        """Orders an earlier run left unsettled, once this run has both the player's account and the game
+        it is in: filled or rejected where the account shows it, else an `order.timeout` saying why the
+        outcome stays unknown. Nothing is ever sent again."""
+        tick = self.foundation.bus.last_by_type.get("game.tick")
+        if not self._reloaded or not self.player.updated or tick is None or tick.data.get("phase") == "UNKNOWN":
+            return
+        for order_id, record in list(self._reloaded.items()):
+            del self._reloaded[order_id]
+            verdict = decide(record, self.player.state(), tick.gameId, tick.data.get("phase"))
+            if verdict.outcome != "unknown" and FIGURE_OF[record["kind"]] in self._moved_this_run:
+                verdict = replace(verdict, outcome="unknown",
+                                  why=f"an order of this run moved {FIGURE_OF[record['kind']]} before the account was seen")
+            log.warning("order %s of an earlier run: %s (%s)", order_id, verdict.outcome, verdict.why)
+            if verdict.outcome == "filled":
+                sidebet = record["kind"] == "sidebet"
+                trade = self.player.figures["sidebet"] if sidebet else None
+                self._settle_filled(record, "sidebet" if sidebet else "position", trade)
+            elif verdict.outcome == "rejected":
+                self._reject(record, RejectCode.SERVER_REJECTED, verdict.why, by="server")
+            else:
+                record["whyUnknown"] = verdict.why
+                waited = round(now_ms() - record.get("sent_at_ms", record["created_ms"]), 3)
+                self._publish("order.timeout", record, ackId=record["ackId"], waited_ms=waited, reason=verdict.why)
             self._spawn(self._persist(record))
 
     def _settle_timeout(self, order_id: str) -> None:

@@ -33,6 +33,11 @@ class PlayerBook:
         self.game_id: str | None = None
         self._booked: set[str] = set()  # figures playerUpdate has given
 
+    @property
+    def updated(self) -> bool:
+        """Whether a `playerUpdate` (the account as the server books it) came in this run."""
+        return bool(self._booked)
+
     def state(self) -> dict[str, Any]:
         return {"playerId": self.player_id, **self.figures}
 

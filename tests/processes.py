@@ -23,9 +23,10 @@ VECTRA = [sys.executable, "-m", "vectra_cli"]
 class SimProcess:
     """`vectra sim` in a subprocess, so a test can kill it and bring the same world back."""
 
-    def __init__(self, *, speed: float = 20, seed: int = 7, max_ticks: int = 40, anchor_ms: int | None = None):
+    def __init__(self, *, speed: float = 20, seed: int = 7, max_ticks: int = 40, anchor_ms: int | None = None,
+                 starting_cash: float = 1.0):
         self.port = free_port()
-        self.speed, self.seed, self.max_ticks = speed, seed, max_ticks
+        self.speed, self.seed, self.max_ticks, self.starting_cash = speed, seed, max_ticks, starting_cash
         self.anchor_ms = anchor_ms if anchor_ms is not None else int(time.time() * 1000)
         self.proc: subprocess.Popen | None = None
 
@@ -35,7 +36,8 @@ class SimProcess:
 
     def start(self) -> "SimProcess":
         args = [*VECTRA, "sim", "--port", str(self.port), "--speed", str(self.speed), "--seed", str(self.seed),
-                "--max-ticks", str(self.max_ticks), "--anchor-ms", str(self.anchor_ms)]
+                "--max-ticks", str(self.max_ticks), "--anchor-ms", str(self.anchor_ms),
+                "--starting-cash", str(self.starting_cash)]
         self.proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()
         assert "listening" in line, f"simulator did not start: {line!r}"

@@ -1,0 +1,107 @@
+"""An order whose outcome a SIGKILLed daemon never learned is settled by the run after it, from the
+player's account, as a timed-out order is within one run; a retry with its id then returns the settled
+record, and nothing is ever sent twice.
+
+Real processes: the simulator (which executes the order and drops its ack on demand) and
+`vectra --daemon` with the `direct` executor, killed between the frame and the ack, then started again
+on the same data directory. Commands go through the ZeroMQ ROUTER; the outcome is read from what the
+daemon published and from its recording.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+
+from core.client import request
+from tests.processes import DaemonProcess, SimProcess
+from tests.test_recorder import read_recordings
+from tests.test_simulator import active_anchor, long_game_seed
+from tests.test_zmq import daemon_env, wait_until_serving
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+LONG_GAME_TICKS = 600  # at speed 1 (4 ticks a second), minutes: both runs of the daemon fit in one game
+TOKEN = "s3cret"
+OUTCOMES = ("order.filled", "order.rejected", "order.timeout")
+
+
+@pytest.fixture
+def daemons():
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+def admin(sim: SimProcess, path: str, body: dict | None = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    http = urllib.request.Request(sim.url + path, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(http, timeout=5) as reply:
+        return json.loads(reply.read())
+
+
+def run(env: dict[str, str], daemons: list[DaemonProcess]) -> DaemonProcess:
+    """A daemon serving, with the game running and the player's account known."""
+    daemon = DaemonProcess(env).start()
+    daemons.append(daemon)
+    wait_until_serving(daemon, env)
+    daemon.wait_for(lambda events: any(e["type"] == "game.tick" and e["data"]["phase"] == "ACTIVE" for e in events)
+                    and any(e["type"] == "player.state" for e in events), timeout=60)
+    return daemon
+
+
+def order(env: dict[str, str], order_id: str) -> dict:
+    command = {"action": "order", "kind": "buy", "amount_sol": 0.002, "order_id": order_id, "token": TOKEN}
+    return request(command, timeout=10, router=env["VECTRA_ZMQ_ROUTER"])["data"]
+
+
+def wait_for_sim(sim: SimProcess, event: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(entry["event"] == event for entry in admin(sim, "/admin/emitted?since=0")):
+        assert time.monotonic() < deadline, f"the simulator never logged {event}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("cash", "outcome"), [(1.0, "filled"), (0.001, "rejected")], ids=["filled", "insufficient-funds"])
+def test_an_order_in_flight_at_a_sigkill_is_settled_after_the_restart(tmp_path, daemons, cash, outcome):
+    """The simulator carries the buy out (or refuses it: 0.001 SOL cannot pay 0.002) and drops the ack;
+    the daemon is killed before it could learn anything more. The restarted daemon's first
+    playerUpdate shows the position grown (or unchanged) in the same running game: `order.filled`
+    (`order.rejected`, by the server), published, recorded and returned to a retry."""
+    with SimProcess(speed=1, seed=long_game_seed(LONG_GAME_TICKS), max_ticks=LONG_GAME_TICKS + 100,
+                    anchor_ms=active_anchor(1, 100), starting_cash=cash) as sim:
+        env = {**daemon_env(tmp_path / "data", sim), "VECTRA_ORDERS": "live", "VECTRA_AUTH_TOKEN": TOKEN,
+               "VECTRA_ORDER_EXECUTOR": "direct", "VECTRA_FEED_AUTH": '{"player": "bot1"}', "VECTRA_RECORD": "true",
+               "VECTRA_ORDER_ACK_TIMEOUT_S": "600", "VECTRA_ORDER_MAX_TICK_AGE_S": "10"}
+        admin(sim, "/admin/acks", {"drop": 1})
+        first = run(env, daemons)
+        sent = order(env, "crash-1")
+        assert sent["state"] == "sent", sent
+        wait_for_sim(sim, "ack-dropped/buyOrder")
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(timeout=10)
+
+        restarted = run(env, daemons)
+        restarted.wait_for(lambda events: any(e["type"] in OUTCOMES for e in events), timeout=60)
+        life = [e for e in restarted.events if e["type"].startswith("order.")]
+        assert [(e["type"], e["data"]["order_id"]) for e in life] == [(f"order.{outcome}", "crash-1")], life
+        if outcome == "filled":
+            assert life[0]["data"]["matchedBy"] == "position"
+        else:
+            assert (life[0]["data"]["code"], life[0]["data"]["by"]) == ("server_rejected", "server")
+        retry = order(env, "crash-1")
+        assert retry["state"] == outcome and retry["frame"] == sent["frame"], retry
+        assert restarted.terminate() == 0
+        books = admin(sim, "/admin/players/bot1")["lamports"]
+        received = [e for e in admin(sim, "/admin/emitted?since=0") if e["event"] == "received/buyOrder"]
+    assert len(received) == 1, "sent once, never again"
+    assert (books["positionQty"] > 0) == (outcome == "filled"), books
+    rows = read_recordings(tmp_path / "data" / "recordings").to_pylist()
+    recorded = [(row["type"], json.loads(row["data"])["order_id"]) for row in rows if row["type"] in OUTCOMES]
+    assert recorded == [(f"order.{outcome}", "crash-1")], recorded

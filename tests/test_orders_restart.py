@@ -14,6 +14,7 @@ import json
 import signal
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,40 +69,83 @@ def wait_for_sim(sim: SimProcess, event: str, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
+def live_env(tmp_path: Path, sim: SimProcess) -> dict[str, str]:
+    return {**daemon_env(tmp_path / "data", sim), "VECTRA_ORDERS": "live", "VECTRA_AUTH_TOKEN": TOKEN,
+            "VECTRA_ORDER_EXECUTOR": "direct", "VECTRA_FEED_AUTH": '{"player": "bot1"}', "VECTRA_RECORD": "true",
+            "VECTRA_ORDER_ACK_TIMEOUT_S": "600", "VECTRA_ORDER_MAX_TICK_AGE_S": "10"}
+
+
+def buy_then_sigkill(sim: SimProcess, env: dict[str, str], daemons: list[DaemonProcess]) -> dict:
+    """A buy the simulator has handled (carried out or refused) with its ack dropped, and the daemon
+    SIGKILLed before it could learn anything more; the order's record as the killed run replied."""
+    admin(sim, "/admin/acks", {"drop": 1})
+    first = run(env, daemons)
+    sent = order(env, "crash-1")
+    assert sent["state"] == "sent", sent
+    wait_for_sim(sim, "ack-dropped/buyOrder")
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(timeout=10)
+    return sent
+
+
+def settled_after_restart(env: dict[str, str], daemons: list[DaemonProcess]) -> tuple[DaemonProcess, dict]:
+    """The restarted daemon, once it published the order's outcome; that one event."""
+    restarted = run(env, daemons)
+    restarted.wait_for(lambda events: any(e["type"] in OUTCOMES for e in events), timeout=60)
+    life = [e for e in restarted.events if e["type"].startswith("order.")]
+    assert [e["data"]["order_id"] for e in life] == ["crash-1"], life
+    return restarted, life[0]
+
+
+def sent_once_and_recorded(sim: SimProcess, tmp_path: Path, outcome: str) -> None:
+    received = [e for e in admin(sim, "/admin/emitted?since=0") if e["event"] == "received/buyOrder"]
+    assert len(received) == 1, "sent once, never again"
+    rows = read_recordings(tmp_path / "data" / "recordings").to_pylist()
+    recorded = [(row["type"], json.loads(row["data"])["order_id"]) for row in rows if row["type"] in OUTCOMES]
+    assert recorded == [(outcome, "crash-1")], recorded
+
+
 @pytest.mark.parametrize(("cash", "outcome"), [(1.0, "filled"), (0.001, "rejected")], ids=["filled", "insufficient-funds"])
 def test_an_order_in_flight_at_a_sigkill_is_settled_after_the_restart(tmp_path, daemons, cash, outcome):
-    """The simulator carries the buy out (or refuses it: 0.001 SOL cannot pay 0.002) and drops the ack;
-    the daemon is killed before it could learn anything more. The restarted daemon's first
-    playerUpdate shows the position grown (or unchanged) in the same running game: `order.filled`
-    (`order.rejected`, by the server), published, recorded and returned to a retry."""
+    """The simulator carries the buy out (or refuses it: 0.001 SOL cannot pay 0.002) and drops the ack.
+    The restarted daemon's first playerUpdate shows the position grown (or unchanged) in the same
+    running game: `order.filled` (`order.rejected`, by the server), published, recorded and returned
+    to a retry."""
     with SimProcess(speed=1, seed=long_game_seed(LONG_GAME_TICKS), max_ticks=LONG_GAME_TICKS + 100,
                     anchor_ms=active_anchor(1, 100), starting_cash=cash) as sim:
-        env = {**daemon_env(tmp_path / "data", sim), "VECTRA_ORDERS": "live", "VECTRA_AUTH_TOKEN": TOKEN,
-               "VECTRA_ORDER_EXECUTOR": "direct", "VECTRA_FEED_AUTH": '{"player": "bot1"}', "VECTRA_RECORD": "true",
-               "VECTRA_ORDER_ACK_TIMEOUT_S": "600", "VECTRA_ORDER_MAX_TICK_AGE_S": "10"}
-        admin(sim, "/admin/acks", {"drop": 1})
-        first = run(env, daemons)
-        sent = order(env, "crash-1")
-        assert sent["state"] == "sent", sent
-        wait_for_sim(sim, "ack-dropped/buyOrder")
-        first.proc.send_signal(signal.SIGKILL)
-        first.proc.wait(timeout=10)
-
-        restarted = run(env, daemons)
-        restarted.wait_for(lambda events: any(e["type"] in OUTCOMES for e in events), timeout=60)
-        life = [e for e in restarted.events if e["type"].startswith("order.")]
-        assert [(e["type"], e["data"]["order_id"]) for e in life] == [(f"order.{outcome}", "crash-1")], life
+        env = live_env(tmp_path, sim)
+        sent = buy_then_sigkill(sim, env, daemons)
+        restarted, settled = settled_after_restart(env, daemons)
+        assert settled["type"] == f"order.{outcome}", settled
         if outcome == "filled":
-            assert life[0]["data"]["matchedBy"] == "position"
+            assert settled["data"]["matchedBy"] == "position"
         else:
-            assert (life[0]["data"]["code"], life[0]["data"]["by"]) == ("server_rejected", "server")
+            assert (settled["data"]["code"], settled["data"]["by"]) == ("server_rejected", "server")
         retry = order(env, "crash-1")
         assert retry["state"] == outcome and retry["frame"] == sent["frame"], retry
         assert restarted.terminate() == 0
         books = admin(sim, "/admin/players/bot1")["lamports"]
-        received = [e for e in admin(sim, "/admin/emitted?since=0") if e["event"] == "received/buyOrder"]
-    assert len(received) == 1, "sent once, never again"
-    assert (books["positionQty"] > 0) == (outcome == "filled"), books
-    rows = read_recordings(tmp_path / "data" / "recordings").to_pylist()
-    recorded = [(row["type"], json.loads(row["data"])["order_id"]) for row in rows if row["type"] in OUTCOMES]
-    assert recorded == [(f"order.{outcome}", "crash-1")], recorded
+        assert (books["positionQty"] > 0) == (outcome == "filled"), books
+        sent_once_and_recorded(sim, tmp_path, f"order.{outcome}")
+
+
+def test_an_order_whose_game_ended_before_the_restart_stays_timeout_and_says_why(tmp_path, daemons):
+    """The buy filled, then the game rugged while no daemon ran: the force-sale emptied the position,
+    so the account can no longer tell. No guessed fill: `order.timeout` with the reason, and a retry
+    gets `timeout`."""
+    game_ticks = 160  # 40 s at speed 1: room for a daemon to start and order, then the rug comes
+    with SimProcess(speed=1, seed=long_game_seed(game_ticks), max_ticks=game_ticks,
+                    anchor_ms=active_anchor(1, 100)) as sim:
+        env = live_env(tmp_path, sim)
+        sent = buy_then_sigkill(sim, env, daemons)
+        deadline = time.monotonic() + 90
+        while admin(sim, "/admin/state")["games_completed"] < 1:
+            assert time.monotonic() < deadline, "the game never ended"
+            time.sleep(0.2)
+        restarted, settled = settled_after_restart(env, daemons)
+        assert settled["type"] == "order.timeout" and "ended" in settled["data"]["reason"], settled
+        retry = order(env, "crash-1")
+        assert retry["state"] == "timeout" and retry["frame"] == sent["frame"], retry
+        assert "ended" in retry["whyUnknown"], retry
+        assert restarted.terminate() == 0
+        sent_once_and_recorded(sim, tmp_path, "order.timeout")

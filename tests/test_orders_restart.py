@@ -22,6 +22,7 @@ import pytest
 from core.client import request
 from tests.processes import DaemonProcess, SimProcess
 from tests.test_recorder import read_recordings
+from tests.test_resume_after_kill import daemons  # noqa: F401 - the fixture
 from tests.test_simulator import active_anchor, long_game_seed
 from tests.test_zmq import daemon_env, wait_until_serving
 
@@ -30,14 +31,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 LONG_GAME_TICKS = 600  # at speed 1 (4 ticks a second), minutes: both runs of the daemon fit in one game
 TOKEN = "s3cret"
 OUTCOMES = ("order.filled", "order.rejected", "order.timeout")
-
-
-@pytest.fixture
-def daemons():
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.kill()
 
 
 def admin(sim: SimProcess, path: str, body: dict | None = None) -> Any:
@@ -106,7 +99,7 @@ def sent_once_and_recorded(sim: SimProcess, tmp_path: Path, outcome: str) -> Non
 
 
 @pytest.mark.parametrize(("cash", "outcome"), [(1.0, "filled"), (0.001, "rejected")], ids=["filled", "insufficient-funds"])
-def test_an_order_in_flight_at_a_sigkill_is_settled_after_the_restart(tmp_path, daemons, cash, outcome):
+def test_an_order_in_flight_at_a_sigkill_is_settled_after_the_restart(tmp_path, daemons, cash, outcome):  # noqa: F811
     """The simulator carries the buy out (or refuses it: 0.001 SOL cannot pay 0.002) and drops the ack.
     The restarted daemon's first playerUpdate shows the position grown (or unchanged) in the same
     running game: `order.filled` (`order.rejected`, by the server), published, recorded and returned
@@ -129,7 +122,7 @@ def test_an_order_in_flight_at_a_sigkill_is_settled_after_the_restart(tmp_path, 
         sent_once_and_recorded(sim, tmp_path, f"order.{outcome}")
 
 
-def test_an_order_whose_game_ended_before_the_restart_stays_timeout_and_says_why(tmp_path, daemons):
+def test_an_order_whose_game_ended_before_the_restart_stays_timeout_and_says_why(tmp_path, daemons):  # noqa: F811
     """The buy filled, then the game rugged while no daemon ran: the force-sale emptied the position,
     so the account can no longer tell. No guessed fill: `order.timeout` with the reason, and a retry
     gets `timeout`."""

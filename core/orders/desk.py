@@ -494,12 +494,15 @@ class OrderDesk:
         tick = self.foundation.bus.last_by_type.get("game.tick")
         if not self._reloaded or not self.player.updated or tick is None or tick.data.get("phase") == "UNKNOWN":
             return
+        figures = [FIGURE_OF[record["kind"]] for record in self._reloaded.values()]
         for order_id, record in list(self._reloaded.items()):
             del self._reloaded[order_id]
+            figure = FIGURE_OF[record["kind"]]
             verdict = decide(record, self.player.state(), tick.gameId, tick.data.get("phase"))
-            if verdict.outcome != "unknown" and FIGURE_OF[record["kind"]] in self._moved_this_run:
-                verdict = replace(verdict, outcome="unknown",
-                                  why=f"an order of this run moved {FIGURE_OF[record['kind']]} before the account was seen")
+            if verdict.outcome != "unknown" and figure in self._moved_this_run:
+                verdict = replace(verdict, outcome="unknown", why=f"an order of this run moved {figure} before the account was seen")
+            elif verdict.outcome != "unknown" and figures.count(figure) > 1:
+                verdict = replace(verdict, outcome="unknown", why=f"several orders on {figure} were unsettled when Vectra stopped")
             log.warning("order %s of an earlier run: %s (%s)", order_id, verdict.outcome, verdict.why)
             if verdict.outcome == "filled":
                 sidebet = record["kind"] == "sidebet"
@@ -509,7 +512,7 @@ class OrderDesk:
                 self._reject(record, RejectCode.SERVER_REJECTED, verdict.why, by="server")
             else:
                 record["whyUnknown"] = verdict.why
-                waited = round(now_ms() - record.get("sent_at_ms", record["created_ms"]), 3)
+                waited = float(now_ms() - record.get("sent_at_ms", record["created_ms"]))
                 self._publish("order.timeout", record, ackId=record["ackId"], waited_ms=waited, reason=verdict.why)
             self._spawn(self._persist(record))
 

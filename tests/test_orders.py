@@ -664,3 +664,34 @@ async def test_a_live_orders_moments_show_its_record_on_disk_before_the_server_s
     assert len(at_server) == 1 and sent["durable"] < at_server[0] < acked["acked"], (sent, acked, at_server)
     first = orjson.loads(journal[0])
     assert (first["order_id"], first["state"], first["frame"]) == ("moments-1", "requested", wire.orders()[0]), first
+
+
+# --- an order an earlier run left unsettled (the daemon end to end: tests/test_orders_restart.py) -----
+
+
+SHORT = {"entryPrice": 1.2, "amount": 0.001}
+
+
+@pytest.mark.parametrize(("kind", "then", "now", "phase", "outcome"), [
+    ("buy", {"positionQty": 0.0}, {"positionQty": 0.0017}, "ACTIVE", "filled"),
+    ("buy", {"positionQty": 0.0}, {"positionQty": 0.0}, "PRESALE", "rejected"),
+    ("buy", {"positionQty": 0.004}, {"positionQty": 0.002}, "ACTIVE", "unknown"),  # moved the other way
+    ("buy", {"positionQty": 0.0}, {"positionQty": 0.0}, "RUGGED", "unknown"),  # the rug force-sold everything
+    ("sell", {"positionQty": 0.004}, {"positionQty": 0.002}, "ACTIVE", "filled"),
+    ("sell", {"positionQty": 0.004}, {"positionQty": 0.004}, "ACTIVE", "rejected"),
+    ("sidebet", {"sidebet": None}, {"sidebet": {"amount": 0.001}}, "ACTIVE", "filled"),
+    ("sidebet", {"sidebet": None}, {"sidebet": None}, "ACTIVE", "rejected"),
+    ("short_open", {"shortPosition": None}, {"shortPosition": SHORT}, "ACTIVE", "filled"),
+    ("short_close", {"shortPosition": SHORT}, {"shortPosition": None}, "ACTIVE", "filled"),
+    ("short_close", {"shortPosition": SHORT}, {"shortPosition": SHORT}, "ACTIVE", "rejected"),
+])
+def test_the_account_after_a_restart_settles_an_order_only_where_it_can_tell(kind, then, now, phase, outcome):
+    from core.orders.after_restart import decide, player_before
+
+    record = {"kind": kind, "gameId": GAME,
+              "playerBefore": player_before({"playerId": PLAYER, "positionQty": 0.0, **then}, others_in_flight=False)}
+    account = {"playerId": PLAYER, "positionQty": 0.0, "sidebet": None, "shortPosition": None, **now}
+    assert decide(record, account, GAME, phase).outcome == outcome
+    assert decide(record, account, NEXT_GAME, "ACTIVE").outcome == "unknown"  # its game ended meanwhile
+    assert decide(record, {**account, "playerId": "did:privy:other"}, GAME, phase).outcome == "unknown"
+    assert decide({**record, "playerBefore": None}, account, GAME, phase).outcome == "unknown"

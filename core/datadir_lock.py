@@ -4,10 +4,10 @@ Two foundations on one `VECTRA_DATA_DIR` (different ports are enough to start bo
 sequence file, the games memory, the recordings and the order journal: both would hand out the same
 `seq`, and both desks would take a retried `order_id` for a new one and send a real order twice.
 
-The lock is an `flock` on `DATA_DIR/vectra.lock`: the kernel drops it when the process ends, however
-it ends (SIGKILL included), so there is never a stale lock to clean up. The descriptor is not
-inheritable (PEP 446), so neither the Parquet worker nor the browser the daemon launches, which can
-outlive it, ever holds it. The file keeps the holder's pid and start time, for the refusal's message;
+The lock is an `flock` on `DATA_DIR/vectra.lock`, held for the life of the process: the kernel drops
+it when the process ends, however it ends (SIGKILL included), so there is never a stale lock to clean
+up. The descriptor is not inheritable (PEP 446), so neither the Parquet worker nor the browser the
+daemon launches, which can outlive it, ever holds it. The file keeps the holder's pid and start time, for the refusal's message;
 it is never deleted (a process could otherwise lock a file that no longer has a name).
 Tools that only read the folder or talk to a daemon (`vectra attach`, `health`, `tail`, `record`,
 `order`, `chrome`) do not take it.
@@ -20,7 +20,6 @@ import fcntl
 import os
 import time
 from pathlib import Path
-from typing import Iterator
 
 from core.config import ConfigError
 
@@ -31,23 +30,30 @@ class DataDirInUse(ConfigError):
     """Another process runs a foundation on this data folder; this one must not touch it."""
 
 
-@contextlib.contextmanager
-def exclusive_data_dir(data_dir: Path) -> Iterator[None]:
-    """Hold the data folder for the whole `with` block, or raise `DataDirInUse` before anything else is done."""
+# The lock's descriptors, open until the process ends: the kernel then drops the lock, whatever the end.
+_held: dict[Path, int] = {}
+
+
+def claim_data_dir(data_dir: Path) -> None:
+    """Hold the data folder until this process ends, or raise `DataDirInUse` before anything else is done.
+
+    It is never released earlier: a daemon whose shutdown overran its grace period still has tasks
+    writing into the folder while `asyncio.run` winds them down."""
+    if data_dir in _held:
+        return
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise ConfigError(f"cannot use the data folder {data_dir}: {exc.strerror or exc}") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DataDirInUse(_refusal(data_dir, _holder(fd))) from None
-        _write_holder(fd)
-        yield
-    finally:
-        os.close(fd)  # closing the only descriptor releases the lock
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise DataDirInUse(_refusal(data_dir, holder)) from None
+    _write_holder(fd)
+    _held[data_dir] = fd
 
 
 def _write_holder(fd: int) -> None:

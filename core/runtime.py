@@ -16,7 +16,7 @@ import orjson
 from core.assembly import build_foundation
 from core.config import Settings
 from core.contracts.envelope import Envelope
-from core.datadir_lock import exclusive_data_dir
+from core.datadir_lock import claim_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +98,7 @@ def freeze_startup_heap() -> None:
 async def run_daemon(settings: Settings, *, stdout: bool = False) -> int:
     """Run until SIGINT/SIGTERM, then stop everything within the grace period. The data folder is
     taken first: a second daemon on it stops (`DataDirInUse`) before it binds or writes anything."""
-    with exclusive_data_dir(settings.data_dir):
-        return await _serve(settings, stdout=stdout)
-
-
-async def _serve(settings: Settings, *, stdout: bool) -> int:
+    claim_data_dir(settings.data_dir)
     foundation = build_foundation(settings)
     sink = StdoutSink() if stdout else None
     if sink is not None:

@@ -22,7 +22,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, Input, Static
 
 import themes
-from core.datadir_lock import exclusive_data_dir
+from core.datadir_lock import claim_data_dir
 from vectra_tui.event_log import EventLog
 from vectra_tui.keymap import KeymapError, parse_keymap
 from vectra_tui.panels import (
@@ -288,8 +288,8 @@ def run_console(settings: Any) -> int:
     from vectra_tui.embedded import EmbeddedFoundation
 
     log_path = settings.data_dir / "console.log"
-    with exclusive_data_dir(settings.data_dir):
-        return _run(lambda: EmbeddedFoundation(settings), settings, log_path)
+    claim_data_dir(settings.data_dir)
+    return _run(lambda: EmbeddedFoundation(settings), settings, log_path)
 
 
 def run_attach(url: str, token: str | None, settings: Any) -> int:

@@ -18,7 +18,7 @@ from tests.conftest import free_port
 from tests.processes import REPO, VECTRA, DaemonProcess
 from tests.test_recorder import sim  # noqa: F401 - a fixture
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 def other_ports(env: dict[str, str]) -> dict[str, str]:

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     # --- where things live ----------------------------------------------------------------------
     data_dir: Path = Field(
         Path("~/.local/share/vectra"),
-        description="State (sequence counter) and recordings; `~` is expanded.",
+        description="State (sequence counter) and recordings; `~` is expanded. One daemon, console or replay at a time.",
         json_schema_extra=OPERATOR,
     )
 

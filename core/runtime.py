@@ -16,6 +16,7 @@ import orjson
 from core.assembly import build_foundation
 from core.config import Settings
 from core.contracts.envelope import Envelope
+from core.datadir_lock import claim_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,9 @@ def freeze_startup_heap() -> None:
 
 
 async def run_daemon(settings: Settings, *, stdout: bool = False) -> int:
-    """Run until SIGINT/SIGTERM, then stop everything within the grace period."""
+    """Run until SIGINT/SIGTERM, then stop everything within the grace period. The data folder is
+    taken first: a second daemon on it stops (`DataDirInUse`) before it binds or writes anything."""
+    claim_data_dir(settings.data_dir)
     foundation = build_foundation(settings)
     sink = StdoutSink() if stdout else None
     if sink is not None:

@@ -22,6 +22,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, Input, Static
 
 import themes
+from core.datadir_lock import claim_data_dir
 from vectra_tui.event_log import EventLog
 from vectra_tui.keymap import KeymapError, parse_keymap
 from vectra_tui.panels import (
@@ -281,10 +282,13 @@ async def serve(app: VectraConsole) -> int:
 
 
 def run_console(settings: Any) -> int:
-    """`vectra`: the console with the foundation running in this process."""
+    """`vectra`: the console with the foundation running in this process, so it holds the data folder
+    as the daemon does; beside a daemon on the same folder it stops at once (`vectra attach` is the
+    console for that daemon)."""
     from vectra_tui.embedded import EmbeddedFoundation
 
     log_path = settings.data_dir / "console.log"
+    claim_data_dir(settings.data_dir)
     return _run(lambda: EmbeddedFoundation(settings), settings, log_path)
 
 

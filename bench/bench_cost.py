@@ -12,7 +12,9 @@ daemon (its own data dir and free ports), and each subscriber (WebSocket or Zero
   µs/frame   the daemon's CPU (utime+stime from /proc/<pid>/stat) over the pour and its drain, per frame;
   RSS        the daemon's VmRSS (/proc/<pid>/status) at the end of the run.
 The baseline is the least a republisher can do: python-socketio's client with orjson, each frame
-encoded once and sent to 10 WebSocket clients with `websockets.broadcast` and to one ZeroMQ PUB.
+encoded once and sent to the WebSocket clients with `websockets.broadcast` and to one ZeroMQ PUB; its
+1 WS row is the floor under Vectra's CPU per frame with one subscriber (the same PUB, no ZeroMQ reader,
+as Vectra's own).
 "lossless rate" is the highest rate of the ladder every subscriber received completely; the ratio
 is Vectra's (10 WS + 1 ZMQ, recorder on) over the baseline's. A last run fills the resume ring
 (`ring_size` events) and reports the memory that holds. `--profile` runs the daemon under cProfile
@@ -354,6 +356,7 @@ def main() -> None:
         for run in (
             Run("vectra", rate, int(rate * seconds), 1, False, recorder=False),
             Run("vectra", rate, int(rate * seconds), 1, False, recorder=True),
+            Run("baseline", rate, int(rate * seconds), 1, False),
             Run("vectra", rate, int(rate * seconds), 10, True, recorder=False),
             Run("vectra", rate, int(rate * seconds), 10, True, recorder=True),
             Run("baseline", rate, int(rate * seconds), 10, True),
@@ -380,7 +383,7 @@ def main() -> None:
     if re.search(args.match, fill.label):
         print_row(measure(fill))
     vectra = [r for r in results if r["run"].target == "vectra" and r["run"].websockets == 10 and r["run"].recorder]
-    baseline = [r for r in results if r["run"].target == "baseline"]
+    baseline = [r for r in results if r["run"].target == "baseline" and r["run"].websockets == 10]
     ours, theirs = lossless_rate(vectra), lossless_rate(baseline)
     ratio = f"{ours / theirs:.2f}" if theirs else "-"
     print(f"lossless rate (10 WS + 1 ZMQ): vectra with the recorder {ours:,}/s, baseline {theirs:,}/s: ratio {ratio}")

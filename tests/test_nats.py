@@ -164,6 +164,7 @@ async def test_nats_down_for_five_seconds_loses_nothing_and_health_shows_the_bac
     final.append(last)
     await reading
     assert [item.data["state"] for item in live if item.type == "client.status"][:2] == ["down", "up"]
+    assert {item.data["url"] for item in live if item.type == "client.status"} == {nats_server.url}
     # The live reader ran ahead of `last` while the test waited for the bridge to catch up.
     read_live = [item for item in live if item.type != "client.status" and (item.seq is None or item.seq <= last)]
     assert_same_events(as_published(read_live), published([daemon], last))

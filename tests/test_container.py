@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -94,10 +94,19 @@ def ws_collect(settings: dict[str, str], channels: list[str], done, timeout: flo
         while not done(events):
             remaining = deadline - time.monotonic()
             assert remaining > 0, f"not done after {timeout}s with {len(events)} events"
-            message = json.loads(ws.recv(timeout=remaining))
-            if "seq" in message and message["type"] != "subscribed":
-                events.append(message)
+            events.extend(received_now(ws, remaining))
     return events
+
+
+def received_now(ws, timeout: float) -> list[dict]:
+    """The next message and every one already waiting behind it. `done` is asked once per batch: asked
+    per message over a replay of thousands, it kept this client from reading for so long that the
+    daemon's keepalive ping went unanswered and the daemon closed the connection (1011)."""
+    messages = [json.loads(ws.recv(timeout=timeout))]
+    with suppress(TimeoutError):
+        while True:
+            messages.append(json.loads(ws.recv(timeout=0)))
+    return [message for message in messages if "seq" in message and message["type"] != "subscribed"]
 
 
 def ws_reply(settings: dict[str, str], command: dict) -> dict:

@@ -5,8 +5,8 @@ daemon never saw: filled by the account, or explained, never left bare `acked`.
 
 Real processes: the simulator (which executes the order and drops its ack, or its trade frame, on
 demand) and `vectra --daemon` with the `direct` executor, killed between the frame and the ack (or
-stopped while it waits for the trade), then started again on the same data directory. Commands go through the ZeroMQ ROUTER; the outcome is read from what the
-daemon published and from its recording.
+stopped while it waits for the trade), then started again on the same data directory. Commands go
+through the ZeroMQ ROUTER; the outcome is read from what the daemon published and from its recording.
 """
 
 from __future__ import annotations

@@ -453,7 +453,8 @@ async def test_a_dropped_trade_reaches_no_one_but_the_order_stands_and_is_acked(
         assert alice.last("playerUpdate")[0]["positionQty"] > 0
         ack, frames = await alice.order("buyOrder", TRACE, {"amount": 0.02})
         assert ack == {"success": True} and names(frames)[0] == "standard/newTrade"
-        await bob.wait_for(lambda: any(e == "standard/newTrade" and args[1]["amount"] == 0.02 for _, e, args in bob.events))
+        await bob.wait_for(lambda: any(e == "standard/newTrade" and args[1]["amount"] == 0.02
+                                       for _, e, args in bob.events))
         seen = [args[1]["amount"] for _, e, args in bob.events
                 if e == "standard/newTrade" and args[1]["playerId"] == "did:sim:alice"]
         assert seen == [0.02], "bob sees the next trade and never the dropped one"

@@ -688,10 +688,13 @@ SHORT = {"entryPrice": 1.2, "amount": 0.001}
 def test_the_account_after_a_restart_settles_an_order_only_where_it_can_tell(kind, then, now, phase, outcome):
     from core.orders.after_restart import decide, player_before
 
-    record = {"kind": kind, "gameId": GAME,
+    record = {"kind": kind, "gameId": GAME, "state": "timeout",
               "playerBefore": player_before({"playerId": PLAYER, "positionQty": 0.0, **then}, others_in_flight=False)}
     account = {"playerId": PLAYER, "positionQty": 0.0, "sidebet": None, "shortPosition": None, **now}
     assert decide(record, account, GAME, phase).outcome == outcome
+    # the server acked it with success: an unchanged account cannot make it a refusal
+    acked = decide({**record, "state": "acked"}, account, GAME, phase)
+    assert acked.outcome == ("unknown" if outcome == "rejected" else outcome), acked
     assert decide(record, account, NEXT_GAME, "ACTIVE").outcome == "unknown"  # its game ended meanwhile
     assert decide(record, {**account, "playerId": "did:privy:other"}, GAME, phase).outcome == "unknown"
     assert decide({**record, "playerBefore": None}, account, GAME, phase).outcome == "unknown"

@@ -1,11 +1,12 @@
 """An order whose outcome a SIGKILLed daemon never learned is settled by the run after it, from the
 player's account, as a timed-out order is within one run; a retry with its id then returns the settled
-record, and nothing is ever sent twice.
+record, and nothing is ever sent twice. So is an order the server acked whose own trade the stopped
+daemon never saw: filled by the account, or explained, never left bare `acked`.
 
-Real processes: the simulator (which executes the order and drops its ack on demand) and
-`vectra --daemon` with the `direct` executor, killed between the frame and the ack, then started again
-on the same data directory. Commands go through the ZeroMQ ROUTER; the outcome is read from what the
-daemon published and from its recording.
+Real processes: the simulator (which executes the order and drops its ack, or its trade frame, on
+demand) and `vectra --daemon` with the `direct` executor, killed between the frame and the ack (or
+stopped while it waits for the trade), then started again on the same data directory. Commands go
+through the ZeroMQ ROUTER; the outcome is read from what the daemon published and from its recording.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import socketio
 
 from core.client import request
 from tests.processes import DaemonProcess, SimProcess
@@ -30,7 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 LONG_GAME_TICKS = 600  # at speed 1 (4 ticks a second), minutes: both runs of the daemon fit in one game
 TOKEN = "s3cret"
-OUTCOMES = ("order.filled", "order.rejected", "order.timeout")
+OUTCOMES = ("order.filled", "order.rejected", "order.timeout", "order.unsettled")
 
 
 def admin(sim: SimProcess, path: str, body: dict | None = None) -> Any:
@@ -81,21 +83,22 @@ def buy_then_sigkill(sim: SimProcess, env: dict[str, str], daemons: list[DaemonP
     return sent
 
 
-def settled_after_restart(env: dict[str, str], daemons: list[DaemonProcess]) -> tuple[DaemonProcess, dict]:
+def settled_after_restart(env: dict[str, str], daemons: list[DaemonProcess],
+                          order_id: str = "crash-1") -> tuple[DaemonProcess, dict]:
     """The restarted daemon, once it published the order's outcome; that one event."""
     restarted = run(env, daemons)
     restarted.wait_for(lambda events: any(e["type"] in OUTCOMES for e in events), timeout=60)
     life = [e for e in restarted.events if e["type"].startswith("order.")]
-    assert [e["data"]["order_id"] for e in life] == ["crash-1"], life
+    assert [e["data"]["order_id"] for e in life] == [order_id], life
     return restarted, life[0]
 
 
-def sent_once_and_recorded(sim: SimProcess, tmp_path: Path, outcome: str) -> None:
+def sent_once_and_recorded(sim: SimProcess, tmp_path: Path, outcome: str, order_id: str = "crash-1") -> None:
     received = [e for e in admin(sim, "/admin/emitted?since=0") if e["event"] == "received/buyOrder"]
     assert len(received) == 1, "sent once, never again"
     rows = read_recordings(tmp_path / "data" / "recordings").to_pylist()
     recorded = [(row["type"], json.loads(row["data"])["order_id"]) for row in rows if row["type"] in OUTCOMES]
-    assert recorded == [(outcome, "crash-1")], recorded
+    assert recorded == [(outcome, order_id)], recorded
 
 
 @pytest.mark.parametrize(("cash", "outcome"), [(1.0, "filled"), (0.001, "rejected")], ids=["filled", "insufficient-funds"])
@@ -142,3 +145,49 @@ def test_an_order_whose_game_ended_before_the_restart_stays_timeout_and_says_why
         assert "ended" in retry["whyUnknown"], retry
         assert restarted.terminate() == 0
         sent_once_and_recorded(sim, tmp_path, "order.timeout")
+
+
+def buy_acked_without_its_trade_then_stop(sim: SimProcess, env: dict[str, str], daemons: list[DaemonProcess],
+                                          tmp_path: Path) -> dict:
+    """A buy the simulator carried out and acked with success while its own trade frame was lost: the
+    daemon holds it `acked`, waiting for a trade that never comes, when it is stopped (the ordinary
+    way). The order's record as that run replied."""
+    admin(sim, "/admin/acks", {"drop_trades": 1})
+    first = run(env, daemons)
+    sent = order(env, "acked-1")
+    first.wait_for(lambda events: any(e["type"] == "order.ack" and e["data"]["success"] for e in events))
+    assert first.terminate() == 0
+    journal = (tmp_path / "data" / "orders" / "journal.jsonl").read_text().splitlines()
+    assert json.loads(journal[-1])["state"] == "acked", "the state the restart must not leave as it is"
+    return sent
+
+
+@pytest.mark.parametrize("sold_by_hand", [False, True], ids=["filled", "sold-by-hand"])
+def test_an_acked_order_whose_trade_was_never_seen_is_settled_after_a_restart(tmp_path, daemons, sold_by_hand):  # noqa: F811
+    """The server said success, so the restarted daemon settles it from the account: the position grew
+    in the running game, `order.filled` (`matchedBy: position`). When the player sold everything by
+    hand meanwhile, the account shows no change, which for this order is no refusal: it stays `acked`
+    and `order.unsettled` says why (also the record's `whyUnknown`, in a retry and in
+    `orders_status`)."""
+    with SimProcess(speed=1, seed=long_game_seed(LONG_GAME_TICKS), max_ticks=LONG_GAME_TICKS + 100,
+                    anchor_ms=active_anchor(1, 100)) as sim:
+        env = live_env(tmp_path, sim)
+        sent = buy_acked_without_its_trade_then_stop(sim, env, daemons, tmp_path)
+        if sold_by_hand:
+            with socketio.SimpleClient() as page:
+                page.connect(sim.url, auth={"player": "bot1"}, transports=["websocket"])
+                assert page.call("sellOrder", {"percentage": 100}, timeout=5) == {"success": True}
+            assert admin(sim, "/admin/players/bot1")["lamports"]["positionQty"] == 0
+        restarted, settled = settled_after_restart(env, daemons, "acked-1")
+        retry = order(env, "acked-1")
+        assert retry["frame"] == sent["frame"], retry
+        if sold_by_hand:
+            assert settled["type"] == "order.unsettled" and "unchanged" in settled["data"]["reason"], settled
+            assert retry["state"] == "acked" and retry["whyUnknown"] == settled["data"]["reason"], retry
+        else:
+            assert settled["type"] == "order.filled" and settled["data"]["matchedBy"] == "position", settled
+            assert retry["state"] == "filled", retry
+        status = request({"action": "orders_status"}, timeout=10, router=env["VECTRA_ZMQ_ROUTER"])["data"]
+        assert [record for record in status["recent"] if record["order_id"] == "acked-1"] == [retry]
+        assert restarted.terminate() == 0
+        sent_once_and_recorded(sim, tmp_path, settled["type"], "acked-1")

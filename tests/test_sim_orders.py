@@ -412,7 +412,7 @@ async def test_the_command_line_takes_the_trading_options():
 async def test_a_dropped_ack_never_comes_but_the_order_executes():
     async with active_game() as sim, player(sim) as alice:
         status, reply = await admin(sim, "POST", "/admin/acks", {"drop": 1})
-        assert status == 200 and reply == {"ok": True, "drop": 1, "delay_ms": 0}
+        assert status == 200 and reply == {"ok": True, "drop": 1, "delay_ms": 0, "drop_trades": 0}
         with pytest.raises(asyncio.TimeoutError):
             await alice.order("buyOrder", TRACE, {"amount": 0.01}, timeout=1.0)
         assert names(alice.own())[-3:] == ["standard/newTrade", "playerUpdate", "gameStatePlayerUpdate"]
@@ -435,7 +435,34 @@ async def test_a_delayed_ack_comes_after_the_frames_and_the_delay():
         status, reply = await admin(sim, "POST", "/admin/acks", {"delay_ms": 0})
         assert status == 200 and reply["delay_ms"] == 0
         status, reply = await admin(sim, "GET", "/admin/acks")
-        assert reply == {"drop": 0, "delay_ms": 0}
+        assert reply == {"drop": 0, "delay_ms": 0, "drop_trades": 0}
+
+
+async def test_a_dropped_trade_reaches_no_one_but_the_order_stands_and_is_acked():
+    """The fault a client must survive: a successful ack whose own trade it never saw. A refused order
+    uses none up; the order after the dropped one trades in the open again."""
+    async with active_game() as sim, player(sim) as alice, player(sim, "bob") as bob:
+        status, reply = await admin(sim, "POST", "/admin/acks", {"drop_trades": 1})
+        assert status == 200 and reply == {"ok": True, "drop": 0, "delay_ms": 0, "drop_trades": 1}
+        refused, _ = await alice.order("buyOrder", TRACE, {"amount": 0.0001})
+        assert refused["reason"] == "bad_amount"
+        ack, frames = await alice.order("buyOrder", TRACE, {"amount": 0.01})
+        assert ack == {"success": True}
+        assert names(frames) == ["playerUpdate", "gameStatePlayerUpdate", "ack"]
+        assert (await books(sim))["lamports"]["cash"] == 990_000_000
+        assert alice.last("playerUpdate")[0]["positionQty"] > 0
+        ack, frames = await alice.order("buyOrder", TRACE, {"amount": 0.02})
+        assert ack == {"success": True} and names(frames)[0] == "standard/newTrade"
+        await bob.wait_for(lambda: any(e == "standard/newTrade" and args[1]["amount"] == 0.02
+                                       for _, e, args in bob.events))
+        seen = [args[1]["amount"] for _, e, args in bob.events
+                if e == "standard/newTrade" and args[1]["playerId"] == "did:sim:alice"]
+        assert seen == [0.02], "bob sees the next trade and never the dropped one"
+        _, log = await admin(sim, "GET", "/admin/emitted?since=0")
+        orders = [e["event"] for e in log if e["event"].split("/")[0] in ("received", "ack", "trade-dropped")]
+        assert orders == ["received/buyOrder", "ack/buyOrder", "received/buyOrder", "trade-dropped/buyOrder",
+                          "ack/buyOrder", "received/buyOrder", "ack/buyOrder"]
+        assert (await admin(sim, "GET", "/admin/acks"))[1]["drop_trades"] == 0
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -446,6 +473,7 @@ async def test_a_delayed_ack_comes_after_the_frames_and_the_delay():
     ({"drop": 1.5}, "integer"),
     ({"delay_ms": "5"}, "number"),
     ({"delay": 5}, "unexpected"),
+    ({"drop_trades": -1}, "between"),
 ])
 async def test_bad_ack_fault_requests_get_a_clear_400(body, message):
     async with simulator(speed=20) as sim:

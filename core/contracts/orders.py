@@ -176,6 +176,11 @@ class OrderTimeout(_OrderEvent):
     reason: str | None = None  # only after a restart, when the evidence cannot settle it: why it stays unknown
 
 
+class OrderUnsettled(_OrderEvent):
+    ackId: int | None
+    reason: str  # why the account after a restart cannot settle an order the server acked with success
+
+
 class PlayerState(_Open):
     """The logged-in player's own state. Keeps every key `gameStatePlayerUpdate` carries (it was a
     passthrough of it) and adds the player's figures, merged from `playerUpdate` (which wins) and the
@@ -200,4 +205,5 @@ ORDER_CHANNELS: dict[str, type[BaseModel]] = {
     "order.filled": OrderFilled,
     "order.rejected": OrderRejected,
     "order.timeout": OrderTimeout,
+    "order.unsettled": OrderUnsettled,
 }

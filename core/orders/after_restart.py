@@ -8,7 +8,8 @@ was placed in, before its rug: the rug force-sells every position and settles ev
 the game has ended an unchanged or emptied account says nothing about the order. Then the order stays
 `timeout`, with the reason. A change in the direction the order moves is a fill, no change a refusal
 (as in a run: no ack, and the next `playerUpdate` shows no trade); anything else is unknown. Never a
-guessed fill.
+guessed fill. An order the server acked with success cannot have been refused, whatever the account
+shows later (another trade may have undone it): no change leaves it unknown.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def decide(record: dict[str, Any], player: dict[str, Any], game_id: str | None, 
                                   "the rug force-sells every position, so the account cannot tell whether it filled")
     figure = FIGURE_OF[record["kind"]]
     then, now = before.get(figure), player.get(figure)
+    if _same(then, now) and record["state"] == "acked":
+        return Verdict("unknown", f"the server acked it with success, yet the first playerUpdate after the restart "
+                                  f"shows {figure} unchanged (another trade may have undone it)")
     if _same(then, now):
         return Verdict("rejected", "no ack before Vectra stopped, and the first playerUpdate after the restart "
                                    f"shows no trade of this order ({figure} unchanged)")

@@ -109,7 +109,8 @@ class OrderDesk:
                 # Sent by an earlier run whose outcome never arrived: unknown, and never sent again.
                 record.update(state="timeout", message="Vectra stopped before the outcome was known")
                 log.warning("order %s: outcome unknown (Vectra stopped while it was in flight)", record["order_id"])
-            if record["state"] == "timeout" and not record["dryRun"] and "whyUnknown" not in record:
+            # Acked with success, its trade never matched: the server took it, and the account may show the fill.
+            if record["state"] in ("timeout", "acked") and not record["dryRun"] and "whyUnknown" not in record:
                 self._reloaded[record["order_id"]] = record
         if self.halted:
             log.warning("orders are halted (kill switch from an earlier run); `orders_resume` lifts it")
@@ -490,7 +491,8 @@ class OrderDesk:
     def _settle_reloaded(self) -> None:
         """Orders an earlier run left unsettled, once this run has both the player's account and the game
         it is in: filled or rejected where the account shows it, else an `order.timeout` saying why the
-        outcome stays unknown. Nothing is ever sent again."""
+        outcome stays unknown. An acked one was never a timeout: it stays `acked` and `order.unsettled`
+        says why (`decide` never rejects it). Nothing is ever sent again."""
         tick = self.foundation.bus.last_by_type.get("game.tick")
         if not self._reloaded or not self.player.updated or tick is None or tick.data.get("phase") == "UNKNOWN":
             return
@@ -512,8 +514,11 @@ class OrderDesk:
                 self._reject(record, RejectCode.SERVER_REJECTED, verdict.why, by="server")
             else:
                 record["whyUnknown"] = verdict.why
-                waited = float(now_ms() - record.get("sent_at_ms", record["created_ms"]))
-                self._publish("order.timeout", record, ackId=record["ackId"], waited_ms=waited, reason=verdict.why)
+                if record["state"] == "acked":  # the server took it: no timeout, whatever the account says
+                    self._publish("order.unsettled", record, ackId=record["ackId"], reason=verdict.why)
+                else:
+                    waited = float(now_ms() - record.get("sent_at_ms", record["created_ms"]))
+                    self._publish("order.timeout", record, ackId=record["ackId"], waited_ms=waited, reason=verdict.why)
             self._spawn(self._persist(record))
 
     def _settle_timeout(self, order_id: str) -> None:

@@ -22,8 +22,10 @@ FIELDS: dict[str, dict[str, tuple]] = {
     "reorder": {"count": (1, 1, MAX_COUNT, True)},
 }
 KINDS = tuple(FIELDS)
-# `POST /admin/acks`: acks of orders dropped or held back, while the orders themselves still execute.
-ACK_FIELDS: dict[str, tuple] = {"drop": (0, 0, MAX_COUNT, True), "delay_ms": (0, 0, MAX_SECONDS * 1000, False)}
+# `POST /admin/acks`: acks of orders dropped or held back, or the player's own trade frame of an order
+# dropped, while the orders themselves still execute.
+ACK_FIELDS: dict[str, tuple] = {"drop": (0, 0, MAX_COUNT, True), "delay_ms": (0, 0, MAX_SECONDS * 1000, False),
+                                "drop_trades": (0, 0, MAX_COUNT, True)}
 
 
 class FaultError(ValueError):
@@ -53,12 +55,13 @@ def parse_fault(body: object) -> Fault:
 
 
 def parse_ack_fault(body: object) -> dict:
-    """Only the fields given change; `{"drop": 2}` drops the next two acks, `{"delay_ms": 0}` ends delays."""
+    """Only the fields given change; `{"drop": 2}` drops the next two acks, `{"delay_ms": 0}` ends delays,
+    `{"drop_trades": 1}` withholds the next order's `standard/newTrade`."""
     if not isinstance(body, dict) or not body:
         raise FaultError('body must be a JSON object like {"drop": 1} or {"delay_ms": 500}')
     extra = sorted(set(body) - set(ACK_FIELDS))
     if extra:
-        raise FaultError(f"unexpected field(s): {', '.join(extra)}; expected drop and/or delay_ms")
+        raise FaultError(f"unexpected field(s): {', '.join(extra)}; expected drop, delay_ms and/or drop_trades")
     return {name: _number("acks", name, body[name], *ACK_FIELDS[name]) for name in body}
 
 

@@ -153,7 +153,8 @@ class Simulator:
 
     def record(self, event: str, game_id: str | None, tick: int | None, timer: int | None,
                player: str | None = None) -> None:
-        """Log one frame sent (or, for `received/<order>` and `ack-dropped/<order>`, one seen or held back)."""
+        """Log one frame sent (or, for `received/<order>`, `ack-dropped/<order>` and `trade-dropped/<order>`,
+        one seen or held back)."""
         self.frames_emitted += 1
         self._log.append({"n": self.frames_emitted, "event": event, "gameId": game_id, "tickCount": tick,
                           "cooldownTimer": timer, "player": player, "ts_ms": time.time() * 1000})

@@ -4,7 +4,8 @@ and the admin endpoints that show the books.
 A connection that gives `auth={"player": "<name>"}` is that player (several connections may share
 one); an anonymous one trades as a guest player of its own from its first order, unless the server
 requires login. Acks go out after the order's frames, like the real server's; on demand they are
-dropped (the order still executes) or held back.
+dropped (the order still executes) or held back, or the order's own trade frame is lost on the way
+while everything else about it goes out (an ack the trade never reached).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Trading:
         self.players: dict[str, str] = {}  # socket.io sid -> player name
         self.drop_acks = 0
         self.delay_ms = 0.0
+        self.drop_trades = 0
         self._greetings: set[asyncio.Task] = set()
         for event in ORDER_EVENTS:
             sim.sio.on(event, self._handler(event))
@@ -100,7 +102,7 @@ class Trading:
             book = await self._book_of(sid)
             self.sim.record(f"received/{event}", self.desk.game_id, self.desk.tick, None, book.name if book else None)
             frames, ack = self.desk.order(event, book, args)
-            for frame in frames:
+            for frame in self._lose_trade(event, frames, book.name if book else None):
                 await self.send(frame)
             return await self._ack(event, ack, book.name if book else None)
 
@@ -115,6 +117,16 @@ class Trading:
         guest = self.desk.guest()
         await self._bind(sid, guest.name)
         return guest
+
+    def _lose_trade(self, event: str, frames: list[Outgoing], player: str | None) -> list[Outgoing]:
+        """With `drop_trades` pending, an order's `standard/newTrade` reaches no one; the order stands and
+        its `playerUpdate` and ack still go out. An order that makes no trade (a side bet, a refusal)
+        uses none up."""
+        if self.drop_trades <= 0 or not any(frame.event == "standard/newTrade" for frame in frames):
+            return frames
+        self.drop_trades -= 1
+        self.sim.record(f"trade-dropped/{event}", self.desk.game_id, self.desk.tick, None, player)
+        return [frame for frame in frames if frame.event != "standard/newTrade"]
 
     async def _ack(self, event: str, ack: dict, player: str | None):
         if self.drop_acks > 0:
@@ -158,7 +170,7 @@ class Trading:
         return web.json_response(self._describe(name))
 
     async def _get_acks(self, request: web.Request) -> web.Response:
-        return web.json_response({"drop": self.drop_acks, "delay_ms": self.delay_ms})
+        return web.json_response(self._ack_faults())
 
     async def _post_acks(self, request: web.Request) -> web.Response:
         try:
@@ -169,7 +181,11 @@ class Trading:
             return web.json_response({"error": str(e)}, status=400)
         self.drop_acks = values.get("drop", self.drop_acks)
         self.delay_ms = values.get("delay_ms", self.delay_ms)
-        return web.json_response({"ok": True, "drop": self.drop_acks, "delay_ms": self.delay_ms})
+        self.drop_trades = values.get("drop_trades", self.drop_trades)
+        return web.json_response({"ok": True, **self._ack_faults()})
+
+    def _ack_faults(self) -> dict:
+        return {"drop": self.drop_acks, "delay_ms": self.delay_ms, "drop_trades": self.drop_trades}
 
 
 def emit_data(args: tuple):

@@ -293,11 +293,14 @@ class Settings(BaseSettings):
         json_schema_extra=ORDERS,
     )
     order_ack_timeout_s: float = Field(
-        3.0, gt=0, description="No ack this long after sending: `order.timeout`, the outcome is settled by the next `playerUpdate`.",
+        3.0, gt=0, description="No ack this long after sending: `order.timeout`, the outcome is settled by the next "
+        "`playerUpdate`. Also how long after a successful ack its trade is still waited for before the player's "
+        "account may settle it (`order.unsettled`).",
         json_schema_extra=ORDERS,
     )
     order_settle_timeout_s: float = Field(
-        10.0, gt=0, description="An order still unsettled this long after sending stops counting as in flight.",
+        10.0, gt=0, description="An order still unsettled this long after sending stops counting as in flight; one "
+        "acked without its trade that the account has not shown filled by then gets `order.unsettled`.",
         json_schema_extra=ORDERS,
     )
     feed_auth: SecretStr | None = Field(

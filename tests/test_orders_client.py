@@ -19,11 +19,13 @@ import urllib.request
 from typing import Any
 
 import pytest
+import socketio
 
 from core.client import Refused, Vectra
 from core.sim.world import COOLDOWN_MS, TICK_MS, World
 from tests.conftest import free_port
 from tests.processes import REPO, VECTRA, SimProcess
+from tests.test_orders_restart import admin
 from tests.test_tui_live import until
 from vectra_tui.remote import RemoteFoundation
 
@@ -50,14 +52,18 @@ def sim():
     process.kill()
 
 
-@pytest.fixture
-def daemon(sim, daemon_for, monkeypatch):
+def live_daemon(sim, daemon_for, monkeypatch, **env: str):  # noqa: ANN001 - the fixtures
     """A live daemon whose direct connection is logged in to the simulator as `bot`; the token comes
     from the environment, for the daemon and the client alike."""
     monkeypatch.setenv("VECTRA_AUTH_TOKEN", TOKEN)
-    started = daemon_for(sim, **LIVE)
+    started = daemon_for(sim, **LIVE, **env)
     started.wait_for(lambda events: any(e["type"] == "game.tick" and e["data"]["phase"] == "ACTIVE" for e in events))
     return started
+
+
+@pytest.fixture
+def daemon(sim, daemon_for, monkeypatch):
+    return live_daemon(sim, daemon_for, monkeypatch)
 
 
 def get(url: str) -> Any:
@@ -140,6 +146,91 @@ async def test_a_bot_buys_adds_sells_and_bets_and_its_player_state_matches_the_s
     assert await wire_count(sim, "buyOrder") == 2
     assert await wire_count(sim, "sellOrder") == 2
     assert await wire_count(sim, "requestSidebet") == 1
+
+
+def settling_quickly(sim, daemon_for, monkeypatch):  # noqa: ANN001 - the fixtures
+    """A live daemon that knows the player's account before the first order (so the order keeps its
+    `playerBefore`) and gives up on a lost trade soon: the account is asked 3 s after the ack, for the
+    last time 5 s after sending."""
+    started = live_daemon(sim, daemon_for, monkeypatch, VECTRA_ORDER_ACK_TIMEOUT_S="3",
+                          VECTRA_ORDER_SETTLE_TIMEOUT_S="5")
+    started.wait_for(lambda events: any(e["type"] == "player.state" for e in events))
+    return started
+
+
+def nothing_more_after_a_restart(sim, daemon_for, monkeypatch):  # noqa: ANN001 - the fixtures
+    """The daemon started again on the same data, once it has the player's account and a tick after
+    it: the moment it would settle again whatever the journal left unsettled."""
+    restarted = settling_quickly(sim, daemon_for, monkeypatch)
+    events = restarted.wait_for(lambda events: any(e["type"] == "game.tick" for e in events[
+        next(i for i, e in enumerate(events) if e["type"] == "player.state"):]))
+    assert [e for e in events if e["type"].startswith("order.")] == [], "the outcome was journaled"
+
+
+@pytest.mark.parametrize("sold_by_hand", [False, True], ids=["filled", "sold-by-hand"])
+async def test_a_buy_acked_without_its_trade_is_settled_by_the_account_in_the_same_run(
+    sim, daemon_for, monkeypatch, sold_by_hand
+):
+    """The simulator carries the buy out and acks it with success, but the buy's own trade frame is
+    lost. The bot still learns the outcome, in the same run: the position grew, `order.filled`
+    (`matchedBy: position`). If the player sold everything by hand before the account was asked, an
+    unchanged account is no refusal (the server took the order): it stays `acked` and
+    `order.unsettled` says why. Either way the outcome is journaled: the next run hands the same
+    record to a retry and settles nothing again."""
+    daemon = settling_quickly(sim, daemon_for, monkeypatch)
+    await asyncio.to_thread(admin, sim, "/admin/acks", {"drop_trades": 1})
+    async with Vectra(timeout=2, attempts=10) as vectra, socketio.AsyncSimpleClient() as page:
+        await page.connect(sim.url, auth={"player": "bot"}, transports=["websocket"])
+        channels = Channels(vectra, "order.*")
+        await asyncio.sleep(0.5)  # the subscription is live before the order
+        await vectra.buy(0.002, order_id="lost-trade")
+        await channels.until("lost-trade", "order.ack")
+        if sold_by_hand:
+            assert await page.call("sellOrder", {"percentage": 100}, timeout=5) == {"success": True}
+        outcome = "order.unsettled" if sold_by_hand else "order.filled"
+        await channels.until("lost-trade", outcome)
+        await channels.close()
+        assert channels.life("lost-trade") == ["order.request", "order.sent", "order.ack", outcome]
+        ack, settled = [e for e in channels.events if e.type in ("order.ack", outcome)]
+        assert ack.data["success"] is True
+        record = (await vectra.buy(0.002, order_id="lost-trade")).data
+        if sold_by_hand:
+            assert "positionQty unchanged" in settled.data["reason"], settled.data
+            assert record["state"] == "acked" and record["whyUnknown"] == settled.data["reason"], record
+        else:
+            assert (settled.data["matchedBy"], settled.data["trade"], settled.data["price"]) == ("position", None, None)
+            assert record["state"] == "filled", record
+        assert daemon.terminate() == 0
+        nothing_more_after_a_restart(sim, daemon_for, monkeypatch)
+        assert (await vectra.buy(0.002, order_id="lost-trade")).data == record
+    emitted = await asyncio.to_thread(get, f"{sim.url}/admin/emitted")
+    assert [entry["event"] for entry in emitted if entry["event"].endswith("/buyOrder")] == [
+        "received/buyOrder", "trade-dropped/buyOrder", "ack/buyOrder"], "sent once; the trade never reached Vectra"
+
+
+async def test_two_buys_acked_without_their_trades_stay_unsettled_since_the_account_cannot_tell_them_apart(
+    sim, daemon_for, monkeypatch
+):
+    """Both buys happened (the simulator's books hold both) and both trades were lost. The position
+    grew, but by either order or both: neither is guessed filled. The first says another order on the
+    same figure was sent while it waited; the second was sent while the first was unsettled, so the
+    account before it is not known."""
+    settling_quickly(sim, daemon_for, monkeypatch)
+    await asyncio.to_thread(admin, sim, "/admin/acks", {"drop_trades": 2})
+    async with Vectra() as vectra:
+        channels = Channels(vectra, "order.*")
+        await asyncio.sleep(0.5)  # the subscription is live before the first order
+        await vectra.buy(0.002, order_id="lost-1")
+        await channels.until("lost-1", "order.ack")
+        await vectra.buy(0.003, order_id="lost-2")
+        for order_id in ("lost-1", "lost-2"):
+            await channels.until(order_id, "order.unsettled")
+            assert channels.life(order_id) == ["order.request", "order.sent", "order.ack", "order.unsettled"]
+        await channels.close()
+    reasons = {e.data["order_id"]: e.data["reason"] for e in channels.events if e.type == "order.unsettled"}
+    assert "another order on positionQty was sent" in reasons["lost-1"], reasons
+    assert "not known" in reasons["lost-2"], reasons
+    assert (await books(sim))["totalInvested"] == 5_000_000, "both buys happened"
 
 
 async def test_the_same_order_id_is_one_frame_across_retries_a_new_connection_and_a_daemon_restart(

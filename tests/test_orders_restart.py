@@ -65,9 +65,11 @@ def wait_for_sim(sim: SimProcess, event: str, timeout: float = 30) -> None:
 
 
 def live_env(tmp_path: Path, sim: SimProcess) -> dict[str, str]:
+    """Timeouts out of reach: what a run leaves unsettled is the next run's to settle, never its own."""
     return {**daemon_env(tmp_path / "data", sim), "VECTRA_ORDERS": "live", "VECTRA_AUTH_TOKEN": TOKEN,
             "VECTRA_ORDER_EXECUTOR": "direct", "VECTRA_FEED_AUTH": '{"player": "bot1"}', "VECTRA_RECORD": "true",
-            "VECTRA_ORDER_ACK_TIMEOUT_S": "600", "VECTRA_ORDER_MAX_TICK_AGE_S": "10"}
+            "VECTRA_ORDER_ACK_TIMEOUT_S": "600", "VECTRA_ORDER_SETTLE_TIMEOUT_S": "600",
+            "VECTRA_ORDER_MAX_TICK_AGE_S": "10"}
 
 
 def buy_then_sigkill(sim: SimProcess, env: dict[str, str], daemons: list[DaemonProcess]) -> dict:

@@ -178,7 +178,7 @@ class OrderTimeout(_OrderEvent):
 
 class OrderUnsettled(_OrderEvent):
     ackId: int | None
-    reason: str  # why the account after a restart cannot settle an order the server acked with success
+    reason: str  # why the account cannot settle an order the server acked with success (its trade unmatched)
 
 
 class PlayerState(_Open):

@@ -10,6 +10,9 @@ the game has ended an unchanged or emptied account says nothing about the order.
 (as in a run: no ack, and the next `playerUpdate` shows no trade); anything else is unknown. Never a
 guessed fill. An order the server acked with success cannot have been refused, whatever the account
 shows later (another trade may have undone it): no change leaves it unknown.
+
+The same comparison settles, within a run, an order acked with success whose own trade never came
+(desk.py, `_settle_by_account`): there too the account is the only evidence left.
 """
 
 from __future__ import annotations
@@ -50,13 +53,13 @@ def decide(record: dict[str, Any], player: dict[str, Any], game_id: str | None, 
     if player.get("playerId") != before["playerId"]:
         return Verdict("unknown", f"the player now logged in ({player.get('playerId')}) is not the one that sent it")
     if game_id is None or game_id != record.get("gameId") or phase not in OPEN_PHASES:
-        return Verdict("unknown", f"its game {record.get('gameId')} ended before Vectra saw the player's state again: "
-                                  "the rug force-sells every position, so the account cannot tell whether it filled")
+        return Verdict("unknown", f"its game {record.get('gameId')} has ended: the rug force-sells every "
+                                  "position, so the account can no longer tell whether it filled")
     figure = FIGURE_OF[record["kind"]]
     then, now = before.get(figure), player.get(figure)
     if _same(then, now) and record["state"] == "acked":
-        return Verdict("unknown", f"the server acked it with success, yet the first playerUpdate after the restart "
-                                  f"shows {figure} unchanged (another trade may have undone it)")
+        return Verdict("unknown", f"the server acked it with success, yet the player's account shows {figure} "
+                                  "unchanged (another trade may have undone it)")
     if _same(then, now):
         return Verdict("rejected", "no ack before Vectra stopped, and the first playerUpdate after the restart "
                                    f"shows no trade of this order ({figure} unchanged)")

@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,7 +29,7 @@ from core.contracts.health import OrdersHealth
 from core.contracts.orders import BadOrder, Order, RejectCode, order_fields, parse_order
 from core.contracts.requests import Order as OrderCommand, OrdersHalt, OrdersResume, OrdersStatus, Player as PlayerRequest
 from core.foundation import Foundation
-from core.orders.after_restart import FIGURE_OF, decide, player_before
+from core.orders.after_restart import FIGURE_OF, Verdict, decide, player_before
 from core.orders.executors.base import Executor, ExecutorError, OrderFrame
 from core.orders.journal import OrderJournal
 from core.orders.limits import DeskView, check
@@ -59,6 +59,8 @@ class Pending:
     early_ack: tuple[Any, float] | None = None  # an ack (and when it came) before the executor returned
     timing: dict[str, float] = field(default_factory=dict)  # the order's moments so far (`timing` on the channels)
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    sent_on_figure: int = 0  # orders this run sent on its figure, itself included, when it was sent
+    by_account: bool = False  # acked, its trade given up on: the player's account may settle it now
 
 
 class OrderDesk:
@@ -85,7 +87,7 @@ class OrderDesk:
         self._deciding: set[asyncio.Future] = set()  # orders past their checks, not yet sent or refused
         # unsettled when an earlier run stopped: the first playerUpdate (and game.tick) of this run settles them
         self._reloaded: dict[str, dict[str, Any]] = {}
-        self._moved_this_run: set[str] = set()  # figures this run's own orders may have moved since it started
+        self._sent_on: Counter[str] = Counter()  # orders this run sent, by the figure each may have moved
         if foundation.bus.relaying:
             return  # an edge: orders go to the origin, whose player state and order events the stream carries
         for action, handler in (
@@ -116,7 +118,7 @@ class OrderDesk:
             log.warning("orders are halted (kill switch from an earlier run); `orders_resume` lifts it")
 
     async def stop(self) -> None:
-        for pending in self._pending.values():
+        for pending in (*self._pending.values(), *self._acked.values()):
             for timer in pending.timers:
                 timer.cancel()
         if self._tasks:
@@ -289,7 +291,9 @@ class OrderDesk:
         order_id = pending.order.order_id
         others = any(other != order_id for other in (*self._pending, *self._acked))
         record["playerBefore"] = player_before(self.player.state(), others)
-        self._moved_this_run.add(FIGURE_OF[pending.order.kind])
+        figure = FIGURE_OF[pending.order.kind]
+        self._sent_on[figure] += 1
+        pending.sent_on_figure = self._sent_on[figure]
         if not await self._persist(record):
             self._release(order_id)
             self._reject(record, RejectCode.NOT_DURABLE, f"not sent: its record could not be written to "
@@ -371,6 +375,8 @@ class OrderDesk:
                 self._publish_player(None)
             self._settle_unknown()
             self._settle_reloaded()
+            for order_id in [key for key, pending in self._acked.items() if pending.by_account]:
+                self._settle_by_account(order_id)
         elif envelope.type == "game.tick":
             self._settle_reloaded()
         elif envelope.type == "player.identity":
@@ -419,6 +425,8 @@ class OrderDesk:
         else:
             record["state"] = "acked"
             self._release(order_id, keep_for_fill=True)
+            pending.timers.append(asyncio.get_running_loop().call_later(
+                self.settings.order_ack_timeout_s, self._settle_by_account, order_id))
         self._spawn(self._persist(record))
 
     def _on_trade(self, trade: Any, trace: Any) -> None:
@@ -501,7 +509,7 @@ class OrderDesk:
             del self._reloaded[order_id]
             figure = FIGURE_OF[record["kind"]]
             verdict = decide(record, self.player.state(), tick.gameId, tick.data.get("phase"))
-            if verdict.outcome != "unknown" and figure in self._moved_this_run:
+            if verdict.outcome != "unknown" and self._sent_on[figure]:
                 verdict = replace(verdict, outcome="unknown", why=f"an order of this run moved {figure} before the account was seen")
             elif verdict.outcome != "unknown" and figures.count(figure) > 1:
                 verdict = replace(verdict, outcome="unknown", why=f"several orders on {figure} were unsettled when Vectra stopped")
@@ -513,17 +521,68 @@ class OrderDesk:
             elif verdict.outcome == "rejected":
                 self._reject(record, RejectCode.SERVER_REJECTED, verdict.why, by="server")
             else:
-                record["whyUnknown"] = verdict.why
-                if record["state"] == "acked":  # the server took it: no timeout, whatever the account says
-                    self._publish("order.unsettled", record, ackId=record["ackId"], reason=verdict.why)
-                else:
-                    waited = float(now_ms() - record.get("sent_at_ms", record["created_ms"]))
-                    self._publish("order.timeout", record, ackId=record["ackId"], waited_ms=waited, reason=verdict.why)
+                self._stays_unknown(record, verdict.why, record["ackId"])
             self._spawn(self._persist(record))
 
+    def _settle_by_account(self, order_id: str, *, last: bool = False) -> None:
+        """An order the server acked with success whose own trade never came, settled by the player's
+        account as an order an earlier run left `acked` is (`decide`, against its `playerBefore`): its
+        figure moved its way, `order.filled` (`matchedBy: position`); else, once `last` (the settle
+        timeout), it stays `acked` and `order.unsettled` says why.
+
+        Not while its trade can still come: a fill by position has no price and no tick, and the trade
+        arriving after it would then match nothing. The real server sends the trade before the ack
+        (captured: trade, playerUpdate, gameStatePlayerUpdate, ack, within 150 ms), yet the trade is a
+        broadcast and the ack a reply, so their order is not promised; a playerUpdate may also come
+        before the trade. So the account is first asked `VECTRA_ORDER_ACK_TIMEOUT_S` after the ack: a
+        trade that much later than its ack is as lost as an ack that much later than its frame. From then
+        on each playerUpdate asks again (its own playerUpdate may be late too) until the settle timeout
+        gives the last answer. Waiting for that timeout alone would make the bot wait longest, and a rug
+        meanwhile would leave a fill the account showed unprovable."""
+        pending = self._acked.get(order_id)
+        if pending is None:
+            return
+        record = self.records[order_id]
+        verdict = self._account_verdict(record, pending)
+        if verdict.outcome != "filled" and not last:
+            pending.by_account = True
+            return
+        log.warning("order %s acked without its trade: %s (%s)", order_id, verdict.outcome, verdict.why)
+        self._release(order_id)
+        if verdict.outcome == "filled":
+            self._settle_filled(record, "position", None)
+        else:
+            self._stays_unknown(record, verdict.why, pending.frame.ack_id)
+        self._spawn(self._persist(record))
+
+    def _account_verdict(self, record: dict[str, Any], pending: Pending) -> Verdict:
+        """What the account shows for an order of this run. One sent after it on the same figure may
+        have moved it just as well (one sent before, still unsettled, already left no `playerBefore`)."""
+        figure = FIGURE_OF[record["kind"]]
+        if self._sent_on[figure] > pending.sent_on_figure:
+            return Verdict("unknown", f"another order on {figure} was sent while this one waited for its trade: "
+                                      "the account cannot tell them apart")
+        tick = self.foundation.bus.last_by_type.get("game.tick")
+        return decide(record, self.player.state(), tick.gameId if tick else None,
+                      tick.data.get("phase") if tick else "UNKNOWN")
+
+    def _stays_unknown(self, record: dict[str, Any], why: str, ack_id: Any) -> None:
+        """The account cannot settle it: `whyUnknown` (journaled, so a restart does not ask again) and
+        the event that says why. One the server acked with success stays `acked`, with
+        `order.unsettled`: it took the order, so it is neither refused nor a timeout."""
+        record["whyUnknown"] = why
+        if record["state"] == "acked":
+            self._publish("order.unsettled", record, ackId=ack_id, reason=why)
+        else:
+            waited = float(now_ms() - record.get("sent_at_ms", record["created_ms"]))
+            self._publish("order.timeout", record, ackId=ack_id, waited_ms=waited, reason=why)
+
     def _settle_timeout(self, order_id: str) -> None:
-        """Still unsettled long after sending: it stops holding its kind's in-flight slot."""
-        if order_id in self._pending or order_id in self._acked:
+        """Still unsettled long after sending: it stops holding its kind's in-flight slot; one acked
+        without its trade gets the account's last answer."""
+        if order_id in self._acked:
+            self._settle_by_account(order_id, last=True)
+        elif order_id in self._pending:
             log.warning("order %s still unsettled after %g s; no longer counted in flight", order_id,
                         self.settings.order_settle_timeout_s)
             self._release(order_id)

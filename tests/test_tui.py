@@ -141,6 +141,28 @@ async def test_the_player_panel_shows_the_desk_the_player_and_the_orders_from_th
         assert panel.index("✗ sidebet") < panel.index("✓ buy")  # newest outcome first
 
 
+async def test_an_order_acked_without_its_trade_leaves_the_orders_in_flight_once_it_is_unsettled():
+    """The sell in flight is acked, then `order.unsettled`: no more events will come for it, so the
+    panel no longer shows it waiting; it is listed as unsettled with the reason, not as a fill."""
+    fake = FakeFoundation(trading=True)
+    app = VectraConsole(fake)
+    async with app.run_test(size=(160, 36)) as pilot:
+        await pilot.pause()
+        assert "→ sell sent  bot1-0003" in shown(app, "player")
+        order = {"order_id": "bot1-0003", "kind": "sell", "dryRun": False, "ackId": 900000001}
+        fake.publish(event(2000, "order.ack", GAME_ID, **order, ack=[{"success": True}], success=True, latency_ms=180.0))
+        await pilot.pause(0.3)
+        assert "→ sell acked  bot1-0003" in shown(app, "player")
+        why = "the server acked it with success, yet the player's account shows positionQty unchanged"
+        fake.publish(event(2001, "order.unsettled", GAME_ID, **order, reason=why))
+        await pilot.pause(0.3)
+        panel = shown(app, "player")
+        assert "→ sell" not in panel, "no longer in flight"
+        assert "? sell unsettled   bot1-0003  the server acked it" in panel, "with its reason, as far as it fits"
+        assert panel.index("? sell unsettled") < panel.index("✗ sidebet"), "the newest outcome first"
+        assert "✓ sell" not in panel
+
+
 async def test_without_an_order_desk_there_is_no_player_panel_and_no_order_keys(fake):
     app = VectraConsole(fake)
     async with app.run_test(size=(120, 36)) as pilot:

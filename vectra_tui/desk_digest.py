@@ -13,7 +13,8 @@ from typing import Any
 from vectra_tui.view import LoggedEvent, OrderLine
 
 DESK_CHANNELS = frozenset(
-    {"order.request", "order.sent", "order.ack", "order.filled", "order.rejected", "order.timeout", "player.state"}
+    {"order.request", "order.sent", "order.ack", "order.filled", "order.rejected", "order.timeout", "order.unsettled",
+     "player.state"}
 )
 RECENT_ORDERS = 8
 STATE_BY_CHANNEL = {"order.request": "requested", "order.sent": "sent", "order.ack": "acked", "order.timeout": "timeout"}
@@ -47,6 +48,11 @@ class DeskTracker:
             self.in_flight.pop(order_id, None)
             code, message = data.get("code"), data.get("message")
             self.recent.appendleft(OrderLine(order_id, kind, "rejected", code=code, message=message, dry_run=dry_run))
+        elif event.type == "order.unsettled":
+            # acked, yet neither its trade nor the account settles it: nothing more will come, so it is
+            # no longer in flight; it is listed apart from the fills, since it may not have happened
+            self.in_flight.pop(order_id, None)
+            self.recent.appendleft(OrderLine(order_id, kind, "unsettled", message=data.get("reason"), dry_run=dry_run))
         elif event.type == "order.ack" and data.get("success") is not True:
             return  # a failing ack: its order.rejected follows
         else:

@@ -260,7 +260,7 @@ class SubscribersPanel(Panel):
         ]
 
 
-ORDER_MARK = {"filled": ("✓", "good"), "rejected": ("✗", "bad")}
+ORDER_MARK = {"filled": ("✓", "good"), "rejected": ("✗", "bad"), "unsettled": ("?", "warn")}
 
 
 class PlayerPanel(Panel):
@@ -303,8 +303,9 @@ class PlayerPanel(Panel):
     def _outcome(self, order: OrderLine) -> Text:
         mark, name = ORDER_MARK[order.state]
         detail = order.code or "" if order.state == "rejected" else (drawing.price(order.price) if order.price is not None else "")
+        why = f"  {order.message}" if order.state == "unsettled" and order.message else ""  # as far as the width allows
         return self.text((f"{mark} ", name), f"{order.kind} ", (order.state, name), f" {detail}",
-                         ("  " + order.order_id, "dim"), ("  dry" if order.dry_run else "", "dim"))
+                         ("  " + order.order_id, "dim"), ("  dry" if order.dry_run else "", "dim"), (why, "dim"))
 
 
 def tone_of(amount: float | None) -> str | None:

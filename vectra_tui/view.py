@@ -117,7 +117,7 @@ class OrderLine:
 
     order_id: str
     kind: str
-    state: str  # requested, sent, acked, timeout; filled, rejected
+    state: str  # requested, sent, acked, timeout; filled, rejected, unsettled
     code: str | None = None
     message: str | None = None
     price: float | None = None

@@ -159,11 +159,11 @@ def settling_quickly(sim, daemon_for, monkeypatch):  # noqa: ANN001 - the fixtur
 
 
 def nothing_more_after_a_restart(sim, daemon_for, monkeypatch):  # noqa: ANN001 - the fixtures
-    """The daemon started again on the same data, once it has the player's account and a tick after
-    it: the moment it would settle again whatever the journal left unsettled."""
+    """The daemon started again on the same data, once it has the player's account (`player.update`)
+    and a tick after it: the moment it would settle again whatever the journal left unsettled."""
     restarted = settling_quickly(sim, daemon_for, monkeypatch)
-    events = restarted.wait_for(lambda events: any(e["type"] == "game.tick" for e in events[
-        next(i for i, e in enumerate(events) if e["type"] == "player.state"):]))
+    account = restarted.wait_for(lambda events: any(e["type"] == "player.update" for e in events))
+    events = restarted.wait_for(lambda events: any(e["type"] == "game.tick" for e in events[len(account):]))
     assert [e for e in events if e["type"].startswith("order.")] == [], "the outcome was journaled"
 
 

@@ -63,12 +63,14 @@ class OrderJournal:
             with self.path.open("ab") as tail:  # a whole record that lost only its newline
                 tail.write(b"\n")
 
-    async def append(self, record: dict[str, Any]) -> None:
-        """The record as it is now, durable when this returns (on the journal's worker thread)."""
+    def append(self, record: dict[str, Any]) -> asyncio.Future[None]:
+        """The record as it is now, serialized and handed to the journal's worker thread before this
+        returns; durable when the future is done. What the caller does before awaiting it runs while
+        the worker writes."""
         line = orjson.dumps(record) + b"\n"
         if self._worker is None:
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="order-journal")
-        await asyncio.get_running_loop().run_in_executor(self._worker, self._write, line)
+        return asyncio.get_running_loop().run_in_executor(self._worker, self._write, line)
 
     def _write(self, line: bytes) -> None:
         if self._fd is None:

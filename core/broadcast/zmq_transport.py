@@ -29,7 +29,7 @@ peer is answered as if it were alone.
 
 The ROUTER is read by a callback on its file descriptor, which starts each request's task itself: a
 task awaiting pyzmq's `recv_multipart()` woke one turn of the loop later, through pyzmq's future and
-its re-arming, and a bot's order reached the desk about 0.25 ms later for it (bench/bench_orders.py).
+its re-arming: a bot's order reached the desk about 0.2 ms later (bench/bench_orders.py, `bot -> desk`).
 The descriptor is ZeroMQ's, edge-triggered: the callback takes every queued message until `EVENTS`
 says none is left, and after a reply is sent (a send may take the descriptor's signal) the socket is
 looked at again.

@@ -100,6 +100,12 @@ class EventBus:
     def last_seq(self) -> int:
         return self.seqstore.last
 
+    @property
+    def next_seq(self) -> int:
+        """The number the next `publish` gives its event (publishing is synchronous: nothing takes it
+        in between), for a record that must name an event before it is published."""
+        return self.seqstore.last + 1
+
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
 

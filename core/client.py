@@ -273,11 +273,14 @@ class Subscription:
             self.close()
 
     async def _next_live(self) -> list[bytes] | None:
-        """The next live message; one already queued is taken at once. Polling first costs several
-        turns of the loop per message (pyzmq chains futures), which in a burst (an order's trade,
-        player updates, then its ack) delays the last message by all of them. Every
-        `BURST_BEFORE_YIELD` messages taken at once, the loop gets a turn: a stream that never
-        pauses must not starve the caller's other tasks."""
+        """The next live message, None after a quiet while (the caller then looks at `dead_after_s`).
+
+        One already queued is taken at once. Otherwise the receive itself is awaited: it completes
+        in the turn after the socket wakes the loop, where a poll first (pyzmq chains a watcher, a
+        poller and a future) took four turns, and the message that ends a burst (an order's ack,
+        after its trade and player updates) waited for them each time. Every `BURST_BEFORE_YIELD`
+        messages taken at once, the loop gets a turn: a stream that never pauses must not starve
+        the caller's other tasks."""
         assert self._sub is not None
         if self._taken_at_once < BURST_BEFORE_YIELD:
             try:
@@ -287,10 +290,26 @@ class Subscription:
             else:
                 self._taken_at_once += 1
                 return frames
+        else:
+            await asyncio.sleep(0)
         self._taken_at_once = 0
-        if not await self._sub.poll(timeout=min(1000, int(self.dead_after_s * 250) or 1)):
+        return await self._receive_within(min(1.0, self.dead_after_s / 4) or 0.001)
+
+    async def _receive_within(self, seconds: float) -> list[bytes] | None:
+        """The next message, or None when none came within `seconds`. The timer cancels only the
+        receive, which pyzmq then skips: a message that arrives as it fires is kept, never taken
+        and dropped (as cancelling the task, `asyncio.timeout`, could do)."""
+        assert self._sub is not None
+        receiving = self._sub.recv_multipart()
+        timer = asyncio.get_running_loop().call_later(seconds, receiving.cancel)
+        try:
+            return await receiving
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():
+                raise  # the caller's cancellation, not the timer's
             return None
-        return await self._sub.recv_multipart()
+        finally:
+            timer.cancel()
 
     async def _on_message(self, channel: bytes, body: bytes) -> AsyncIterator[Envelope | Status]:
         if channel == HEARTBEAT_CHANNEL:

@@ -26,6 +26,13 @@ Fairness: each peer's requests are answered one after another, in the order sent
 have `MAX_PENDING_REQUESTS` in progress (more: `busy`, to that peer only). A peer that stops reading
 thus holds up only its own requests, with one of them waiting on its full queue at a time; every other
 peer is answered as if it were alone.
+
+The ROUTER is read by a callback on its file descriptor, which starts each request's task itself: a
+task awaiting pyzmq's `recv_multipart()` woke one turn of the loop later, through pyzmq's future and
+its re-arming: a bot's order reached the desk about 0.2 ms later (bench/bench_orders.py, `bot -> desk`).
+The descriptor is ZeroMQ's, edge-triggered: the callback takes every queued message until `EVENTS`
+says none is left, and after a reply is sent (a send may take the descriptor's signal) the socket is
+looked at again.
 """
 
 from __future__ import annotations
@@ -38,7 +45,6 @@ from typing import Any
 
 import orjson
 import zmq
-import zmq.asyncio
 from zmq.utils.monitor import recv_monitor_message
 
 from core.broadcast.requests import Requests, Transport
@@ -69,11 +75,12 @@ class ZmqTransport(Transport):
 
     def __init__(self, foundation: Foundation, requests: Requests | None = None) -> None:
         super().__init__(foundation, requests)
-        self._context: zmq.asyncio.Context | None = None
+        self._context: zmq.Context | None = None
         self._pub: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None
-        self._router: zmq.asyncio.Socket | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._router: zmq.Socket | None = None
+        self._reading = False  # requests are taken (from start to stop)
+        self._looking = False  # a look at the ROUTER's queue is scheduled
         self._pending: set[asyncio.Task] = set()
         self._peers: dict[bytes, PeerTurn] = {}
         self.peers = 0
@@ -87,9 +94,8 @@ class ZmqTransport(Transport):
 
     async def start(self) -> None:
         settings = self.settings  # off-loopback endpoints without a token never validate (config.py)
-        self._context = zmq.asyncio.Context()
-        sync_context = zmq.Context.shadow(self._context.underlying)
-        self._pub = sync_context.socket(zmq.XPUB)
+        self._context = zmq.Context()
+        self._pub = self._context.socket(zmq.XPUB)
         self._pub.setsockopt(zmq.SNDHWM, settings.zmq_pub_hwm)
         self._pub.setsockopt(zmq.LINGER, LINGER_MS)
         self._monitor = self._pub.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
@@ -112,20 +118,24 @@ class ZmqTransport(Transport):
             ) from None
         self.foundation.bus.subscribe(self)
         self.foundation.bus.on_control(self._send_control)
-        self._tasks = [asyncio.create_task(self._serve_router(), name="zmq:router")]
+        asyncio.get_running_loop().add_reader(self._router.FD, self._take_requests)
+        self._reading = True
+        self._look_again()  # requests that came before the reader: the descriptor signals only new ones
         log.info("ZeroMQ events on %s (SUB), requests on %s (DEALER/REQ)", settings.zmq_pub, settings.zmq_router)
 
     async def stop(self) -> None:
         self.foundation.bus.unsubscribe(self)
-        for task in [*self._tasks, *self._pending]:
+        self._reading = False
+        if self._router is not None:
+            asyncio.get_running_loop().remove_reader(self._router.FD)
+        for task in self._pending:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._pending, return_exceptions=True)
-        self._tasks.clear()
+        await asyncio.gather(*self._pending, return_exceptions=True)
         context = self._close_sockets()
         if context is not None:
             await asyncio.to_thread(context.term)  # waits up to LINGER_MS for queued messages
 
-    def _close_sockets(self) -> zmq.asyncio.Context | None:
+    def _close_sockets(self) -> zmq.Context | None:
         """Close every socket; the caller terminates the returned context (which may wait)."""
         if self._pub is not None:
             self._pub.disable_monitor()
@@ -169,28 +179,37 @@ class ZmqTransport(Transport):
 
     # --- ROUTER ---------------------------------------------------------------------------------
 
-    async def _serve_router(self) -> None:
-        assert self._router is not None
-        while True:
-            frames = await self._router.recv_multipart()
-            route, payload = frames[:-1], frames[-1]
-            self.requests_served += 1
-            try:
-                request = self.requests.parse(payload, MAX_REQUEST_BYTES)
-                if isinstance(request, Replay):
-                    self.requests.check_pattern_count(len(set(request.channels)), request, "in one replay")
-            except RequestError as exc:
-                self._reply_at_once(route, orjson.dumps(exc.reply()))
-                continue
-            peer = self._peers.setdefault(route[0], PeerTurn())
-            if peer.in_progress >= MAX_PENDING_REQUESTS:
-                busy = error_reply("busy", f"{MAX_PENDING_REQUESTS} requests of yours in progress; retry")
-                self._reply_at_once(route, orjson.dumps(with_id(request.id, busy)))
-            else:
-                peer.in_progress += 1
-                task = asyncio.create_task(self._answer_in_turn(route, request, peer))
-                self._pending.add(task)
-                task.add_done_callback(self._pending.discard)
+    def _take_requests(self) -> None:
+        """Every request queued on the ROUTER, each handed to its own task (or answered at once)."""
+        self._looking = False
+        while self._reading and self._router.get(zmq.EVENTS) & zmq.POLLIN:
+            self._take(self._router.recv_multipart(zmq.NOBLOCK))
+
+    def _look_again(self) -> None:
+        """After a send: queued requests may no longer signal the descriptor (see the module docstring)."""
+        if not self._looking:
+            self._looking = True
+            asyncio.get_running_loop().call_soon(self._take_requests)
+
+    def _take(self, frames: list[bytes]) -> None:
+        route, payload = frames[:-1], frames[-1]
+        self.requests_served += 1
+        try:
+            request = self.requests.parse(payload, MAX_REQUEST_BYTES)
+            if isinstance(request, Replay):
+                self.requests.check_pattern_count(len(set(request.channels)), request, "in one replay")
+        except RequestError as exc:
+            self._reply_at_once(route, orjson.dumps(exc.reply()))
+            return
+        peer = self._peers.setdefault(route[0], PeerTurn())
+        if peer.in_progress >= MAX_PENDING_REQUESTS:
+            busy = error_reply("busy", f"{MAX_PENDING_REQUESTS} requests of yours in progress; retry")
+            self._reply_at_once(route, orjson.dumps(with_id(request.id, busy)))
+        else:
+            peer.in_progress += 1
+            task = asyncio.create_task(self._answer_in_turn(route, request, peer))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
     async def _answer_in_turn(self, route: list[bytes], request: Request, peer: PeerTurn) -> None:
         try:
@@ -236,9 +255,10 @@ class ZmqTransport(Transport):
         await self._reply(route, orjson.dumps(with_id(request.id, {"type": "replay.end", "last_seq": upto})))
 
     def _reply_at_once(self, route: list[bytes], body: bytes) -> None:
-        """For the receiving loop, which must never wait on one peer: send now or drop the reply."""
+        """For the reading callback, which must never wait on one peer (and looks at the queue again
+        itself): send now or drop the reply."""
         try:
-            self._router.send_multipart([*route, body], flags=zmq.NOBLOCK).result()
+            self._router.send_multipart([*route, body], zmq.NOBLOCK)
         except zmq.ZMQError:  # full queue (EAGAIN) or a peer already gone (EHOSTUNREACH)
             self.replies_abandoned += 1
 
@@ -250,7 +270,7 @@ class ZmqTransport(Transport):
             if self._router is None:
                 raise ReplyAbandoned("transport stopped")
             try:
-                await self._router.send_multipart([*route, body], flags=zmq.NOBLOCK)
+                self._router.send_multipart([*route, body], zmq.NOBLOCK)
                 return
             except zmq.Again:
                 deadline = deadline or time.monotonic() + REPLAY_STALL_S
@@ -262,6 +282,8 @@ class ZmqTransport(Transport):
                 if exc.errno == zmq.EHOSTUNREACH:
                     raise ReplyAbandoned("peer is gone") from None
                 raise
+            finally:
+                self._look_again()
 
     # --- what the outside sees ------------------------------------------------------------------
 

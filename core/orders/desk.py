@@ -151,19 +151,29 @@ class OrderDesk:
         self._count(order)
         frame = build_frame(order, next(self._ack_ids))
         executor = self.executor.name if self.executor is not None else None
-        requested = self._publish("order.request", record, order=order_fields(order), checks=passed, executor=executor)
-        record.update(seq_of_request=requested.seq, executor=executor, ackId=frame.ack_id, traceId=frame.trace_id,
-                      frame=frame.text)
+        requested = {"order": order_fields(order), "checks": passed, "executor": executor}
+        record.update(seq_of_request=self.foundation.bus.next_seq, executor=executor, ackId=frame.ack_id,
+                      traceId=frame.trace_id, frame=frame.text)
         if record["dryRun"]:
+            self._publish("order.request", record, **requested)
             self._dry_run(record, frame)
             await self._persist(record)
             return _reply(record)
         pending = self._hold_slot(order, frame)  # before any await: the next order sees it in flight
+        others = any(other != order.order_id for other in (*self._pending, *self._acked))
+        record["playerBefore"] = player_before(self.player.state(), others)
+        figure = FIGURE_OF[order.kind]
+        self._sent_on[figure] += 1
+        pending.sent_on_figure = self._sent_on[figure]
+        # The checks passed: the record goes to the journal's worker now, and order.request (the seq
+        # the record names) goes out while the worker writes. Nothing awaits in between.
+        writing = self.journal.append(record)
+        self._publish("order.request", record, **requested)
         pending.timing.update(received=received, checked=wall_ms())
         deciding = asyncio.get_running_loop().create_future()
         self._deciding.add(deciding)
         try:
-            return _reply(await self._send_when_durable(record, pending))
+            return _reply(await self._send_when_durable(record, pending, writing))
         finally:
             self._deciding.discard(deciding)
             deciding.set_result(None)
@@ -285,16 +295,12 @@ class OrderDesk:
         self._by_ack[frame.ack_id] = order.order_id
         return pending
 
-    async def _send_when_durable(self, record: dict[str, Any], pending: Pending) -> dict[str, Any]:
-        """The record is made durable before the frame leaves, so a crash can never send it twice; an
-        order whose record the disk refused, or that the kill switch caught meanwhile, is refused."""
+    async def _send_when_durable(self, record: dict[str, Any], pending: Pending,
+                                 writing: asyncio.Future[None]) -> dict[str, Any]:
+        """The record (`writing`) is durable before the frame leaves, so a crash can never send it twice;
+        an order whose record the disk refused, or that the kill switch caught meanwhile, is refused."""
         order_id = pending.order.order_id
-        others = any(other != order_id for other in (*self._pending, *self._acked))
-        record["playerBefore"] = player_before(self.player.state(), others)
-        figure = FIGURE_OF[pending.order.kind]
-        self._sent_on[figure] += 1
-        pending.sent_on_figure = self._sent_on[figure]
-        if not await self._persist(record):
+        if not await self._written(record, writing):
             self._release(order_id)
             self._reject(record, RejectCode.NOT_DURABLE, f"not sent: its record could not be written to "
                          f"{self.journal.path} (see the log), and a crash could then send it twice", by="vectra")
@@ -629,8 +635,12 @@ class OrderDesk:
     async def _persist(self, record: dict[str, Any]) -> bool:
         """Journal the record as it stands; False (logged) when the disk refused it. Only an order about
         to be sent must then stop; any later state is already held in memory and in the reply."""
+        return await self._written(record, self.journal.append(record))
+
+    async def _written(self, record: dict[str, Any], writing: asyncio.Future[None]) -> bool:
+        """Wait for the record's journal write, handed over already; False (logged) when it failed."""
         try:
-            await self.journal.append(record)
+            await writing
         except OSError as exc:
             log.error("order %s: its record could not be journaled (%s)", record["order_id"], exc)
             return False

@@ -163,6 +163,26 @@ async def test_an_order_acked_without_its_trade_leaves_the_orders_in_flight_once
         assert "✓ sell" not in panel
 
 
+async def test_a_timeout_a_restart_could_not_settle_leaves_the_orders_in_flight():
+    """After a restart, an order whose outcome the account cannot tell gets `order.timeout` with a
+    `reason`: the last word on it. The panel stops showing it waiting and lists it with the reason;
+    a timeout within a run (no reason: its playerUpdate is still to come) stays in flight."""
+    fake = FakeFoundation(trading=True)
+    app = VectraConsole(fake)
+    async with app.run_test(size=(160, 36)) as pilot:
+        await pilot.pause()
+        order = {"order_id": "bot1-0003", "kind": "sell", "dryRun": False, "ackId": 900000001}
+        fake.publish(event(2000, "order.timeout", GAME_ID, **order, waited_ms=4000.0))
+        await pilot.pause(0.3)
+        assert "→ sell timeout  bot1-0003" in shown(app, "player"), "still waiting for its playerUpdate"
+        why = "its game ended before Vectra saw the player's state again"
+        fake.publish(event(2001, "order.timeout", GAME_ID, **order, waited_ms=90000.0, reason=why))
+        await pilot.pause(0.3)
+        panel = shown(app, "player")
+        assert "→ sell" not in panel, "no longer in flight"
+        assert "? sell unsettled   bot1-0003  its game ended" in panel, "with its reason, as far as it fits"
+
+
 async def test_without_an_order_desk_there_is_no_player_panel_and_no_order_keys(fake):
     app = VectraConsole(fake)
     async with app.run_test(size=(120, 36)) as pilot:

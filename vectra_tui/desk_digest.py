@@ -48,9 +48,10 @@ class DeskTracker:
             self.in_flight.pop(order_id, None)
             code, message = data.get("code"), data.get("message")
             self.recent.appendleft(OrderLine(order_id, kind, "rejected", code=code, message=message, dry_run=dry_run))
-        elif event.type == "order.unsettled":
-            # acked, yet neither its trade nor the account settles it: nothing more will come, so it is
-            # no longer in flight; it is listed apart from the fills, since it may not have happened
+        elif event.type == "order.unsettled" or (event.type == "order.timeout" and data.get("reason")):
+            # acked, yet neither its trade nor the account settles it; or a timeout the run after a
+            # restart could not settle (only those carry a reason): nothing more will come, so it is no
+            # longer in flight; it is listed apart from the fills, since it may not have happened
             self.in_flight.pop(order_id, None)
             self.recent.appendleft(OrderLine(order_id, kind, "unsettled", message=data.get("reason"), dry_run=dry_run))
         elif event.type == "order.ack" and data.get("success") is not True:

@@ -185,6 +185,33 @@ async def test_resume_past_a_ring_bounded_by_memory_gets_the_gap_then_every_held
         assert received[1:] == [event for event in published if event["seq"] >= first_held]
 
 
+async def test_live_events_of_every_frame_size_reach_every_client_whole(tmp_path):
+    """Each live event's frame is built once and shared by the clients: events whose length takes the
+    short, the 16-bit and the 64-bit length field of a WebSocket frame all arrive intact, in order,
+    at every client, and replies to one client in between take their place among them."""
+    sizes = (0, 200, 70_000, 5_000, 10)
+    async with running(tmp_path) as (foundation, server):
+        clients = [await connect(ws_url(server), max_size=None) for _ in range(3)]
+        try:
+            for client in clients:
+                await command(client, {"action": "subscribe", "channels": ["*"]})
+            published = []
+            for size in sizes:
+                published += publish_mixed(foundation, 2, size=size)
+                await clients[1].send(json.dumps({"action": "ping", "id": size}))
+                await asyncio.sleep(0.05)  # the reply goes out before the next events are published
+            published += publish_mixed(foundation, 2)
+            received = [await receive_until(client, published[-1]["seq"]) for client in clients]
+            for messages in received:
+                assert [event for event in messages if "v" in event] == published
+            pongs = [message for message in received[1] if message.get("type") == "pong"]
+            assert [pong["id"] for pong in pongs] == list(sizes)
+            assert all(received[1].index(pong) == 3 * position + 2 for position, pong in enumerate(pongs))
+        finally:
+            for client in clients:
+                await client.close()
+
+
 async def test_a_second_subscribe_replays_only_the_new_channels(tmp_path):
     async with running(tmp_path) as (foundation, server):
         async with connect(ws_url(server)) as client:

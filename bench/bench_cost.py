@@ -10,6 +10,8 @@ daemon (its own data dir and free ports), and each subscriber (WebSocket or Zero
   delivered  the share of frames the worst subscriber received;
   p50/p99    feed send -> subscriber receive, over all subscribers (same host, same clock);
   µs/frame   the daemon's CPU (utime+stime from /proc/<pid>/stat) over the pour and its drain, per frame;
+  of it kernel  the stime part: the kernel's work for the daemon (each socket send to a subscriber in
+             another process, the receives, epoll), which no change inside the process removes;
   RSS        the daemon's VmRSS (/proc/<pid>/status) at the end of the run.
 The baseline is the least a republisher can do: python-socketio's client with orjson, each frame
 encoded once and sent to the WebSocket clients with `websockets.broadcast` and to one ZeroMQ PUB; its
@@ -47,7 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.bench_ws import percentile  # noqa: E402
-from bench.proc import cpu_seconds, resident_mb  # noqa: E402
+from bench.proc import cpu_seconds, cpu_times, resident_mb  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 CHANNEL = "raw.gameStateUpdate"
@@ -269,7 +271,7 @@ def measure(run: Run, profile: Path | None = None) -> dict:
             wait_until(lambda: all(path.exists() for path in progress), 30, "the subscribers")
             time.sleep(0.5)  # ZeroMQ subscriptions reach the publisher asynchronously
             settle(target.pid)
-            cpu_before = cpu_seconds(target.pid)
+            cpu_before = cpu_times(target.pid)
             poured = get_json(f"http://127.0.0.1:{feed_port}/pour?rate={run.rate}&count={run.count}")
             counts, last_change = None, time.monotonic()
             while time.monotonic() - last_change < DRAIN_IDLE_S:
@@ -279,7 +281,7 @@ def measure(run: Run, profile: Path | None = None) -> dict:
                 if now != counts:
                     counts, last_change = now, time.monotonic()
                 time.sleep(0.1)
-            cpu = cpu_seconds(target.pid) - cpu_before
+            user, system = (after - before for after, before in zip(cpu_times(target.pid), cpu_before))
             rss = resident_mb(target.pid)
             results = []
             for reader in readers:
@@ -293,7 +295,8 @@ def measure(run: Run, profile: Path | None = None) -> dict:
             "delivered": min(result["received"] for result in results) / run.count,
             "p50": percentile(latencies, 0.50),
             "p99": percentile(latencies, 0.99),
-            "us_per_frame": cpu / run.count * 1e6,
+            "us_per_frame": (user + system) / run.count * 1e6,
+            "sys_us_per_frame": system / run.count * 1e6,
             "rss_mb": rss,
             "achieved": poured["sent"] / poured["seconds"],
             "errors": [result["error"] for result in results if result["error"]],
@@ -309,6 +312,7 @@ def print_row(result: dict) -> None:
     errors = f"  ({len(result['errors'])} subscriber(s) failed: {result['errors'][0]})" if result["errors"] else ""
     print(f"| {run.label} | {run.rate:>5,} | {result['achieved']:>6,.0f} | {result['delivered'] * 100:6.2f} % "
           f"| {fmt(result['p50'], 2):>7} | {fmt(result['p99'], 2):>8} | {fmt(result['us_per_frame'], 0):>6} "
+          f"| {fmt(result['sys_us_per_frame'], 0):>12} "
           f"| {fmt(result['rss_mb'], 0):>5} |{errors}", flush=True)
 
 
@@ -372,8 +376,8 @@ def main() -> None:
 
     print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "
           f"({os.cpu_count()} cores); {seconds:g} s per run")
-    print("| run                               | rate  | sent/s | delivered | p50 ms  | p99 ms   | µs/fr  | RSS MB|")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| run                               | rate  | sent/s | delivered | p50 ms  | p99 ms   | µs/fr  | of it kernel | RSS MB|")
+    print("|---|---|---|---|---|---|---|---|---|")
     results: list[dict] = []
     for run in runs:
         result = measure(run)

@@ -9,12 +9,22 @@ from pathlib import Path
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time the process and its running children (e.g. the recorder's Parquet
     worker) have used so far."""
+    return sum(cpu_times(pid))
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU time, apart, the process and its running children have used so far: the
+    system part is the kernel working for it (socket sends and receives, epoll, page faults)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0  # a child that ended in between
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + sum(cpu_seconds(child) for child in children(pid))
+        return 0.0, 0.0  # a child that ended in between
+    tick = os.sysconf("SC_CLK_TCK")
+    user, system = int(fields[11]) / tick, int(fields[12]) / tick
+    for child in children(pid):
+        child_user, child_system = cpu_times(child)
+        user, system = user + child_user, system + child_system
+    return user, system
 
 
 def children(pid: int) -> list[int]:

@@ -34,7 +34,9 @@ def fast_sim(started, speed: float = 200) -> SimProcess:
 
 
 def nats_daemon(data_dir: Path, sim: SimProcess, url: str, started, **settings: str) -> tuple[DaemonProcess, dict]:
-    env = {**daemon_env(data_dir, sim), "VECTRA_NATS_URL": url, **settings}
+    """A daemon bridging to `url` whose links retry every half second at most: back soon after NATS is."""
+    env = {**daemon_env(data_dir, sim), "VECTRA_NATS_URL": url, "VECTRA_RECONNECT_INITIAL_S": "0.1",
+           "VECTRA_RECONNECT_MAX_S": "0.5", **settings}
     daemon = DaemonProcess(env).start()
     started(daemon)
     wait_until_serving(daemon, env)
@@ -138,11 +140,9 @@ async def test_what_the_stream_no_longer_holds_is_a_client_gap(nats_server, tmp_
 @pytest.mark.slow
 async def test_nats_down_for_five_seconds_loses_nothing_and_health_shows_the_backlog(nats_server, tmp_path, started):
     """The daemon's bridge and a client reading live both ride out the outage. A quarter of the usual
-    pace still puts thousands of events behind during the outage, with a quarter of them to read twice;
-    the bridge retries every half second at most, so it is back soon after NATS."""
+    pace still puts thousands of events behind during the outage, with a quarter of them to read twice."""
     daemon, env = nats_daemon(
-        tmp_path / "data", fast_sim(started, speed=50), nats_server.url, started, VECTRA_NATS_BACKLOG_DEGRADED="300",
-        VECTRA_RECONNECT_INITIAL_S="0.1", VECTRA_RECONNECT_MAX_S="0.5",
+        tmp_path / "data", fast_sim(started, speed=50), nats_server.url, started, VECTRA_NATS_BACKLOG_DEGRADED="300"
     )
     healthy = await asyncio.to_thread(
         wait_health, env, lambda report: report["status"] == "ok" and report["nats"]["acked_seq"] is not None
@@ -184,10 +184,7 @@ async def test_a_bridge_whose_first_server_is_dead_says_so_and_publishes_through
     connect, the bridge stuck `connecting`); once the second server is up, it gets every event."""
     nats_server.stop()
     urls = f"nats://127.0.0.1:{free_port()},{nats_server.url}"
-    daemon, env = nats_daemon(
-        tmp_path / "data", fast_sim(started), urls, started,
-        VECTRA_RECONNECT_INITIAL_S="0.1", VECTRA_RECONNECT_MAX_S="0.5",
-    )
+    daemon, env = nats_daemon(tmp_path / "data", fast_sim(started), urls, started)
     failing = wait_health(env, lambda report: report["nats"]["state"] == "failed")
     assert failing["nats"]["last_error"] and failing["nats"]["acked_seq"] is None
     nats_server.start()
@@ -276,8 +273,7 @@ async def test_a_node_of_a_three_replica_cluster_dies_and_a_client_on_a_survivor
     nats_cluster, tmp_path, started
 ):
     urls = ",".join(server.url for server in nats_cluster)
-    daemon, env = nats_daemon(tmp_path / "data", fast_sim(started), urls, started, VECTRA_NATS_REPLICAS="3",
-                              VECTRA_RECONNECT_INITIAL_S="0.1", VECTRA_RECONNECT_MAX_S="0.5")
+    daemon, env = nats_daemon(tmp_path / "data", fast_sim(started), urls, started, VECTRA_NATS_REPLICAS="3")
     wait_health(env, lambda report: report["nats"]["acked_seq"] is not None and report["nats"]["backlog"] < 1000)
     leader = await stream_leader(nats_cluster[0].url)  # the node whose loss hurts most: a new leader is elected
     doomed = next(server for server in nats_cluster if server.name == leader)

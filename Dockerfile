@@ -29,8 +29,8 @@ COPY themes themes
 RUN /opt/vectra/bin/pip wheel -q --no-deps -w /wheels . \
     && /opt/vectra/bin/pip install -q --no-deps /wheels/vectra-*.whl
 
-# ---- daemon: what runs ----
-FROM ${BASE} AS daemon
+# ---- runtime: what the daemon runs on, everything but the project itself (a code change rebuilds none of it) ----
+FROM ${BASE} AS runtime
 # tini as PID 1 passes SIGTERM on to vectra and reaps what it leaves behind (the browser's children).
 RUN command -v tini >/dev/null || { apt-get update -qq \
         && apt-get install -y -qq --no-install-recommends tini && rm -rf /var/lib/apt/lists/*; }
@@ -39,7 +39,6 @@ RUN echo 'vectra:x:10001:10001:Vectra:/var/lib/vectra:/usr/sbin/nologin' >> /etc
     && echo 'vectra:x:10001:' >> /etc/group \
     && mkdir -p /var/lib/vectra/data /var/lib/vectra/chrome \
     && chown -R 10001:10001 /var/lib/vectra
-COPY --from=build /opt/vectra /opt/vectra
 ENV PATH=/opt/vectra/bin:$PATH \
     HOME=/var/lib/vectra \
     PYTHONUNBUFFERED=1 \
@@ -56,8 +55,13 @@ HEALTHCHECK --interval=5s --timeout=6s --start-period=20s --retries=2 \
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/bin/tini", "-g", "--", "vectra", "--daemon", "--log-json"]
 
+# ---- daemon: what runs ----
+FROM runtime AS daemon
+COPY --from=build /opt/vectra /opt/vectra
+
 # ---- browser: the daemon plus Debian's chromium, for VECTRA_SOURCE=cdp; the rugs_bot profile on a volume ----
-FROM daemon AS browser
+# Chromium is installed before the project comes in, so a change to the code does not install it again.
+FROM runtime AS browser
 USER root
 RUN apt-get update -qq \
     && apt-get install -y -qq --no-install-recommends chromium fonts-liberation \
@@ -68,6 +72,7 @@ ENV VECTRA_CHROME_BINARY=/usr/bin/chromium \
     CHROMIUM_FLAGS="--no-sandbox --disable-dev-shm-usage"
 VOLUME ["/var/lib/vectra/chrome"]
 USER 10001:10001
+COPY --from=build /opt/vectra /opt/vectra
 
 # The default target is the daemon without a browser.
 FROM daemon

@@ -5,6 +5,7 @@ would, on the host's network so that they meet the simulator and the test on 127
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import time
@@ -61,16 +62,30 @@ def build_image(base: str, target: str = "daemon", tag: str = IMAGE) -> str:
 
 
 class Container:
-    """One `podman run -d` of the image: the daemon with its data on a named volume."""
+    """One `podman run -d` of the image: the daemon with its data on a named volume. `health_start_period`
+    (e.g. "0s"): the image's HEALTHCHECK with another start period, see `health_options`."""
 
-    def __init__(self, name: str, env: dict[str, str], volume: str, image: str = IMAGE):
+    def __init__(self, name: str, env: dict[str, str], volume: str, image: str = IMAGE,
+                 health_start_period: str | None = None):
         self.name, self.env, self.volume, self.image = name, env, volume, image
+        self.health_start_period = health_start_period
 
     def run(self) -> "Container":
         settings = [arg for key, value in self.env.items() for arg in ("-e", f"{key}={value}")]
-        podman("run", "-d", "--name", self.name, "--network", "host",
+        podman("run", "-d", "--name", self.name, "--network", "host", *self.health_options(),
                "-v", f"{self.volume}:/var/lib/vectra/data", *settings, self.image)
         return self
+
+    def health_options(self) -> list[str]:
+        """The image's own HEALTHCHECK (its command, interval, timeout and retries) with `health_start_period`.
+        Podman 4.3 counts no failure within the start period even after a success (Docker's ends at the first
+        success), from each start of the container, and takes a HEALTHCHECK from the command line only whole."""
+        if self.health_start_period is None:
+            return []
+        check = json.loads(podman("image", "inspect", "--format", "{{json .Config.Healthcheck}}", self.image).stdout)
+        return ["--health-cmd", json.dumps(check["Test"]), "--health-interval", f"{check['Interval'] / 1e9:g}s",
+                "--health-timeout", f"{check['Timeout'] / 1e9:g}s", "--health-retries", str(check["Retries"]),
+                "--health-start-period", self.health_start_period]
 
     def wait_health(self, wanted: str, timeout: float = 60) -> None:
         """Runs the image's HEALTHCHECK, as the engine's scheduler would (podman's is systemd, absent here),

@@ -31,8 +31,19 @@ GAME_TIMEOUT_S = 90
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
-    return build_image(prepare_engine())
+def base() -> str:
+    return prepare_engine()
+
+
+@pytest.fixture(scope="module")
+def image(base) -> str:
+    return build_image(base)
+
+
+@pytest.fixture(scope="module")
+def browser_image(base, image) -> str:
+    """The Dockerfile's `browser` target (the daemon plus Debian's chromium), built once for the tests that run it."""
+    return build_image(base, target="browser", tag=f"{image}-browser")
 
 
 @pytest.fixture
@@ -45,9 +56,9 @@ def sim():
 def containers():
     made: list[Container] = []
 
-    def make(env: dict[str, str]) -> Container:
+    def make(env: dict[str, str], **options: str) -> Container:
         tag = f"{os.getpid()}-{len(made)}-{int(time.time())}"
-        container = Container(f"vectra-test-{tag}", env, f"vectra-test-{tag}")
+        container = Container(f"vectra-test-{tag}", env, f"vectra-test-{tag}", **options)
         made.append(container)
         return container.run()
 
@@ -82,7 +93,10 @@ def ws_collect(settings: dict[str, str], channels: list[str], done, timeout: flo
     deadline = time.monotonic() + timeout
     while True:  # the daemon may still be starting
         try:
-            ws = connect(ws_url(settings), open_timeout=5, ping_interval=None)  # sys.heartbeat does that
+            # sys.heartbeat keeps the link alive. No bound on the messages waiting here: with one, the
+            # client stops reading its socket once the queue is full, so on the way out it never read the
+            # daemon's answer to its close and waited its whole close timeout (10 s) at every close
+            ws = connect(ws_url(settings), open_timeout=5, ping_interval=None, max_queue=None)
             break
         except OSError:
             assert time.monotonic() < deadline, "the daemon's WebSocket never opened"
@@ -196,7 +210,8 @@ def test_the_container_behaves_as_the_plain_daemon(image, sim, containers, tmp_p
 
 def test_stop_and_start_keep_seq_and_recordings_and_health_follows_the_feed(image, sim, containers):
     settings = daemon_settings(sim, VECTRA_RECORD="true")
-    box = containers(settings)
+    # the image's health check without its 20 s start period: podman would not count the dead feed before it
+    box = containers(settings, health_start_period="0s")
     box.wait_health("healthy")
     before = ws_collect(settings, ["game.*", "player.*"], two_whole_games)
     seen = [event["seq"] for event in before]
@@ -225,10 +240,8 @@ def test_stop_and_start_keep_seq_and_recordings_and_health_follows_the_feed(imag
     box.wait_health("unhealthy")
 
 
-def test_the_browser_image_follows_the_simulators_page_over_cdp(image, sim, tmp_path):
+def test_the_browser_image_follows_the_simulators_page_over_cdp(browser_image, sim, tmp_path):
     """The `browser` target: Debian's chromium, headless, launched by the daemon as its non-root user."""
-    browser_image = f"{image}-browser"
-    build_image(prepare_engine(), target="browser", tag=browser_image)
     settings = daemon_settings(sim, VECTRA_SOURCE="cdp", VECTRA_GAME_URL=sim.url + "/",
                                VECTRA_CDP_SOCKET_MATCH=f"127.0.0.1:{sim.port}/socket.io",
                                VECTRA_CDP_PORT=str(free_port()))
@@ -395,12 +408,11 @@ def test_the_unit_starts_restarts_after_a_crash_and_stops_under_systemd_in_a_con
 
 
 def test_the_units_run_the_browser_under_their_hardening_and_the_browser_unit_outlives_a_daemon_restart(
-        image, sim, tmp_path):
+        browser_image, sim, tmp_path):
     """With VECTRA_SOURCE=cdp, vectra.service launches chromium itself, its profile under the state directory
     (the one path ProtectSystem/ProtectHome leave writable). deploy/vectra-browser.service runs the browser
     in a unit of its own instead; the daemon attaches to it, so a restart of the daemon (an upgrade) leaves
     the browser and its page running."""
-    browser_image = build_image(prepare_engine(), target="browser", tag=f"{image}-browser")
     settings = daemon_settings(sim, VECTRA_SOURCE="cdp", VECTRA_GAME_URL=sim.url + "/",
                                VECTRA_CDP_SOCKET_MATCH=f"127.0.0.1:{sim.port}/socket.io",
                                VECTRA_CDP_PORT=str(free_port()))
@@ -443,13 +455,17 @@ def systemd_image(image: str) -> str:
 @contextmanager
 def systemd_container(image: str, settings: dict[str, str], tmp_path: Path, extra_env: str = ""):
     """The image booted with systemd as PID 1, `settings` in /etc/vectra/vectra.env; yields the container's
-    name once vectra.service is active (or skips where systemd cannot boot in podman here)."""
+    name once vectra.service is active (or skips where systemd cannot boot in podman here). A drop-in
+    shortens vectra.service's RestartSec (5 s) to 1 s, as an operator may: a crash test waits for it."""
     env_file = tmp_path / "vectra.env"
     env_file.write_text("".join(f"{key}={value}\n" for key, value in settings.items()) + extra_env)
+    drop_in = tmp_path / "restart.conf"
+    drop_in.write_text("[Service]\nRestartSec=1\n")
     name = f"vectra-systemd-{os.getpid()}-{int(time.time())}"
     # systemd's sandboxing (ProtectSystem, PrivateTmp, ...) makes mount namespaces: that needs CAP_SYS_ADMIN
     started = podman("run", "-d", "--name", name, "--systemd=always", "--network", "host", "--cap-add", "SYS_ADMIN",
-                     "-v", f"{env_file}:/etc/vectra/vectra.env:ro", image, check=False)
+                     "-v", f"{env_file}:/etc/vectra/vectra.env:ro",
+                     "-v", f"{drop_in}:/etc/systemd/system/vectra.service.d/restart.conf:ro", image, check=False)
     try:
         if started.returncode != 0:
             pytest.skip(f"podman cannot run systemd as PID 1 here: {started.stderr.strip()[-500:]}")

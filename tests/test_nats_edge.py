@@ -164,18 +164,24 @@ def replay(env: dict[str, str], from_seq: int) -> list[bytes]:
         return replies
 
 
-def failed_link(edge: DaemonProcess, env: dict[str, str], timeout: float = 30) -> dict:
-    """The edge's link to NATS (`/health` `connection.sources.nats`) once it failed; the edge stays up."""
+def health_when(daemon: DaemonProcess, env: dict[str, str], predicate, what: str, timeout: float = 30) -> dict:
+    """The daemon's `/health` once `predicate` holds for it (before it serves, it does not); the daemon stays up."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            link = health(env)["connection"]["sources"]["nats"]
-            if link["state"] == "failed":
-                return link
+            report = health(env)
+            if predicate(report):
+                return report
         except OSError:
             pass
-        assert time.monotonic() < deadline and edge.proc.poll() is None, "the edge never said why it cannot read"
+        assert time.monotonic() < deadline and daemon.proc.poll() is None, what
         time.sleep(0.1)
+
+
+def failed_link(edge: DaemonProcess, env: dict[str, str], timeout: float = 30) -> dict:
+    """The edge's link to NATS (`/health` `connection.sources.nats`) once it failed; the edge stays up."""
+    return health_when(edge, env, lambda report: report["connection"]["sources"]["nats"]["state"] == "failed",
+                       "the edge never said why it cannot read", timeout)["connection"]["sources"]["nats"]
 
 
 # --- fast: the settings refuse an edge that would feed itself -----------------------------------
@@ -363,6 +369,10 @@ def test_an_edge_on_a_three_node_cluster_goes_on_with_no_gap_when_its_node_dies(
     with SimProcess(speed=50, seed=7, max_ticks=40) as sim:
         origin = DaemonProcess({**origin_env, "VECTRA_FEED_URL": sim.url, "VECTRA_STALE_AFTER_S": "2"}).start()
         try:
+            # the edge comes once the stream holds an event: on a cluster just formed, a stream made but with
+            # no leader yet leaves an edge's first look unanswered for a whole JetStream timeout (5 s)
+            health_when(origin, origin_env, lambda report: report["nats"]["acked_seq"] is not None,
+                        "the origin's bridge never stored an event", timeout=60)
             edge = daemon_for(Cluster, VECTRA_SOURCE="nats")
             edge.wait_for(lambda events: len(events) >= 100, timeout=60)
             doomed = nats_cluster[0]

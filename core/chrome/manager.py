@@ -95,14 +95,18 @@ def is_our_browser(settings: Settings, pid: int) -> bool:
     return f"--user-data-dir={settings.chrome_profile}".encode() in arguments
 
 
-def terminate_group(pid: int, grace_s: float = TERMINATE_GRACE_S) -> None:
-    """SIGTERM the browser's process group (renderers included), SIGKILL what is left after the grace."""
+def terminate_group(pid: int, grace_s: float = TERMINATE_GRACE_S, child: subprocess.Popen | None = None) -> None:
+    """SIGTERM the browser's process group (renderers included), SIGKILL what is left after the grace.
+    `child`: the browser's process when this process started it, reaped as soon as it exits (until
+    then it is a zombie that keeps its group alive: every stop waited the whole grace, then killed)."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
+        if child is not None:
+            child.poll()
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
@@ -232,7 +236,7 @@ class ChromeManager:
         try:
             await self._wait_until_up(process)
         except BaseException:
-            await asyncio.to_thread(terminate_group, process.pid)
+            await asyncio.to_thread(terminate_group, process.pid, child=process)
             process.poll()
             raise
         self._process = process
@@ -279,7 +283,7 @@ class ChromeManager:
         process = self._process
         if process is None:
             return
-        terminate_group(process.pid)
+        terminate_group(process.pid, child=process)
         process.poll()
         try:
             pid_file(self.settings).unlink()

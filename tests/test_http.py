@@ -162,6 +162,7 @@ def test_health_follows_the_feed_down_degraded_and_back(sim, vectra_env):
         code, report = wait_for_status(url, "degraded", timeout=5)
         assert code == 200 and report["connection"]["last_event_age_ms"] >= 2000
         assert vectra_health(env).returncode == 1
+        sim.fault(kind="silence", seconds=0)  # the feed speaks again: a new silence replaces the last
         wait_for_status(url, "ok", timeout=20)
 
         sim.kill()
@@ -188,16 +189,20 @@ def test_health_is_not_ok_while_the_feed_stays_silent_after_a_reconnect(sim, dae
     wait_for_status(url, "ok", timeout=30)
     sim.fault(kind="silence", seconds=8)
     silent_until = time.monotonic() + 7.5
+    stale_after_s = float(daemon.env["VECTRA_STALE_AFTER_S"])
     reconnected = []
-    while time.monotonic() < silent_until:
+    while time.monotonic() < silent_until:  # after the first reconnect, until the next one would be due
         _, report = get_json(url)
         if report["connection"]["reconnects"] >= 1 and report["connection"]["state"] == "connected":
+            if not reconnected:
+                silent_until = min(silent_until, time.monotonic() + stale_after_s)
             reconnected.append(report)
         time.sleep(0.05)
     assert reconnected, "the daemon did not reconnect to the silent feed"
     assert [report["status"] for report in reconnected] == ["degraded"] * len(reconnected), reconnected[0]
     assert all(report["connection"]["last_frame_age_ms"] >= 2000 for report in reconnected)
-    _, report = wait_for_status(url, "ok", timeout=20)  # the feed speaks again
+    sim.fault(kind="silence", seconds=0)  # the feed speaks again: a new silence replaces the last
+    _, report = wait_for_status(url, "ok", timeout=20)
     assert report["connection"]["last_frame_age_ms"] < 2000
 
 

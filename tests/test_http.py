@@ -107,9 +107,21 @@ async def test_unknown_path_is_404_and_the_page_and_module_are_served(tmp_path):
             assert reply.status == 403
 
 
-@pytest.fixture
+def a_feed() -> SimProcess:
+    return SimProcess(speed=10, seed=5, max_ticks=60)
+
+
+@pytest.fixture(scope="module")
 def sim():
-    with SimProcess(speed=10, seed=5, max_ticks=60) as process:
+    """One simulator for the tests that each start their own daemon on it and leave it as they found it
+    (a silence they inject they end); a test that kills it has its own."""
+    with a_feed() as process:
+        yield process
+
+
+@pytest.fixture
+def own_sim():
+    with a_feed() as process:
         yield process
 
 
@@ -147,7 +159,8 @@ def test_the_plain_websocket_example_resumes_after_a_kill_without_missing_an_eve
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_health_follows_the_feed_down_degraded_and_back(sim, vectra_env):
+def test_health_follows_the_feed_down_degraded_and_back(own_sim, vectra_env):
+    sim = own_sim
     env = {**vectra_env, "VECTRA_FEED_URL": sim.url, "VECTRA_RECONNECT_INITIAL_S": "0.1",
            "VECTRA_RECONNECT_MAX_S": "0.5", "VECTRA_STALE_AFTER_S": "30"}
     daemon = DaemonProcess(env).start()

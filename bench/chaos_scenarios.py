@@ -25,6 +25,7 @@ import zmq.asyncio
 from websockets.asyncio.client import connect as ws_connect
 
 from core.client import request, subscribe
+from tests.processes import DaemonProcess
 
 from bench.chaos_harness import (
     REPO,
@@ -390,11 +391,25 @@ def restart(how: signal.Signals, phases: tuple[str, ...]):
         if how == signal.SIGTERM and code != 0:
             stack.fail(f"SIGTERM exit code {code}")
         await asyncio.sleep(1)
-        await stack.start_daemon()
+        restarted = await stack.start_daemon()
         stack.fault_over()
-        await asyncio.sleep(6)
+        back = time.monotonic()  # then 4 s of feed, as after the other faults, holding a whole game
+        await stack.wait_for(lambda: whole_game_after(stack, restarted), 30, "a whole game after the restart")
+        await asyncio.sleep(max(0.0, back + 4 - time.monotonic()))
 
     return run
+
+
+def whole_game_after(stack: Stack, daemon: DaemonProcess) -> bool:
+    """The watchers hold the `game.end` of a game `daemon` saw from its tick 0: the restarted daemon
+    played one whole game, and the game the stop cut into, older, must have its end by then (the
+    verdict counts a game left open while a later one ran)."""
+    if not daemon.events:
+        return False
+    since = daemon.events[0]["seq"]  # its sys.start
+    events = [event for seq, event in list(stack.watchers.events.items()) if seq > since]
+    whole = {event["gameId"] for event in events if event["type"] == "game.start" and event["data"]["tick"] == 0}
+    return any(event["type"] == "game.end" and event["gameId"] in whole for event in events)
 
 
 for _signal in (signal.SIGTERM, signal.SIGKILL):
@@ -451,14 +466,20 @@ async def disk_full_while_recording(stack: Stack) -> None:
 # --- attacks ------------------------------------------------------------------------------------------------
 
 
-async def ws_exchange(stack: Stack, *messages: bytes | str, headers: dict | None = None, wait_s: float = 3) -> list[dict]:
-    """Send messages on a fresh WebSocket, return the non-event replies until `wait_s` of quiet."""
+PING = orjson.dumps({"action": "ping"})
+
+
+async def ws_exchange(stack: Stack, *messages: bytes | str, headers: dict | None = None, wait_s: float = 3,
+                      until_pong: bool = False) -> list[dict]:
+    """Send messages on a fresh WebSocket, return the non-event replies until `wait_s` of quiet, or
+    (`until_pong`, the last message being a `ping`) until the first `pong`: a connection's commands
+    are answered in the order sent, so every reply to the messages before it came first."""
     replies: list[dict] = []
     async with ws_connect(stack.ws_url, max_size=None, additional_headers=headers or {}) as ws:
         for message in messages:
             await ws.send(message.decode() if isinstance(message, bytes) else message)  # commands are text
         with contextlib.suppress(asyncio.TimeoutError, Exception):
-            while True:
+            while not (until_pong and replies and replies[-1].get("type") == "pong"):
                 item = orjson.loads(await asyncio.wait_for(ws.recv(), wait_s))
                 if "v" not in item:
                     replies.append(item)
@@ -543,7 +564,7 @@ async def from_seq_near_2_64(stack: Stack) -> None:
     if code != "bad_request":
         stack.fail(f"zmq replay from 2^64-1 answered {code}")
     replies = await ws_exchange(stack, orjson.dumps({"action": "subscribe", "channels": ["x"], "from_seq": huge}),
-                                orjson.dumps({"action": "ping"}))
+                                PING, until_pong=True)
     kinds = [r.get("type") if r.get("type") != "error" else r["data"]["code"] for r in replies]
     if "pong" not in kinds or "bad_request" not in kinds:
         stack.fail(f"ws subscribe from 2^64-1 then ping got {kinds}")
@@ -553,7 +574,7 @@ async def from_seq_near_2_64(stack: Stack) -> None:
 async def duplicate_keys(stack: Stack) -> None:
     """Defect 9: `{"action":"ping","action":"reconnect"}` must be refused, not run as a reconnect."""
     raw = '{"action":"ping","action":"reconnect"}'
-    replies = await ws_exchange(stack, raw)
+    replies = await ws_exchange(stack, raw, PING, until_pong=True)
     if not replies or replies[0].get("type") != "error":
         stack.fail(f"ws: duplicate keys answered {replies[:1]}")
     context = zmq.Context.instance()
@@ -624,7 +645,7 @@ async def oversized(stack: Stack) -> None:
 @attack_scenario("attack-nested-json")
 async def nested(stack: Stack) -> None:
     deep = b'{"action":"ping","x":' + b"[" * 30000 + b"]" * 30000 + b"}"
-    replies = await ws_exchange(stack, deep, orjson.dumps({"action": "ping"}))
+    replies = await ws_exchange(stack, deep, PING)
     kinds = [r.get("type") for r in replies]
     if "pong" not in kinds:
         stack.fail(f"after deeply nested JSON: {kinds}")

@@ -27,7 +27,7 @@ class SimProcess:
                  starting_cash: float = 1.0):
         self.port = free_port()
         self.speed, self.seed, self.max_ticks, self.starting_cash = speed, seed, max_ticks, starting_cash
-        self.anchor_ms = anchor_ms if anchor_ms is not None else int(time.time() * 1000)
+        self.anchor_ms = anchor_ms  # None: now, when first started
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -35,6 +35,8 @@ class SimProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "SimProcess":
+        if self.anchor_ms is None:
+            self.anchor_ms = int(time.time() * 1000)
         args = [*VECTRA, "sim", "--port", str(self.port), "--speed", str(self.speed), "--seed", str(self.seed),
                 "--max-ticks", str(self.max_ticks), "--anchor-ms", str(self.anchor_ms),
                 "--starting-cash", str(self.starting_cash)]

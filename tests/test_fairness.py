@@ -161,10 +161,13 @@ async def test_a_peer_over_its_own_limit_is_told_busy_and_nobody_else(tmp_path):
         greedy, other = peers
         for _ in range(3000):
             foundation.bus.publish("game.tick", {}, source="socketio")
-        # 3,000 events each: the first replays are still being answered (at the peer's pace once its
-        # queue is full) long after the 65th request arrives, however slowly a loaded machine delivers them
-        from_seq = foundation.bus.last_seq - 2999
+        # The first replay, 3,000 events, is still being answered (at the peer's pace once its queue is
+        # full) long after the 65th request arrives, however slowly a loaded machine delivers them. A
+        # peer's requests are answered one at a time: the others, of one event each, wait behind it
+        # (one of them answered before it would show below).
+        last = foundation.bus.last_seq
         for index in range(65):  # all sent before the first is answered: one over the limit
+            from_seq = last - 2999 if index == 0 else last
             await greedy.send(orjson.dumps({"action": "replay", "from_seq": from_seq, "id": index}))
         await other.send(b'{"action": "ping", "id": "p"}')
         assert orjson.loads(await asyncio.wait_for(other.recv(), timeout=10))["type"] == "pong"

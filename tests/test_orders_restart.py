@@ -42,12 +42,13 @@ def admin(sim: SimProcess, path: str, body: dict | None = None) -> Any:
         return json.loads(reply.read())
 
 
-def run(env: dict[str, str], daemons: list[DaemonProcess]) -> DaemonProcess:
-    """A daemon serving, with the game running and the player's account known."""
+def run(env: dict[str, str], daemons: list[DaemonProcess], in_game: bool = True) -> DaemonProcess:
+    """A daemon serving, with the player's account known and (`in_game`) the game running."""
     daemon = DaemonProcess(env).start()
     daemons.append(daemon)
     wait_until_serving(daemon, env)
-    daemon.wait_for(lambda events: any(e["type"] == "game.tick" and e["data"]["phase"] == "ACTIVE" for e in events)
+    daemon.wait_for(lambda events: (not in_game or any(e["type"] == "game.tick" and e["data"]["phase"] == "ACTIVE"
+                                                       for e in events))
                     and any(e["type"] == "player.state" for e in events), timeout=60)
     return daemon
 
@@ -87,8 +88,9 @@ def buy_then_sigkill(sim: SimProcess, env: dict[str, str], daemons: list[DaemonP
 
 def settled_after_restart(env: dict[str, str], daemons: list[DaemonProcess],
                           order_id: str = "crash-1") -> tuple[DaemonProcess, dict]:
-    """The restarted daemon, once it published the order's outcome; that one event."""
-    restarted = run(env, daemons)
+    """The restarted daemon, once it published the order's outcome; that one event. It settles on its
+    first `playerUpdate`, in whatever phase the game is: the outcome is waited for, not a running game."""
+    restarted = run(env, daemons, in_game=False)
     restarted.wait_for(lambda events: any(e["type"] in OUTCOMES for e in events), timeout=60)
     life = [e for e in restarted.events if e["type"].startswith("order.")]
     assert [e["data"]["order_id"] for e in life] == [order_id], life
@@ -131,9 +133,9 @@ def test_an_order_whose_game_ended_before_the_restart_stays_timeout_and_says_why
     """The buy filled, then the game rugged while no daemon ran: the force-sale emptied the position,
     so the account can no longer tell. No guessed fill: `order.timeout` with the reason, and a retry
     gets `timeout`."""
-    game_ticks = 160  # 40 s at speed 1: room for a daemon to start and order, then the rug comes
-    with SimProcess(speed=1, seed=long_game_seed(game_ticks), max_ticks=game_ticks,
-                    anchor_ms=active_anchor(1, 100)) as sim:
+    speed, game_ticks = 5, 160  # 8 s: room for a daemon to start and order, then the rug comes
+    with SimProcess(speed=speed, seed=long_game_seed(game_ticks), max_ticks=game_ticks,
+                    anchor_ms=active_anchor(speed, 100)) as sim:
         env = live_env(tmp_path, sim)
         sent = buy_then_sigkill(sim, env, daemons)
         deadline = time.monotonic() + 90

@@ -18,7 +18,8 @@ from tests.test_nats_edge import replay
 
 @pytest.fixture
 def long_game_sim():
-    with SimProcess(speed=10, seed=11, max_ticks=700) as process:  # seed 11: the first game runs 700 ticks
+    # seed 11: the first game runs 320 ticks (8 s), room for two daemons to start in it
+    with SimProcess(speed=10, seed=11, max_ticks=320) as process:
         yield process
 
 
@@ -112,9 +113,11 @@ def test_a_restart_inside_a_game_keeps_one_start_and_counts_the_whole_game(long_
 
 
 def test_a_restart_between_a_games_cooldown_and_its_run_expects_every_tick_from_zero(daemon_for):
-    sim = SimProcess(speed=2, seed=11, max_ticks=700).start()  # a 7.5 s cooldown, then 700 ticks
+    sim = SimProcess(speed=3, seed=11, max_ticks=700)  # from its start a 5 s cooldown, then 700 ticks
     try:
         first = daemon_for(sim, VECTRA_RECORD="true")  # the recordings back --stdout after a SIGKILL
+        first.wait_for(lambda evs: evs)  # up (`sys.start`) and trying its feed: the cooldown is all its to see
+        sim.start()
         first.wait_for(lambda evs: any(e["type"] == "game.tick" and e["data"]["phase"] in ("COOLDOWN", "PRESALE")
                                        for e in evs))
         first.kill()

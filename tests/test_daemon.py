@@ -66,8 +66,8 @@ def test_full_game_cycles_are_sequenced_and_whole(sim, daemon_for):
 
 
 def test_simulator_killed_mid_game_and_restarted(daemon_for):
-    # seed 11: the first game runs 320 ticks (8 s), room for a daemon and a restarted simulator in it
-    sim = SimProcess(speed=10, seed=11, max_ticks=320).start()
+    # seed 11: the first game runs 400 ticks (10 s), room for a daemon and a restarted simulator in it
+    sim = SimProcess(speed=10, seed=11, max_ticks=400).start()
     try:
         _kill_and_restart_mid_game(sim, daemon_for(sim))
     finally:

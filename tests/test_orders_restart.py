@@ -133,7 +133,7 @@ def test_an_order_whose_game_ended_before_the_restart_stays_timeout_and_says_why
     """The buy filled, then the game rugged while no daemon ran: the force-sale emptied the position,
     so the account can no longer tell. No guessed fill: `order.timeout` with the reason, and a retry
     gets `timeout`."""
-    speed, game_ticks = 5, 160  # 8 s: room for a daemon to start and order, then the rug comes
+    speed, game_ticks = 4, 160  # 10 s: room for a daemon to start and order, then the rug comes
     with SimProcess(speed=speed, seed=long_game_seed(game_ticks), max_ticks=game_ticks,
                     anchor_ms=active_anchor(speed, 100)) as sim:
         env = live_env(tmp_path, sim)

@@ -18,8 +18,8 @@ from tests.test_nats_edge import replay
 
 @pytest.fixture
 def long_game_sim():
-    # seed 11: the first game runs 320 ticks (8 s), room for two daemons to start in it
-    with SimProcess(speed=10, seed=11, max_ticks=320) as process:
+    # seed 11: the first game runs 400 ticks (10 s), room for two daemons to start in it
+    with SimProcess(speed=10, seed=11, max_ticks=400) as process:
         yield process
 
 

@@ -6,7 +6,8 @@ The `page` executor's target (issue 10) is under 5 ms added to the game server's
 p99. This measures how much of that budget the browser takes before any of Vectra's own hops (the
 bot's request, the checks, the journal, the reply): a bare DevTools client, `websockets` on an
 asyncio loop of its own in this process (no pychrome threads), drives headless Chromium on the
-simulator's page (a separate process) exactly as the executor does: Vectra's socket handle script
+simulator's page (a separate process; the browser launched by Vectra's own `ChromeManager`, with its
+flags) exactly as the executor does: Vectra's socket handle script
 added before the page loads, one `Runtime.evaluate` that writes the order frame on the page's
 socket, and the ack read from `Network.webSocketFrameReceived`.
 
@@ -24,7 +25,6 @@ import asyncio
 import itertools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +37,9 @@ import websockets
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_orders import long_game_seed, p50_p99  # noqa: E402
-from core.chrome.manager import QUIET_FLAGS  # noqa: E402
+from core.chrome.devtools import list_pages  # noqa: E402
+from core.chrome.manager import ChromeManager  # noqa: E402
+from core.config import Settings  # noqa: E402
 from core.orders.executors.page import HANDLE, HANDLE_SCRIPT  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.processes import SimProcess  # noqa: E402
@@ -106,15 +108,7 @@ def simulator_time(sim: SimProcess) -> float | None:
 
 
 async def open_page(port: int, sim: SimProcess) -> tuple[DevTools, Any]:
-    for _ in range(200):
-        try:
-            pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=1))
-            break
-        except OSError:
-            await asyncio.sleep(0.1)
-    else:
-        raise SystemExit("chromium did not open its DevTools port")
-    target = next(page for page in pages if page["type"] == "page")
+    target = (await list_pages(port, 5))[0]
     socket = await websockets.connect(target["webSocketDebuggerUrl"], max_size=None, compression=None)
     tools = DevTools(socket)
     await tools.call("Page.enable")
@@ -132,14 +126,15 @@ async def open_page(port: int, sim: SimProcess) -> tuple[DevTools, Any]:
 async def measure(orders: int) -> dict[str, list[float]]:
     figures: dict[str, list[float]] = {"evaluate -> ack read": [], "simulator wire -> ack": [],
                                        "browser adds": [], "Chrome stamp -> read": []}
-    port = free_port()
     with SimProcess(speed=1, seed=long_game_seed(), max_ticks=3000) as sim, \
-            tempfile.TemporaryDirectory() as profile:
-        chrome = subprocess.Popen(["chromium", "--headless=new", "--disable-gpu", "--no-sandbox", *QUIET_FLAGS,
-                                   f"--user-data-dir={profile}", f"--remote-debugging-port={port}", "about:blank"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            tempfile.TemporaryDirectory() as workdir:
+        settings = Settings(data_dir=Path(workdir) / "data", chrome_profile=Path(workdir) / "profile",
+                            cdp_port=free_port(), chrome_headless=True, game_url="about:blank")
+        chrome = ChromeManager(settings)
+        if await chrome.ensure() != "running":
+            raise SystemExit(f"chromium did not start: {chrome.status()}")
         try:
-            tools, socket = await open_page(port, sim)
+            tools, socket = await open_page(settings.cdp_port, sim)
             for n in range(WARMUP_ORDERS + orders):
                 ack_id = FIRST_ACK_ID + n
                 began = time.monotonic()
@@ -155,8 +150,7 @@ async def measure(orders: int) -> dict[str, list[float]]:
                 await asyncio.sleep(0.05)
             await socket.close()
         finally:
-            chrome.terminate()
-            chrome.wait(10)
+            await chrome.stop()
     return figures
 
 

@@ -5,11 +5,10 @@
 The `page` executor's target (issue 10) is under 5 ms added to the game server's own ack time at
 p99. This measures how much of that budget the browser takes before any of Vectra's own hops (the
 bot's request, the checks, the journal, the reply): a bare DevTools client, `websockets` on an
-asyncio loop of its own in this process (no pychrome threads), drives headless Chromium on the
-simulator's page (a separate process; the browser launched by Vectra's own `ChromeManager`, with its
-flags) exactly as the executor does: Vectra's socket handle script
-added before the page loads, one `Runtime.evaluate` that writes the order frame on the page's
-socket, and the ack read from `Network.webSocketFrameReceived`.
+asyncio loop of its own in this process (no pychrome threads), drives headless Chromium (launched by
+Vectra's own `ChromeManager`, with its flags) on the simulator's page (a separate process) exactly as
+the executor does: Vectra's socket handle script added before the page loads, one `Runtime.evaluate`
+that writes the order frame on the page's socket, and the ack read from `Network.webSocketFrameReceived`.
 
 Printed, p50/p99 over the timed orders (ms):
   evaluate -> ack read   from the call to the ack's DevTools event read by this client
@@ -28,7 +27,6 @@ import os
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,7 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_orders import long_game_seed, p50_p99  # noqa: E402
+from bench.bench_orders import get_json, long_game_seed, p50_p99  # noqa: E402
 from core.chrome.devtools import list_pages  # noqa: E402
 from core.chrome.manager import ChromeManager  # noqa: E402
 from core.config import Settings  # noqa: E402
@@ -100,17 +98,16 @@ def order_frame(n: int, ack_id: int) -> str:
 
 def simulator_time(sim: SimProcess) -> float | None:
     """The simulator's own wire -> ack of the latest order (ms), from its log."""
-    entries = json.load(urllib.request.urlopen(f"{sim.url}/admin/emitted", timeout=5))
+    entries = get_json(f"{sim.url}/admin/emitted")
     ours = [e for e in entries if e.get("player") == PLAYER and e["event"].startswith(("received/", "ack/"))]
     if len(ours) < 2 or not ours[-2]["event"].startswith("received/") or not ours[-1]["event"].startswith("ack/"):
         return None
     return ours[-1]["ts_ms"] - ours[-2]["ts_ms"]
 
 
-async def open_page(port: int, sim: SimProcess) -> tuple[DevTools, Any]:
+async def open_page(port: int, sim: SimProcess) -> DevTools:
     target = (await list_pages(port, 5))[0]
-    socket = await websockets.connect(target["webSocketDebuggerUrl"], max_size=None, compression=None)
-    tools = DevTools(socket)
+    tools = DevTools(await websockets.connect(target["webSocketDebuggerUrl"], max_size=None, compression=None))
     await tools.call("Page.enable")
     await tools.call("Network.enable")
     names = {"handle": json.dumps(HANDLE), "match": json.dumps("socket.io")}
@@ -118,7 +115,7 @@ async def open_page(port: int, sim: SimProcess) -> tuple[DevTools, Any]:
     await tools.call("Page.navigate", url=f"{sim.url}/?player={PLAYER}")
     for _ in range(200):
         if await tools.evaluate(READY):
-            return tools, socket
+            return tools
         await asyncio.sleep(0.1)
     raise SystemExit("the simulator's page never connected its socket")
 
@@ -134,7 +131,7 @@ async def measure(orders: int) -> dict[str, list[float]]:
         if await chrome.ensure() != "running":
             raise SystemExit(f"chromium did not start: {chrome.status()}")
         try:
-            tools, socket = await open_page(settings.cdp_port, sim)
+            tools = await open_page(settings.cdp_port, sim)
             for n in range(WARMUP_ORDERS + orders):
                 ack_id = FIRST_ACK_ID + n
                 began = time.monotonic()
@@ -148,7 +145,7 @@ async def measure(orders: int) -> dict[str, list[float]]:
                     figures["browser adds"].append(total - server)
                     figures["Chrome stamp -> read"].append((read_at - stamped) * 1000)
                 await asyncio.sleep(0.05)
-            await socket.close()
+            await tools.socket.close()
         finally:
             await chrome.stop()
     return figures
@@ -165,7 +162,7 @@ def main() -> None:
     for label, values in figures.items():
         p50, p99 = p50_p99(values)
         print(f"{label:24} {p50:6.2f} {p99:6.2f}")
-    p50, p99 = p50_p99(figures["browser adds"])
+    _, p99 = p50_p99(figures["browser adds"])
     print(f"the `page` target is under 5 ms added at p99: the browser alone adds {p99:.2f} ms at p99 "
           f"({'within' if p99 < 5 else 'over'} it before any of Vectra's own hops)")
 

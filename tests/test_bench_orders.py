@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.processes import REPO
-from tests.test_sim_page import CHROMIUM, NODE_CLIENT
+from tests.test_chrome import CHROMIUM, NODE_CLIENT
 
 pytestmark = pytest.mark.timeout(240)
 
